@@ -1,0 +1,324 @@
+//! REST handlers under `/api/v1`. They convert JSON to calls on the order
+//! service and back; no business logic lives here.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use xianlu_domain::wire::{Actor, CommandRequest, OrderPage, OrderView, Problem, StreamEvent};
+use xianlu_domain::{MerchantId, Order, OrderDraft, OrderId, WarehouseId};
+
+use crate::AppState;
+use crate::audit::VerifyReport;
+use crate::error::{ApiError, ApiResult};
+use crate::idempotency::SAVED_MARKER;
+use crate::parties::{
+    Courier, Customer, Merchant, NewCourier, NewCustomer, NewMerchant, NewWarehouse, StockCount, Warehouse,
+};
+use crate::service::{Committed, IdempotencyClaim, OrderFilter, RequestCtx, StockLevel};
+
+/// The development identity header. There is no authentication behind it:
+/// whoever sends it is believed. The identity service replaces it.
+pub const DEV_ACTOR_HEADER: &str = "x-xianlu-dev-actor";
+
+/// Roles a development actor may claim. `system` and `gateway` are the
+/// server's own and cannot be claimed.
+const CLAIMABLE_KINDS: &[&str] = &["admin", "merchant", "staff", "clerk", "courier", "customer", "service"];
+
+pub fn parse_actor(value: &str) -> Option<Actor> {
+    let (kind, id) = value.split_once(':')?;
+    let valid_id = (1..=100).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic());
+    (CLAIMABLE_KINDS.contains(&kind) && valid_id).then(|| Actor { kind: kind.to_owned(), id: id.to_owned() })
+}
+
+/// The caller as recorded in idempotency scopes (before any handler runs).
+pub fn actor_label(headers: &HeaderMap) -> String {
+    headers
+        .get(DEV_ACTOR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_actor)
+        .map_or_else(|| "anonymous".to_owned(), |a| format!("{}:{}", a.kind, a.id))
+}
+
+/// Who is calling. The one seam where real authentication plugs in.
+pub fn authenticate(state: &AppState, headers: &HeaderMap, query_actor: Option<&str>) -> ApiResult<Actor> {
+    if !state.config.dev_actor_header {
+        return Err(ApiError::Unauthorized("authentication is not configured on this server".into()));
+    }
+    let claimed = headers.get(DEV_ACTOR_HEADER).and_then(|v| v.to_str().ok()).or(query_actor);
+    match claimed {
+        Some(value) => parse_actor(value).ok_or_else(|| {
+            ApiError::Unauthorized(format!(
+                "{DEV_ACTOR_HEADER} must be KIND:ID with KIND one of {}",
+                CLAIMABLE_KINDS.join(", ")
+            ))
+        }),
+        None => Err(ApiError::Unauthorized(format!(
+            "say who you are with the {DEV_ACTOR_HEADER} header, e.g. `merchant:kl-ops` (development identity)"
+        ))),
+    }
+}
+
+/// The request context: actor, request id and any idempotency claim.
+pub struct Ctx(pub RequestCtx);
+
+impl FromRequestParts<Arc<AppState>> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let actor = authenticate(state, &parts.headers, None)?;
+        let request_id = parts.headers.get(crate::REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
+        let idempotency = parts.extensions.get::<IdempotencyClaim>().cloned();
+        Ok(Ctx(RequestCtx { actor, request_id, idempotency }))
+    }
+}
+
+/// JSON body whose every failure is a problem document.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(match rejection {
+                JsonRejection::JsonDataError(e) => ApiError::unprocessable("invalid_body", e.body_text()),
+                JsonRejection::JsonSyntaxError(e) => ApiError::bad_request("malformed_json", e.body_text()),
+                JsonRejection::MissingJsonContentType(_) => {
+                    ApiError::bad_request("unsupported_media_type", "send the body as Content-Type: application/json")
+                }
+                JsonRejection::BytesRejection(_) => ApiError::TooLarge,
+                other => ApiError::bad_request("invalid_body", other.body_text()),
+            }),
+        }
+    }
+}
+
+/// Query string whose failures are problem documents.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e: QueryRejection| ApiError::bad_request("invalid_query", e.body_text()))
+    }
+}
+
+fn parse_id<T: std::str::FromStr>(text: &str, what: &str) -> ApiResult<T> {
+    text.parse().map_err(|_| ApiError::NotFound(format!("no {what} {text}")))
+}
+
+/// A committed change, answered with exactly the bytes saved for idempotent replay.
+fn committed_response(status: StatusCode, committed: Committed, saved: bool) -> Response {
+    let mut response = (status, committed.body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if saved {
+        headers.insert(SAVED_MARKER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+async fn resolve_order(state: &AppState, id: &str) -> ApiResult<OrderId> {
+    match id.parse::<OrderId>() {
+        Ok(id) => Ok(id),
+        Err(_) => state.service.find_by_number(id).await,
+    }
+}
+
+/// Create an order. Credit-terms customers' orders are paid and stock-checked at once.
+#[utoipa::path(post, path = "/orders", tag = "orders", request_body = OrderDraft,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses((status = 201, body = Order), (status = 422, body = Problem), (status = 400, body = Problem)))]
+async fn create_order(
+    State(state): State<Arc<AppState>>,
+    Ctx(ctx): Ctx,
+    ApiJson(draft): ApiJson<OrderDraft>,
+) -> ApiResult<Response> {
+    let saved = ctx.idempotency.is_some();
+    let committed = state.service.create_order(&ctx, draft).await?;
+    Ok(committed_response(StatusCode::CREATED, committed, saved))
+}
+
+/// Send a command to an order (pay, pick, pack, dispatch, sign, report an exception, …).
+#[utoipa::path(post, path = "/orders/{id}/commands", tag = "orders", request_body = CommandRequest,
+    params(("id" = String, Path, description = "Order id (UUID) or number"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses((status = 200, body = Order), (status = 409, body = Problem, description = "Version conflict or illegal transition"),
+              (status = 422, body = Problem), (status = 404, body = Problem)))]
+async fn order_command(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+    ApiJson(request): ApiJson<CommandRequest>,
+) -> ApiResult<Response> {
+    let id = resolve_order(&state, &id).await?;
+    let saved = ctx.idempotency.is_some();
+    let committed = state.service.execute(&ctx, id, request.expected_version, &request.command).await?;
+    Ok(committed_response(StatusCode::OK, committed, saved))
+}
+
+/// One order in the requirements' shape, with its lines and timeline.
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "Order id (UUID) or number")),
+    responses((status = 200, body = OrderView), (status = 404, body = Problem)))]
+async fn get_order(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(_ctx): Ctx,
+) -> ApiResult<axum::Json<OrderView>> {
+    let id = resolve_order(&state, &id).await?;
+    Ok(axum::Json(state.service.view(id).await?.as_ref().clone()))
+}
+
+/// An order's events in commit order.
+#[utoipa::path(get, path = "/orders/{id}/events", tag = "orders",
+    params(("id" = String, Path, description = "Order id (UUID) or number")),
+    responses((status = 200, body = Vec<StreamEvent>), (status = 404, body = Problem)))]
+async fn order_events(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(_ctx): Ctx,
+) -> ApiResult<axum::Json<Vec<StreamEvent>>> {
+    let id = resolve_order(&state, &id).await?;
+    let timeline = state.service.timeline(id).await?;
+    if timeline.is_empty() {
+        return Err(ApiError::NotFound(format!("no order {id}")));
+    }
+    Ok(axum::Json(timeline))
+}
+
+/// List orders, newest first, with filters and cursor pagination.
+#[utoipa::path(get, path = "/orders", tag = "orders", params(OrderFilter),
+    responses((status = 200, body = OrderPage), (status = 400, body = Problem)))]
+async fn list_orders(
+    State(state): State<Arc<AppState>>,
+    Ctx(_ctx): Ctx,
+    ApiQuery(filter): ApiQuery<OrderFilter>,
+) -> ApiResult<axum::Json<OrderPage>> {
+    Ok(axum::Json(state.service.list(&filter).await?))
+}
+
+#[utoipa::path(post, path = "/merchants", tag = "parties", request_body = NewMerchant,
+    responses((status = 201, body = Merchant), (status = 422, body = Problem)))]
+async fn create_merchant(
+    State(state): State<Arc<AppState>>,
+    Ctx(ctx): Ctx,
+    ApiJson(new): ApiJson<NewMerchant>,
+) -> ApiResult<(StatusCode, axum::Json<Merchant>)> {
+    Ok((StatusCode::CREATED, axum::Json(state.service.create_merchant(&ctx, new).await?)))
+}
+
+#[utoipa::path(post, path = "/merchants/{id}/warehouses", tag = "parties", request_body = NewWarehouse,
+    params(("id" = String, Path)), responses((status = 201, body = Warehouse), (status = 404, body = Problem)))]
+async fn create_warehouse(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+    ApiJson(new): ApiJson<NewWarehouse>,
+) -> ApiResult<(StatusCode, axum::Json<Warehouse>)> {
+    let merchant: MerchantId = parse_id(&id, "merchant")?;
+    Ok((StatusCode::CREATED, axum::Json(state.service.create_warehouse(&ctx, merchant, new).await?)))
+}
+
+/// Create a customer business; its contact people's names and phones are stored as personal data.
+#[utoipa::path(post, path = "/merchants/{id}/customers", tag = "parties", request_body = NewCustomer,
+    params(("id" = String, Path)), responses((status = 201, body = Customer), (status = 404, body = Problem)))]
+async fn create_customer(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+    ApiJson(new): ApiJson<NewCustomer>,
+) -> ApiResult<(StatusCode, axum::Json<Customer>)> {
+    let merchant: MerchantId = parse_id(&id, "merchant")?;
+    Ok((StatusCode::CREATED, axum::Json(state.service.create_customer(&ctx, merchant, new).await?)))
+}
+
+#[utoipa::path(post, path = "/merchants/{id}/couriers", tag = "parties", request_body = NewCourier,
+    params(("id" = String, Path)), responses((status = 201, body = Courier), (status = 404, body = Problem)))]
+async fn create_courier(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+    ApiJson(new): ApiJson<NewCourier>,
+) -> ApiResult<(StatusCode, axum::Json<Courier>)> {
+    let merchant: MerchantId = parse_id(&id, "merchant")?;
+    let courier = state.service.create_courier(&ctx, merchant, new).await?;
+    Ok((StatusCode::CREATED, axum::Json(courier)))
+}
+
+/// Set the counted stock of a SKU in a warehouse.
+#[utoipa::path(put, path = "/warehouses/{id}/stock/{sku}", tag = "stock", request_body = StockCount,
+    params(("id" = String, Path), ("sku" = String, Path)), responses((status = 200, body = StockLevel), (status = 404, body = Problem)))]
+async fn set_stock(
+    State(state): State<Arc<AppState>>,
+    Path((id, sku)): Path<(String, String)>,
+    Ctx(ctx): Ctx,
+    ApiJson(count): ApiJson<StockCount>,
+) -> ApiResult<axum::Json<StockLevel>> {
+    let warehouse: WarehouseId = parse_id(&id, "warehouse")?;
+    Ok(axum::Json(state.service.set_stock(&ctx, warehouse, &sku, count).await?))
+}
+
+#[utoipa::path(get, path = "/warehouses/{id}/stock", tag = "stock",
+    params(("id" = String, Path)), responses((status = 200, body = Vec<StockLevel>)))]
+async fn get_stock(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(_ctx): Ctx,
+) -> ApiResult<axum::Json<Vec<StockLevel>>> {
+    let warehouse: WarehouseId = parse_id(&id, "warehouse")?;
+    Ok(axum::Json(state.service.stock(warehouse).await?))
+}
+
+/// Walk every merchant's audit chain and report edited, inserted or deleted rows.
+#[utoipa::path(get, path = "/admin/audit/verify", tag = "admin",
+    responses((status = 200, body = VerifyReport), (status = 401, body = Problem)))]
+async fn audit_verify(State(state): State<Arc<AppState>>, Ctx(ctx): Ctx) -> ApiResult<axum::Json<VerifyReport>> {
+    if ctx.actor.kind != "admin" {
+        return Err(ApiError::Unauthorized("only an admin may verify the audit log".into()));
+    }
+    Ok(axum::Json(crate::audit::verify(&state.db).await?))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Xianlu order lifecycle API", description = "Orders of fresh produce from creation to sign-off: \
+        REST commands over one state machine, a resumable WebSocket push stream at /api/v1/stream, \
+        problem+json errors with stable codes. Send `Idempotency-Key` on every mutating request."),
+    components(schemas(Problem, xianlu_domain::wire::ClientMessage, xianlu_domain::wire::ServerMessage)),
+    tags((name = "orders"), (name = "parties"), (name = "stock"), (name = "payments"), (name = "admin"))
+)]
+struct ApiDoc;
+
+/// The `/api/v1` routes and their OpenAPI document.
+pub fn router() -> (axum::Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(create_order, list_orders))
+        .routes(routes!(get_order))
+        .routes(routes!(order_command))
+        .routes(routes!(order_events))
+        .routes(routes!(create_merchant))
+        .routes(routes!(create_warehouse))
+        .routes(routes!(create_customer))
+        .routes(routes!(create_courier))
+        .routes(routes!(set_stock))
+        .routes(routes!(get_stock))
+        .routes(routes!(audit_verify))
+        .routes(routes!(crate::payments::webhook))
+        .split_for_parts();
+    doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
+    (router, doc)
+}

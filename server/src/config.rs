@@ -1,0 +1,159 @@
+//! Configuration: built-in defaults, then a TOML file, then `XIANLU_…`
+//! environment variables (each layer overrides the one before).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where the SQLite database lives when `database_url` is not set.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://USER@HOST/DB`; defaults to SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// SQLite durability: `FULL` (fsync every commit) or `NORMAL` (WAL, fsync at checkpoints).
+    pub sqlite_synchronous: String,
+    pub max_connections: u32,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Shared secret of the payment gateway's HMAC-SHA256 notifications.
+    pub payment_webhook_secret: Option<String>,
+    /// How old a signed payment notification may be, in seconds.
+    pub payment_webhook_tolerance_secs: i64,
+    /// Hours a saved idempotent response is kept (at least 24).
+    pub idempotency_retention_hours: i64,
+    /// Events buffered per push subscriber before it is told to resync.
+    pub stream_buffer: usize,
+    /// Orders kept in the hot-order cache.
+    pub cache_capacity: usize,
+    /// An audit anchor record every this many entries of a merchant's chain.
+    pub audit_anchor_every: i64,
+    /// Accept the `X-Xianlu-Dev-Actor` header as the caller's identity.
+    /// Development only: there is no authentication behind it.
+    pub dev_actor_header: bool,
+    /// `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            sqlite_synchronous: "FULL".into(),
+            max_connections: 16,
+            max_body_bytes: 256 * 1024,
+            payment_webhook_secret: None,
+            payment_webhook_tolerance_secs: 300,
+            idempotency_retention_hours: 24,
+            stream_buffer: 256,
+            cache_capacity: 10_000,
+            audit_anchor_every: 1000,
+            dev_actor_header: true,
+            log_format: "text".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Figment(#[from] Box<figment::Error>),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads defaults → `file` (if given, or `xianlu.toml` when present) → `XIANLU_*` env.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError::Invalid(format!("{} does not exist", path.display())));
+                }
+                figment = figment.merge(Toml::file(path));
+            }
+            None => figment = figment.merge(Toml::file("xianlu.toml")),
+        }
+        let config: Config = figment.merge(Env::prefixed("XIANLU_")).extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.idempotency_retention_hours < 24 {
+            return Err(ConfigError::Invalid("idempotency_retention_hours must be at least 24".into()));
+        }
+        if !matches!(self.sqlite_synchronous.to_ascii_uppercase().as_str(), "NORMAL" | "FULL") {
+            return Err(ConfigError::Invalid("sqlite_synchronous must be NORMAL or FULL".into()));
+        }
+        if self.stream_buffer == 0 || self.audit_anchor_every <= 0 {
+            return Err(ConfigError::Invalid("stream_buffer and audit_anchor_every must be positive".into()));
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("xianlu.db").display()))
+    }
+
+    /// The configuration as TOML with secrets replaced, for `print-config` and logs.
+    pub fn redacted(&self) -> String {
+        let mut shown = self.clone();
+        if shown.payment_webhook_secret.is_some() {
+            shown.payment_webhook_secret = Some("<redacted>".into());
+        }
+        if let Some(url) = &shown.database_url {
+            shown.database_url = Some(redact_url_password(url));
+        }
+        toml_string(&shown)
+    }
+}
+
+fn toml_string(config: &Config) -> String {
+    // figment's TOML provider reads; for writing, a small hand-rolled listing is enough.
+    let value = serde_json::to_value(config).unwrap_or_default();
+    let mut out = String::new();
+    if let Some(map) = value.as_object() {
+        for (key, value) in map {
+            if !value.is_null() {
+                out.push_str(&format!("{key} = {value}\n"));
+            }
+        }
+    }
+    out
+}
+
+fn redact_url_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:<redacted>{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_passwords_never_appear_in_printed_config() {
+        assert_eq!(redact_url_password("postgres://u:secret@h/db"), "postgres://u:<redacted>@h/db");
+        assert_eq!(redact_url_password("postgres://u@h/db"), "postgres://u@h/db");
+        let config = Config { payment_webhook_secret: Some("s3cr3t".into()), ..Config::default() };
+        assert!(!config.redacted().contains("s3cr3t"));
+    }
+}

@@ -1,0 +1,179 @@
+//! The two storage backends behind one interface.
+//!
+//! We do not use `sqlx::Any`: each backend keeps its own types (UUID and
+//! TIMESTAMPTZ on PostgreSQL), its own migrations and its own transaction
+//! start. Queries are written once and type-checked per backend by the
+//! `on_db!` / `on_tx!` macros, which expand the same code for each pool type.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+
+/// A connection pool on either backend.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// An open transaction on either backend.
+pub enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// Runs the same query code against whichever pool `$db` holds.
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Runs the same query code inside whichever transaction `$tx` holds;
+/// `$conn` is the `&mut` connection to pass to `execute`/`fetch_*`.
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx {
+            $crate::db::Tx::Sqlite(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+            $crate::db::Tx::Postgres(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+        }
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// How the server connects to its database.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    pub url: String,
+    /// SQLite only: `NORMAL` or `FULL` (WAL is always on).
+    pub sqlite_synchronous: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("unsupported database URL (use sqlite://PATH or postgres://…): {0}")]
+    UnsupportedUrl(String),
+    #[error("sqlite_synchronous must be NORMAL or FULL, not {0}")]
+    BadSynchronous(String),
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl Db {
+    /// Connects; creates the SQLite file (and its directory) on first start.
+    pub async fn connect(options: &DbOptions) -> Result<Db, DbError> {
+        let url = options.url.as_str();
+        if url.starts_with("sqlite:") {
+            let synchronous = match options.sqlite_synchronous.to_ascii_uppercase().as_str() {
+                "NORMAL" => SqliteSynchronous::Normal,
+                "FULL" => SqliteSynchronous::Full,
+                other => return Err(DbError::BadSynchronous(other.to_owned())),
+            };
+            let connect = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(synchronous)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            if let Some(dir) = connect.get_filename().parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir).map_err(|e| DbError::Sqlx(sqlx::Error::Io(e)))?;
+            }
+            let pool =
+                SqlitePoolOptions::new().max_connections(options.max_connections.max(1)).connect_with(connect).await?;
+            Ok(Db::Sqlite(pool))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let connect = PgConnectOptions::from_str(url)?;
+            let pool =
+                PgPoolOptions::new().max_connections(options.max_connections.max(2)).connect_with(connect).await?;
+            Ok(Db::Postgres(pool))
+        } else {
+            Err(DbError::UnsupportedUrl(url.to_owned()))
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies the pending migrations of this backend.
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+            Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Starts a writing transaction. On SQLite it takes the write lock at
+    /// once (`BEGIN IMMEDIATE`), so a transaction never fails half-way
+    /// because another writer got there first.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Db::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        on_db!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+    }
+
+    pub async fn close(&self) {
+        on_db!(self, pool => pool.close().await)
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => tx.commit().await,
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Tx::Sqlite(_) => Backend::Sqlite,
+            Tx::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// `FOR UPDATE` where the backend has row locks (SQLite's write lock is
+    /// already held by `BEGIN IMMEDIATE`).
+    pub fn lock_clause(&self) -> &'static str {
+        match self {
+            Tx::Sqlite(_) => "",
+            Tx::Postgres(_) => " FOR UPDATE",
+        }
+    }
+}

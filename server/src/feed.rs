@@ -1,0 +1,258 @@
+//! The event feed: every process tails the events table in sequence order and
+//! fans each event out to its push subscribers and its hot-order cache.
+//!
+//! **Every cache and live push is fed from the events table**, never from the
+//! request that wrote it, so a process serves what any process committed. A
+//! local commit wakes the feed at once; PostgreSQL `NOTIFY` wakes the other
+//! processes; a short poll covers everything else.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, mpsc};
+use uuid::Uuid;
+use xianlu_domain::wire::{Actor, StreamEvent, Topic};
+use xianlu_domain::{CourierId, Event, MerchantId, OrderId, OrderNumber};
+
+use crate::cache::OrderCache;
+use crate::db::Db;
+use crate::metrics::Metrics;
+use crate::on_db;
+
+/// The PostgreSQL channel on which commits announce new events.
+pub const NOTIFY_CHANNEL: &str = "xianlu_events";
+
+#[derive(sqlx::FromRow)]
+pub struct EventRow {
+    pub seq: i64,
+    pub order_id: Uuid,
+    pub order_number: String,
+    pub merchant_id: Uuid,
+    pub courier_id: Option<Uuid>,
+    pub version: i64,
+    pub at: DateTime<Utc>,
+    pub actor_kind: String,
+    pub actor_id: String,
+    pub payload: String,
+}
+
+impl EventRow {
+    pub fn into_stream_event(self) -> anyhow::Result<StreamEvent> {
+        let event: Event = serde_json::from_str(&self.payload)?;
+        Ok(StreamEvent {
+            seq: u64::try_from(self.seq)?,
+            order_id: OrderId(self.order_id),
+            order_number: OrderNumber::parse(&self.order_number)
+                .ok_or_else(|| anyhow::anyhow!("stored order number {} is malformed", self.order_number))?,
+            merchant_id: MerchantId(self.merchant_id),
+            courier_id: self.courier_id.map(CourierId),
+            version: u64::try_from(self.version)?,
+            at: self.at,
+            actor: Actor { kind: self.actor_kind, id: self.actor_id },
+            event,
+        })
+    }
+}
+
+/// One push subscriber's inbox.
+#[derive(Debug)]
+pub struct Inbox {
+    tx: mpsc::Sender<Arc<StreamEvent>>,
+    /// Set when the inbox was full and an event had to be dropped.
+    overflowed: AtomicBool,
+}
+
+impl Inbox {
+    pub fn overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Default)]
+struct Routes {
+    by_topic: HashMap<Topic, Vec<(u64, Arc<Inbox>)>>,
+    next_id: u64,
+}
+
+/// Routes published events to the subscribers of their topics.
+pub struct Hub {
+    routes: RwLock<Routes>,
+    /// The newest sequence handed to subscribers.
+    published: AtomicU64,
+    metrics: Metrics,
+}
+
+/// A live subscription; dropping it unsubscribes.
+pub struct Subscription {
+    hub: Arc<Hub>,
+    id: u64,
+    topics: Vec<Topic>,
+    pub inbox: Arc<Inbox>,
+    pub rx: mpsc::Receiver<Arc<StreamEvent>>,
+    /// Every event after this sequence reaches `rx`; none before it does.
+    pub head: u64,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut routes = self.hub.routes.write().unwrap_or_else(|e| e.into_inner());
+        for topic in &self.topics {
+            if let Some(subs) = routes.by_topic.get_mut(topic) {
+                subs.retain(|(id, _)| *id != self.id);
+                if subs.is_empty() {
+                    routes.by_topic.remove(topic);
+                }
+            }
+        }
+        self.hub.metrics.stream_subscribers.dec();
+    }
+}
+
+impl Hub {
+    pub fn new(head: u64, metrics: Metrics) -> Arc<Hub> {
+        metrics.stream_published_seq.set(head as i64);
+        Arc::new(Hub { routes: RwLock::default(), published: AtomicU64::new(head), metrics })
+    }
+
+    pub fn head(&self) -> u64 {
+        self.published.load(Ordering::Acquire)
+    }
+
+    /// Registers a subscriber. The head is read under the same lock that
+    /// publishing holds, so events up to `head` were delivered before and
+    /// every later one will be delivered to this inbox.
+    pub fn subscribe(self: &Arc<Self>, topics: Vec<Topic>, buffer: usize) -> Subscription {
+        let (tx, rx) = mpsc::channel(buffer.max(1));
+        let inbox = Arc::new(Inbox { tx, overflowed: AtomicBool::new(false) });
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        let id = routes.next_id;
+        routes.next_id += 1;
+        for topic in &topics {
+            routes.by_topic.entry(*topic).or_default().push((id, inbox.clone()));
+        }
+        let head = self.head();
+        drop(routes);
+        self.metrics.stream_subscribers.inc();
+        Subscription { hub: self.clone(), id, topics, inbox, rx, head }
+    }
+
+    fn publish(&self, event: Arc<StreamEvent>) {
+        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        let mut delivered: Vec<u64> = Vec::new();
+        let topics = [
+            Some(Topic::Order(event.order_id)),
+            Some(Topic::Merchant(event.merchant_id)),
+            event.courier_id.map(Topic::Courier),
+        ];
+        for topic in topics.into_iter().flatten() {
+            let Some(subs) = routes.by_topic.get(&topic) else { continue };
+            for (id, inbox) in subs {
+                if delivered.contains(id) {
+                    continue;
+                }
+                delivered.push(*id);
+                if inbox.tx.try_send(event.clone()).is_err() && !inbox.overflowed.swap(true, Ordering::AcqRel) {
+                    self.metrics.stream_resyncs.inc();
+                }
+            }
+        }
+        self.published.store(event.seq, Ordering::Release);
+        drop(routes);
+        self.metrics.stream_published_seq.set(event.seq as i64);
+    }
+}
+
+/// Tails the events table.
+pub struct Feed {
+    db: Db,
+    hub: Arc<Hub>,
+    cache: Arc<OrderCache>,
+    wake: Notify,
+    metrics: Metrics,
+}
+
+impl Feed {
+    pub fn new(db: Db, hub: Arc<Hub>, cache: Arc<OrderCache>, metrics: Metrics) -> Arc<Feed> {
+        Arc::new(Feed { db, hub, cache, wake: Notify::new(), metrics })
+    }
+
+    /// Called after a local commit.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs until the process stops.
+    pub async fn run(self: Arc<Self>) {
+        if let Db::Postgres(pool) = &self.db {
+            let this = self.clone();
+            let pool = pool.clone();
+            tokio::spawn(async move { this.listen(pool).await });
+        }
+        loop {
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+            if let Err(error) = self.catch_up().await {
+                tracing::warn!(error = format!("{error:#}"), "event feed could not read the events table; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+
+    async fn listen(self: Arc<Self>, pool: sqlx::PgPool) {
+        loop {
+            let result: anyhow::Result<()> = async {
+                let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+                listener.listen(NOTIFY_CHANNEL).await?;
+                loop {
+                    listener.recv().await?;
+                    self.wake();
+                }
+            }
+            .await;
+            if let Err(error) = result {
+                tracing::warn!(error = format!("{error:#}"), "lost the PostgreSQL notification channel; reconnecting");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Publishes every committed event after the hub's head, in order.
+    pub async fn catch_up(&self) -> anyhow::Result<()> {
+        loop {
+            let after = self.hub.head() as i64;
+            let rows: Vec<EventRow> = on_db!(&self.db, pool => {
+                sqlx::query_as(
+                    "SELECT seq, order_id, order_number, merchant_id, courier_id, version, at, actor_kind, actor_id, \
+                     payload FROM events WHERE seq > $1 ORDER BY seq LIMIT 500",
+                )
+                .bind(after)
+                .fetch_all(pool)
+                .await?
+            });
+            let count = rows.len();
+            for row in rows {
+                let event = Arc::new(row.into_stream_event()?);
+                self.cache.observe(&event);
+                let delay = (crate::clock::wall_now() - event.at).num_microseconds().unwrap_or(0).max(0);
+                self.metrics.stream_publish_delay.observe(delay as f64 / 1e6);
+                self.hub.publish(event);
+            }
+            if count < 500 {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Reads the newest committed sequence.
+pub async fn stored_head(db: &Db) -> Result<u64, sqlx::Error> {
+    let (seq,): (i64,) = on_db!(db, pool => {
+        sqlx::query_as("SELECT seq FROM stream_head WHERE id = 1").fetch_one(pool).await?
+    });
+    Ok(u64::try_from(seq).unwrap_or(0))
+}

@@ -1,0 +1,443 @@
+//! Merchants, warehouses, customers, couriers and stock: the records orders
+//! refer to. Contact people's and couriers' names and phones go to
+//! `personal_data` only.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use xianlu_domain::wire::LatLng;
+use xianlu_domain::{ContactId, CourierId, CustomerId, Dimension, MerchantId, PaymentTerms, WarehouseId};
+
+use crate::audit::{self, AuditEntry};
+use crate::db::Tx;
+use crate::error::{ApiError, ApiResult};
+use crate::on_tx;
+use crate::service::{OrderService, RequestCtx, StockLevel};
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewMerchant {
+    pub name: String,
+    /// 2–8 capital letters that start every order number, e.g. `KL`.
+    pub order_prefix: String,
+    /// IANA time zone for business dates and cut-offs, e.g. `Asia/Shanghai`.
+    pub time_zone: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Merchant {
+    pub id: MerchantId,
+    pub name: String,
+    pub order_prefix: String,
+    pub time_zone: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewWarehouse {
+    pub name: String,
+    pub address: String,
+    pub location: LatLng,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Warehouse {
+    pub id: WarehouseId,
+    pub merchant_id: MerchantId,
+    pub name: String,
+    pub address: String,
+    pub location: LatLng,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CustomerKind {
+    Restaurant,
+    Shop,
+}
+
+/// A contact person (personal data).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewContact {
+    pub name: String,
+    pub phone: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewCustomer {
+    pub business_name: String,
+    pub kind: CustomerKind,
+    pub address: String,
+    pub location: LatLng,
+    pub payment_terms: PaymentTerms,
+    #[serde(default)]
+    pub contacts: Vec<NewContact>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Customer {
+    pub id: CustomerId,
+    pub merchant_id: MerchantId,
+    pub business_name: String,
+    pub kind: CustomerKind,
+    pub address: String,
+    pub location: LatLng,
+    pub payment_terms: PaymentTerms,
+    pub contact_ids: Vec<ContactId>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewCourier {
+    pub name: String,
+    pub phone: String,
+    pub vehicle: String,
+    #[serde(default)]
+    pub refrigerated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Courier {
+    pub id: CourierId,
+    pub merchant_id: MerchantId,
+    pub vehicle: String,
+    pub refrigerated: bool,
+}
+
+/// Sets the counted stock of a SKU (reservations are kept).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StockCount {
+    pub name: String,
+    pub dimension: Dimension,
+    /// Grams or pieces on hand.
+    pub on_hand_base: i64,
+}
+
+fn check(field: &str, text: &str, max: usize) -> ApiResult<()> {
+    if text.trim().is_empty() || text.chars().count() > max {
+        return Err(ApiError::unprocessable("invalid_body", format!("{field} must be 1–{max} characters")));
+    }
+    Ok(())
+}
+
+fn check_location(location: LatLng) -> ApiResult<()> {
+    if !location.is_valid() {
+        return Err(ApiError::unprocessable("invalid_location", "lat must be within ±90 and lng within ±180 (WGS-84)"));
+    }
+    Ok(())
+}
+
+fn dimension_name(d: Dimension) -> &'static str {
+    match d {
+        Dimension::Grams => "grams",
+        Dimension::Pieces => "pieces",
+    }
+}
+
+impl OrderService {
+    async fn audit_admin(
+        &self,
+        tx: &mut Tx,
+        ctx: &RequestCtx,
+        merchant: Uuid,
+        action: &str,
+        subject: String,
+        after: serde_json::Value,
+    ) -> ApiResult<()> {
+        let at = self.clock.now();
+        audit::append(
+            tx,
+            &AuditEntry {
+                merchant_id: merchant,
+                at,
+                actor_kind: &ctx.actor.kind,
+                actor_id: &ctx.actor.id,
+                request_id: &ctx.request_id,
+                action,
+                subject_id: subject,
+                before: serde_json::Value::Null,
+                after,
+            },
+            self.anchor_every,
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn merchant_exists(&self, tx: &mut Tx, id: MerchantId) -> ApiResult<()> {
+        let found: Option<(Uuid,)> = on_tx!(tx, c => {
+            sqlx::query_as("SELECT id FROM merchants WHERE id = $1").bind(id.uuid()).fetch_optional(&mut *c).await?
+        });
+        found.map(|_| ()).ok_or_else(|| ApiError::NotFound(format!("no merchant {id}")))
+    }
+
+    pub async fn create_merchant(&self, ctx: &RequestCtx, new: NewMerchant) -> ApiResult<Merchant> {
+        check("name", &new.name, 200)?;
+        let prefix_ok =
+            (2..=8).contains(&new.order_prefix.len()) && new.order_prefix.bytes().all(|b| b.is_ascii_uppercase());
+        if !prefix_ok {
+            return Err(ApiError::unprocessable("invalid_body", "orderPrefix must be 2–8 capital letters"));
+        }
+        if new.time_zone.parse::<chrono_tz::Tz>().is_err() {
+            return Err(ApiError::unprocessable(
+                "invalid_time_zone",
+                format!("{} is not an IANA time zone", new.time_zone),
+            ));
+        }
+        let id = MerchantId(Uuid::now_v7());
+        let mut tx = self.db.begin().await?;
+        on_tx!(&mut tx, c => {
+            sqlx::query("INSERT INTO merchants (id, name, order_prefix, time_zone, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(id.uuid())
+                .bind(&new.name)
+                .bind(&new.order_prefix)
+                .bind(&new.time_zone)
+                .bind(self.clock.now())
+                .execute(&mut *c)
+                .await?;
+        });
+        let merchant = Merchant { id, name: new.name, order_prefix: new.order_prefix, time_zone: new.time_zone };
+        self.audit_admin(
+            &mut tx,
+            ctx,
+            id.uuid(),
+            "CREATE_MERCHANT",
+            id.to_string(),
+            serde_json::to_value(&merchant).unwrap_or_default(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(merchant)
+    }
+
+    pub async fn create_warehouse(
+        &self,
+        ctx: &RequestCtx,
+        merchant: MerchantId,
+        new: NewWarehouse,
+    ) -> ApiResult<Warehouse> {
+        check("name", &new.name, 200)?;
+        check("address", &new.address, 500)?;
+        check_location(new.location)?;
+        let id = WarehouseId(Uuid::now_v7());
+        let mut tx = self.db.begin().await?;
+        self.merchant_exists(&mut tx, merchant).await?;
+        on_tx!(&mut tx, c => {
+            sqlx::query("INSERT INTO warehouses (id, merchant_id, name, address, lat, lng) VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(id.uuid())
+                .bind(merchant.uuid())
+                .bind(&new.name)
+                .bind(&new.address)
+                .bind(new.location.lat)
+                .bind(new.location.lng)
+                .execute(&mut *c)
+                .await?;
+        });
+        let warehouse =
+            Warehouse { id, merchant_id: merchant, name: new.name, address: new.address, location: new.location };
+        self.audit_admin(
+            &mut tx,
+            ctx,
+            merchant.uuid(),
+            "CREATE_WAREHOUSE",
+            id.to_string(),
+            serde_json::to_value(&warehouse).unwrap_or_default(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(warehouse)
+    }
+
+    pub async fn create_customer(
+        &self,
+        ctx: &RequestCtx,
+        merchant: MerchantId,
+        new: NewCustomer,
+    ) -> ApiResult<Customer> {
+        check("businessName", &new.business_name, 200)?;
+        check("address", &new.address, 500)?;
+        check_location(new.location)?;
+        if new.contacts.len() > 20 {
+            return Err(ApiError::unprocessable("invalid_body", "at most 20 contacts"));
+        }
+        for contact in &new.contacts {
+            check("contacts.name", &contact.name, 100)?;
+            check("contacts.phone", &contact.phone, 40)?;
+        }
+        let id = CustomerId(Uuid::now_v7());
+        let mut tx = self.db.begin().await?;
+        self.merchant_exists(&mut tx, merchant).await?;
+        let terms = serde_json::to_string(&new.payment_terms).unwrap_or_default();
+        let kind = serde_json::to_value(new.kind).unwrap_or_default().as_str().unwrap_or("RESTAURANT").to_owned();
+        on_tx!(&mut tx, c => {
+            sqlx::query(
+                "INSERT INTO customers (id, merchant_id, business_name, kind, address, lat, lng, payment_terms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(id.uuid())
+            .bind(merchant.uuid())
+            .bind(&new.business_name)
+            .bind(kind)
+            .bind(&new.address)
+            .bind(new.location.lat)
+            .bind(new.location.lng)
+            .bind(terms)
+            .execute(&mut *c)
+            .await?;
+        });
+        let mut contact_ids = Vec::new();
+        for contact in &new.contacts {
+            let contact_id = ContactId(Uuid::now_v7());
+            on_tx!(&mut tx, c => {
+                sqlx::query("INSERT INTO contacts (id, customer_id) VALUES ($1, $2)")
+                    .bind(contact_id.uuid())
+                    .bind(id.uuid())
+                    .execute(&mut *c)
+                    .await?;
+                sqlx::query("INSERT INTO personal_data (subject_id, name, phone) VALUES ($1, $2, $3)")
+                    .bind(contact_id.uuid())
+                    .bind(&contact.name)
+                    .bind(&contact.phone)
+                    .execute(&mut *c)
+                    .await?;
+            });
+            contact_ids.push(contact_id);
+        }
+        let customer = Customer {
+            id,
+            merchant_id: merchant,
+            business_name: new.business_name,
+            kind: new.kind,
+            address: new.address,
+            location: new.location,
+            payment_terms: new.payment_terms,
+            contact_ids,
+        };
+        // The audit entry holds the business record and contact ids, never names or phones.
+        self.audit_admin(
+            &mut tx,
+            ctx,
+            merchant.uuid(),
+            "CREATE_CUSTOMER",
+            id.to_string(),
+            serde_json::to_value(&customer).unwrap_or_default(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(customer)
+    }
+
+    pub async fn create_courier(&self, ctx: &RequestCtx, merchant: MerchantId, new: NewCourier) -> ApiResult<Courier> {
+        check("name", &new.name, 100)?;
+        check("phone", &new.phone, 40)?;
+        check("vehicle", &new.vehicle, 100)?;
+        let id = CourierId(Uuid::now_v7());
+        let mut tx = self.db.begin().await?;
+        self.merchant_exists(&mut tx, merchant).await?;
+        on_tx!(&mut tx, c => {
+            sqlx::query("INSERT INTO couriers (id, merchant_id, vehicle, refrigerated) VALUES ($1, $2, $3, $4)")
+                .bind(id.uuid())
+                .bind(merchant.uuid())
+                .bind(&new.vehicle)
+                .bind(new.refrigerated)
+                .execute(&mut *c)
+                .await?;
+            sqlx::query("INSERT INTO personal_data (subject_id, name, phone) VALUES ($1, $2, $3)")
+                .bind(id.uuid())
+                .bind(&new.name)
+                .bind(&new.phone)
+                .execute(&mut *c)
+                .await?;
+        });
+        let courier = Courier { id, merchant_id: merchant, vehicle: new.vehicle, refrigerated: new.refrigerated };
+        self.audit_admin(
+            &mut tx,
+            ctx,
+            merchant.uuid(),
+            "CREATE_COURIER",
+            id.to_string(),
+            serde_json::to_value(&courier).unwrap_or_default(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(courier)
+    }
+
+    pub async fn set_stock(
+        &self,
+        ctx: &RequestCtx,
+        warehouse: WarehouseId,
+        sku: &str,
+        count: StockCount,
+    ) -> ApiResult<StockLevel> {
+        check("sku", sku, 64)?;
+        check("name", &count.name, 200)?;
+        if !(0..=xianlu_domain::machine::MAX_BASE * 100).contains(&count.on_hand_base) {
+            return Err(ApiError::unprocessable("invalid_quantity", "onHandBase must be between 0 and 10 000 t"));
+        }
+        let mut tx = self.db.begin().await?;
+        let merchant: Option<(Uuid,)> = on_tx!(&mut tx, c => {
+            sqlx::query_as("SELECT merchant_id FROM warehouses WHERE id = $1").bind(warehouse.uuid()).fetch_optional(&mut *c).await?
+        });
+        let (merchant,) = merchant.ok_or_else(|| ApiError::NotFound(format!("no warehouse {warehouse}")))?;
+        let (reserved,): (i64,) = on_tx!(&mut tx, c => {
+            sqlx::query_as(
+                "INSERT INTO stock (warehouse_id, sku, name, dimension, on_hand_base, reserved_base) VALUES ($1, $2, $3, $4, $5, 0) \
+                 ON CONFLICT (warehouse_id, sku) DO UPDATE SET name = $3, dimension = $4, on_hand_base = $5 \
+                 RETURNING reserved_base",
+            )
+            .bind(warehouse.uuid())
+            .bind(sku)
+            .bind(&count.name)
+            .bind(dimension_name(count.dimension))
+            .bind(count.on_hand_base)
+            .fetch_one(&mut *c)
+            .await?
+        });
+        let level = StockLevel {
+            sku: sku.to_owned(),
+            name: count.name,
+            dimension: count.dimension,
+            on_hand_base: count.on_hand_base,
+            reserved_base: reserved,
+        };
+        self.audit_admin(
+            &mut tx,
+            ctx,
+            merchant,
+            "SET_STOCK",
+            format!("{warehouse}/{sku}"),
+            serde_json::to_value(&level).unwrap_or_default(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(level)
+    }
+
+    pub async fn stock(&self, warehouse: WarehouseId) -> ApiResult<Vec<StockLevel>> {
+        let rows: Vec<(String, String, String, i64, i64)> = crate::on_db!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT sku, name, dimension, on_hand_base, reserved_base FROM stock WHERE warehouse_id = $1 ORDER BY sku",
+            )
+            .bind(warehouse.uuid())
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(sku, name, dimension, on_hand_base, reserved_base)| StockLevel {
+                sku,
+                name,
+                dimension: if dimension == "pieces" { Dimension::Pieces } else { Dimension::Grams },
+                on_hand_base,
+                reserved_base,
+            })
+            .collect())
+    }
+}
