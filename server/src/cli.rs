@@ -140,3 +140,22 @@ async fn terminate() {
 async fn terminate() {
     std::future::pending().await
 }
+
+/// The whole program: parse arguments, run, map the outcome to an exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("xianlu-server: cannot start the async runtime: {error}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(error) => {
+            eprintln!("xianlu-server: {error:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

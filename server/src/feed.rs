@@ -256,3 +256,46 @@ pub async fn stored_head(db: &Db) -> Result<u64, sqlx::Error> {
     });
     Ok(u64::try_from(seq).unwrap_or(0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use xianlu_domain::{EventKind, Status};
+
+    fn event(seq: u64, order: OrderId, merchant: MerchantId) -> Arc<StreamEvent> {
+        Arc::new(StreamEvent {
+            seq,
+            order_id: order,
+            order_number: OrderNumber::parse("KL20300601001").expect("a valid number"),
+            merchant_id: merchant,
+            courier_id: None,
+            version: seq,
+            at: Utc.timestamp_opt(1_900_000_000, 0).single().expect("a valid time"),
+            actor: Actor { kind: "system".into(), id: "test".into() },
+            event: Event { from: Status::Picking, to: Status::Picking, kind: EventKind::PickingStarted },
+        })
+    }
+
+    #[test]
+    fn a_slow_subscriber_overflows_alone_and_the_others_get_every_event_once() {
+        let hub = Hub::new(0, Metrics::new());
+        let (order, merchant) = (OrderId(Uuid::from_u128(1)), MerchantId(Uuid::from_u128(2)));
+        let mut slow = hub.subscribe(vec![Topic::Order(order)], 2);
+        // Subscribed to the order and its merchant: still one copy per event.
+        let mut fast = hub.subscribe(vec![Topic::Order(order), Topic::Merchant(merchant)], 100);
+        let mut elsewhere = hub.subscribe(vec![Topic::Merchant(MerchantId(Uuid::from_u128(3)))], 100);
+        for seq in 1..=5 {
+            hub.publish(event(seq, order, merchant));
+        }
+        assert!(slow.inbox.overflowed());
+        assert!(!fast.inbox.overflowed());
+        let got: Vec<u64> = std::iter::from_fn(|| fast.rx.try_recv().ok()).map(|e| e.seq).collect();
+        assert_eq!(got, [1, 2, 3, 4, 5]);
+        assert_eq!(slow.rx.try_recv().map(|e| e.seq).ok(), Some(1));
+        assert!(elsewhere.rx.try_recv().is_err());
+        assert_eq!(hub.head(), 5);
+        let late = hub.subscribe(vec![Topic::Order(order)], 10);
+        assert_eq!(late.head, 5, "a new subscriber starts after what was already published");
+    }
+}

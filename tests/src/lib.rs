@@ -1,1 +1,440 @@
+//! Test helpers that read like the user: spawn a real server on a real port
+//! (SQLite in a temporary directory, or a fresh PostgreSQL database), talk to
+//! it over HTTP and WebSocket, and clean up afterwards.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use xianlu_server::Server;
+use xianlu_server::clock::SystemClock;
+use xianlu_server::config::Config;
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub const PAYMENT_SECRET: &str = "test-gateway-secret";
+
+/// The PostgreSQL server tests create their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("XIANLU_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database that exists for one test.
+pub struct TestDb {
+    pub url: String,
+    dir: Option<PathBuf>,
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    pub async fn create(backend: Backend) -> Result<TestDb> {
+        let unique = uuid::Uuid::now_v7().simple().to_string();
+        match backend {
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(format!("xianlu-test-{unique}"));
+                std::fs::create_dir_all(&dir)?;
+                Ok(TestDb {
+                    url: format!("sqlite://{}", dir.join("xianlu.db").display()),
+                    dir: Some(dir),
+                    pg_name: None,
+                })
+            }
+            Backend::Postgres => {
+                let admin = postgres_admin_url();
+                let prefix = std::env::var("XIANLU_TEST_DB_PREFIX").unwrap_or_else(|_| "xianlu_t".into());
+                let name = format!("{prefix}_{unique}");
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.with_context(|| {
+                    format!("PostgreSQL at {admin} does not answer; start it or set XIANLU_TEST_POSTGRES_URL")
+                })?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
+                let url = match admin.rfind('/') {
+                    Some(i) => format!("{}/{name}", &admin[..i]),
+                    None => bail!("XIANLU_TEST_POSTGRES_URL must end in /DATABASE"),
+                };
+                Ok(TestDb { url, dir: None, pg_name: Some(name) })
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some(name) = self.pg_name.take() {
+            // Drop runs outside async code: use a thread with its own runtime.
+            let admin = postgres_admin_url();
+            let _ = std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+                rt.block_on(async move {
+                    if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await {
+                        let _ =
+                            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                                .execute(&mut conn)
+                                .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// Configuration for a test server on `db`.
+pub fn test_config(db: &TestDb) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().expect("a valid address"),
+        database_url: Some(db.url.clone()),
+        payment_webhook_secret: Some(PAYMENT_SECRET.into()),
+        sqlite_synchronous: "NORMAL".into(),
+        ..Config::default()
+    }
+}
+
+/// A real server on a real port. Stop it with [`TestServer::stop`]; the
+/// database goes when the value is dropped.
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub url: String,
+    pub db: TestDb,
+}
+
+impl TestServer {
+    pub async fn spawn(backend: Backend) -> Result<TestServer> {
+        let db = TestDb::create(backend).await?;
+        Self::spawn_with(db, |_| {}).await
+    }
+
+    pub async fn spawn_with(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Result<TestServer> {
+        let mut config = test_config(&db);
+        adjust(&mut config);
+        let server = Server::start(config, Arc::new(SystemClock)).await?;
+        let url = server.url();
+        Ok(TestServer { server: Some(server), url, db })
+    }
+
+    pub fn client(&self, actor: &str) -> Client {
+        Client::new(&self.url, actor)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await;
+        }
+    }
+}
+
+/// An HTTP response as a test sees it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.bytes).unwrap_or(Value::Null)
+    }
+
+    /// The problem document's code, if this is one.
+    pub fn code(&self) -> String {
+        assert_eq!(self.content_type, "application/problem+json", "expected a problem document: {self:?}");
+        self.json()["code"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+/// A client that speaks for one actor.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    actor: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base: &str, actor: &str) -> Client {
+        Client { base: base.to_owned(), actor: actor.to_owned(), http: reqwest::Client::new() }
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        key: Option<&str>,
+    ) -> Result<Reply> {
+        let mut request =
+            self.http.request(method, format!("{}{path}", self.base)).header("x-xianlu-dev-actor", &self.actor);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let bytes = response.bytes().await?.to_vec();
+        Ok(Reply { status, content_type, bytes, headers })
+    }
+
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &'static str,
+        content_type: &str,
+    ) -> Result<Reply> {
+        let response = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("x-xianlu-dev-actor", &self.actor)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let bytes = response.bytes().await?.to_vec();
+        Ok(Reply { status, content_type, bytes, headers })
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Reply> {
+        self.send(reqwest::Method::GET, path, None, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Reply> {
+        self.send(reqwest::Method::POST, path, Some(body), None).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Result<Reply> {
+        self.send(reqwest::Method::PUT, path, Some(body), None).await
+    }
+
+    /// POSTs and insists on a 2xx answer, returning its JSON.
+    pub async fn ok(&self, path: &str, body: &Value) -> Result<Value> {
+        let reply = self.post(path, body).await?;
+        if !(200..300).contains(&reply.status) {
+            bail!("POST {path} answered {}: {}", reply.status, String::from_utf8_lossy(&reply.bytes));
+        }
+        Ok(reply.json())
+    }
+
+    /// Sends a command to an order and insists that it is accepted.
+    pub async fn command(&self, order: &str, command: Value) -> Result<Value> {
+        self.ok(&format!("/api/v1/orders/{order}/commands"), &json!({ "command": command })).await
+    }
+
+    pub async fn command_reply(&self, order: &str, command: Value, expected_version: Option<u64>) -> Result<Reply> {
+        let mut body = json!({ "command": command });
+        if let Some(v) = expected_version {
+            body["expectedVersion"] = json!(v);
+        }
+        self.post(&format!("/api/v1/orders/{order}/commands"), &body).await
+    }
+
+    pub async fn order(&self, order: &str) -> Result<Value> {
+        let reply = self.get(&format!("/api/v1/orders/{order}")).await?;
+        if reply.status != 200 {
+            bail!("GET order answered {}", reply.status);
+        }
+        Ok(reply.json())
+    }
+}
+
+/// A merchant with a warehouse, stock, two customers (prepaid and on credit)
+/// and two couriers, created through the API.
+pub struct Shop {
+    pub merchant: String,
+    pub warehouse: String,
+    pub prepaid_customer: String,
+    pub credit_customer: String,
+    pub contact: String,
+    pub couriers: Vec<String>,
+}
+
+pub const SHA_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+impl Shop {
+    pub async fn open(admin: &Client) -> Result<Shop> {
+        let merchant = admin
+            .ok("/api/v1/merchants", &json!({"name": "快驴鲜品", "orderPrefix": "KL", "timeZone": "Asia/Shanghai"}))
+            .await?["id"]
+            .as_str()
+            .context("merchant id")?
+            .to_owned();
+        let warehouse = admin
+            .ok(
+                &format!("/api/v1/merchants/{merchant}/warehouses"),
+                &json!({"name": "北京一号仓", "address": "北京市朝阳区酒仙桥路 1 号", "location": {"lat": 39.97, "lng": 116.49}}),
+            )
+            .await?["id"]
+            .as_str()
+            .context("warehouse id")?
+            .to_owned();
+        let prepaid = admin
+            .ok(
+                &format!("/api/v1/merchants/{merchant}/customers"),
+                &json!({"businessName": "老王饭店", "kind": "RESTAURANT", "address": "北京市东城区东四北大街 8 号",
+                        "location": {"lat": 39.93, "lng": 116.42}, "paymentTerms": {"kind": "PREPAID"},
+                        "contacts": [{"name": "王五", "phone": "13800000001"}]}),
+            )
+            .await?;
+        let credit = admin
+            .ok(
+                &format!("/api/v1/merchants/{merchant}/customers"),
+                &json!({"businessName": "湘味小馆", "kind": "RESTAURANT", "address": "北京市西城区西单北大街 2 号",
+                        "location": {"lat": 39.91, "lng": 116.37}, "paymentTerms": {"kind": "CREDIT", "days": 30}}),
+            )
+            .await?;
+        let mut couriers = Vec::new();
+        for (name, phone) in [("张三", "13812340001"), ("李四", "13812340002")] {
+            let c = admin
+                .ok(
+                    &format!("/api/v1/merchants/{merchant}/couriers"),
+                    &json!({"name": name, "phone": phone, "vehicle": "冷藏三轮车", "refrigerated": true}),
+                )
+                .await?;
+            couriers.push(c["id"].as_str().context("courier id")?.to_owned());
+        }
+        for (sku, name, dimension, on_hand) in [
+            ("SPINACH", "有机菠菜", "grams", 50_000),
+            ("PORK-BELLY", "五花肉", "grams", 20_000),
+            ("EGG-TRAY", "鸡蛋 (30 枚/盘)", "pieces", 40),
+            ("RIBS-BOX", "猪肋排 (5 kg/箱)", "pieces", 10),
+            ("BOK-CHOY", "上海青", "grams", 30_000),
+        ] {
+            let reply = admin
+                .put(
+                    &format!("/api/v1/warehouses/{warehouse}/stock/{sku}"),
+                    &json!({"name": name, "dimension": dimension, "onHandBase": on_hand}),
+                )
+                .await?;
+            if reply.status != 200 {
+                bail!("stock {sku}: {}", reply.status);
+            }
+        }
+        Ok(Shop {
+            merchant,
+            warehouse,
+            prepaid_customer: prepaid["id"].as_str().context("customer id")?.to_owned(),
+            contact: prepaid["contactIds"][0].as_str().context("contact id")?.to_owned(),
+            credit_customer: credit["id"].as_str().context("customer id")?.to_owned(),
+            couriers,
+        })
+    }
+
+    /// An order draft for the prepaid customer.
+    pub fn draft(&self, lines: Value) -> Value {
+        json!({
+            "merchantId": self.merchant,
+            "warehouseId": self.warehouse,
+            "customerId": self.prepaid_customer,
+            "contactId": self.contact,
+            "requestedWindow": {"start": "2030-06-01T01:00:00Z", "end": "2030-06-01T03:00:00Z"},
+            "notes": "后门卸货",
+            "paymentTerms": {"kind": "PREPAID"},
+            "lines": lines,
+        })
+    }
+
+    /// Two kilograms of spinach priced per 斤.
+    pub fn spinach(&self) -> Value {
+        self.draft(json!([{"sku": "SPINACH", "name": "有机菠菜", "quantity": 2, "unit": "kg", "price": {"fen": 350, "per": "jin"}}]))
+    }
+
+    pub async fn place(&self, client: &Client, draft: &Value) -> Result<String> {
+        let order = client.ok("/api/v1/orders", draft).await?;
+        Ok(order["id"].as_str().context("order id")?.to_owned())
+    }
+}
+
+/// A push-stream connection.
+pub struct Stream {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl Stream {
+    pub async fn connect(base: &str, actor: &str) -> Result<Stream> {
+        let url = format!("{}/api/v1/stream?actor={actor}", base.replacen("http://", "ws://", 1));
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        Ok(Stream { ws })
+    }
+
+    pub async fn send(&mut self, message: Value) -> Result<()> {
+        self.ws.send(Message::Text(message.to_string().into())).await?;
+        Ok(())
+    }
+
+    pub async fn subscribe(&mut self, topics: Value, after: Option<u64>) -> Result<Value> {
+        let mut message = json!({"type": "SUBSCRIBE", "topics": topics});
+        if let Some(after) = after {
+            message["after"] = json!(after);
+        }
+        self.send(message).await?;
+        let reply = self.next().await?;
+        if reply["type"] != "SUBSCRIBED" {
+            bail!("expected SUBSCRIBED, got {reply}");
+        }
+        Ok(reply)
+    }
+
+    /// The next message, or an error after five seconds of silence.
+    pub async fn next(&mut self) -> Result<Value> {
+        self.next_within(Duration::from_secs(5)).await
+    }
+
+    pub async fn next_within(&mut self, wait: Duration) -> Result<Value> {
+        loop {
+            let message = tokio::time::timeout(wait, self.ws.next())
+                .await
+                .context("no message from the stream in time")?
+                .context("the stream closed")??;
+            if let Message::Text(text) = message {
+                return Ok(serde_json::from_str(text.as_str())?);
+            }
+        }
+    }
+
+    /// Collects EVENT messages until `count` arrived.
+    pub async fn events(&mut self, count: usize) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        while out.len() < count {
+            let message = self.next().await?;
+            match message["type"].as_str() {
+                Some("EVENT") => out.push(message),
+                Some("CAUGHT_UP") | Some("PONG") => {}
+                _ => bail!("unexpected message {message}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// True if nothing arrives within `wait`.
+    pub async fn is_quiet(&mut self, wait: Duration) -> bool {
+        tokio::time::timeout(wait, self.ws.next()).await.is_err()
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// Signs a generic-gateway payment notification.
+pub fn signed_notification(body: &str, timestamp: i64) -> String {
+    xianlu_server::payments::sign(PAYMENT_SECRET, timestamp, body.as_bytes())
+}

@@ -1,0 +1,735 @@
+//! The server through its public surface, on SQLite and on PostgreSQL: every
+//! test body runs once per backend.
+
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use serde_json::{Value, json};
+use xianlu_tests::{Backend, Client, SHA_A, Shop, Stream, TestServer, signed_notification};
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name(xianlu_tests::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name(xianlu_tests::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    an_order_runs_from_creation_to_sign_off_and_is_repriced_on_actual_weight,
+    a_short_line_goes_out_of_stock_and_is_resolved_by_substitution,
+    a_credit_customer_order_is_paid_and_stock_checked_at_creation,
+    cancelling_after_packing_puts_the_goods_back_in_stock,
+    a_refused_delivery_returns_and_a_damaged_one_becomes_a_claim,
+    of_concurrent_conflicting_commands_exactly_one_wins,
+    an_idempotent_request_is_executed_once_and_replayed_byte_for_byte,
+    a_reconnecting_subscriber_receives_what_it_missed_exactly_once_then_live_events,
+    bad_input_gets_a_problem_document_and_changes_nothing,
+    a_signed_payment_notification_secures_payment_once,
+    the_audit_chain_detects_edited_inserted_and_deleted_rows,
+    orders_are_listed_with_filters_and_cursor_pages,
+    stream_sequences_are_gap_free_in_commit_order,
+    operations_endpoints_answer,
+);
+
+async fn setup(backend: Backend) -> Result<(TestServer, Client, Shop)> {
+    let server = TestServer::spawn(backend).await?;
+    let admin = server.client("admin:root");
+    let shop = Shop::open(&admin).await?;
+    Ok((server, admin, shop))
+}
+
+fn status(order: &Value) -> &str {
+    order["status"].as_str().unwrap_or_default()
+}
+
+async fn stock_of(client: &Client, shop: &Shop, sku: &str) -> Result<(i64, i64)> {
+    let levels = client.get(&format!("/api/v1/warehouses/{}/stock", shop.warehouse)).await?.json();
+    let level = levels.as_array().and_then(|l| l.iter().find(|s| s["sku"] == sku)).cloned().unwrap_or(Value::Null);
+    Ok((level["onHandBase"].as_i64().unwrap_or(-1), level["reservedBase"].as_i64().unwrap_or(-1)))
+}
+
+async fn an_order_runs_from_creation_to_sign_off_and_is_repriced_on_actual_weight(backend: Backend) -> Result<()> {
+    let (server, admin, shop) = setup(backend).await?;
+    let staff = server.client("staff:picker-1");
+    // 2 kg pork at 19.90 per 斤 (3980 fen/kg) and one box of ribs priced per kg, 5 kg nominal.
+    let draft = shop.draft(json!([
+        {"sku": "PORK-BELLY", "name": "五花肉", "quantity": 2, "unit": "kg", "price": {"fen": 1990, "per": "jin"}, "temperature": "CHILLED"},
+        {"sku": "RIBS-BOX", "name": "猪肋排", "quantity": 1, "unit": "box", "nominalG": 5000, "price": {"fen": 4000, "per": "kg"}},
+    ]));
+    let created = admin.ok("/api/v1/orders", &draft).await?;
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    ensure!(status(&created) == "CREATED");
+    ensure!(created["number"].as_str().is_some_and(|n| n.starts_with("KL") && n.len() == 13), "number {created}");
+    ensure!(created["totals"]["orderedFen"] == 7960 + 20000, "ordered total {}", created["totals"]);
+
+    let paid = admin.command(&id, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": "转账"}})).await?;
+    ensure!(status(&paid) == "AWAITING_PICK", "paid → {}", status(&paid));
+    ensure!(paid["totals"]["paidFen"] == 27960);
+    ensure!(stock_of(&admin, &shop, "PORK-BELLY").await? == (20_000, 2_000));
+
+    staff.command(&id, json!({"type": "START_PICKING"})).await?;
+    // The scale says 2.1 kg of pork (within 10 %) and 5.2 kg for the box of ribs.
+    let pork = staff.command(&id, json!({"type": "RECORD_PICK", "lineNo": 1, "base": 2100})).await?;
+    ensure!(pork["lines"][0]["amountFen"] == 8358, "pork re-priced: {}", pork["lines"][0]);
+    let too_heavy =
+        staff.command_reply(&id, json!({"type": "RECORD_PICK", "lineNo": 2, "base": 1, "weightG": 6000}), None).await?;
+    ensure!(too_heavy.status == 422 && too_heavy.code() == "pick_out_of_tolerance");
+    staff.command(&id, json!({"type": "RECORD_PICK", "lineNo": 2, "base": 1, "weightG": 5200})).await?;
+    let packed = staff.command(&id, json!({"type": "PACK"})).await?;
+    ensure!(status(&packed) == "PACKED");
+    // 多退少补: 83.58 + 208.00 charged against 279.60 paid → customer owes 11.98.
+    ensure!(
+        packed["totals"]["chargeFen"] == 8358 + 20800 && packed["totals"]["balanceFen"] == 1198,
+        "{}",
+        packed["totals"]
+    );
+    ensure!(stock_of(&admin, &shop, "PORK-BELLY").await? == (17_900, 0), "pork stock consumed");
+
+    let no_courier = admin.command_reply(&id, json!({"type": "DISPATCH"}), None).await?;
+    ensure!(no_courier.status == 422 && no_courier.code() == "no_courier");
+    admin.command(&id, json!({"type": "ASSIGN_COURIER", "courierId": shop.couriers[0]})).await?;
+    let courier = server.client(&format!("courier:{}", shop.couriers[0]));
+    courier.command(&id, json!({"type": "DISPATCH"})).await?;
+
+    // The seed's shape: orderId, status, driverInfo{name, phone, location}, eta, items[{name, quantity, unit}].
+    let view = admin.order(&id).await?;
+    ensure!(view["orderId"] == created["number"] && view["status"] == "DELIVERING");
+    ensure!(
+        view["driverInfo"]["name"] == "张三" && view["driverInfo"]["phone"] == "13812340001",
+        "{}",
+        view["driverInfo"]
+    );
+    ensure!(view.get("eta").is_some() && view["items"][0] == json!({"name": "五花肉", "quantity": 2, "unit": "kg"}));
+    ensure!(view["customer"]["businessName"] == "老王饭店");
+
+    // The customer rejects 300 g of pork as poor quality and signs for the rest.
+    let signed = courier
+        .command(
+            &id,
+            json!({"type": "SIGN", "signatureSha256": SHA_A, "lines": [{"lineNo": 1, "rejectedBase": 300, "reason": "QUALITY"}]}),
+        )
+        .await?;
+    ensure!(status(&signed) == "SIGNED");
+    ensure!(signed["lines"][0]["acceptance"]["acceptedBase"] == 1800 && signed["lines"][0]["amountFen"] == 7164);
+    ensure!(signed["totals"]["balanceFen"] == 7164 + 20800 - 27960);
+    let after = admin.command_reply(&id, json!({"type": "CANCEL", "reason": "too late"}), None).await?;
+    ensure!(after.status == 409 && after.code() == "illegal_transition", "SIGNED stays terminal");
+
+    let timeline: Vec<String> = admin.order(&id).await?["timeline"]
+        .as_array()
+        .map(|t| t.iter().map(|e| e["event"]["kind"]["type"].as_str().unwrap_or_default().to_owned()).collect())
+        .unwrap_or_default();
+    ensure!(
+        timeline
+            == [
+                "CREATED",
+                "PAID",
+                "STOCK_CHECKED",
+                "PICKING_STARTED",
+                "LINE_PICKED",
+                "LINE_PICKED",
+                "PACKED",
+                "COURIER_ASSIGNED",
+                "DISPATCHED",
+                "SIGNED"
+            ],
+        "timeline {timeline:?}"
+    );
+    // Events never carry personal data.
+    let events = admin.get(&format!("/api/v1/orders/{id}/events")).await?;
+    let text = String::from_utf8_lossy(&events.bytes);
+    ensure!(!text.contains("张三") && !text.contains("13812340001") && !text.contains("王五"));
+    server.stop().await;
+    Ok(())
+}
+
+async fn a_short_line_goes_out_of_stock_and_is_resolved_by_substitution(backend: Backend) -> Result<()> {
+    let (server, admin, shop) = setup(backend).await?;
+    // 60 kg of spinach wanted, 50 kg on hand.
+    let draft = shop.draft(json!([
+        {"sku": "SPINACH", "name": "有机菠菜", "quantity": 120, "unit": "jin", "price": {"fen": 350, "per": "jin"}},
+        {"sku": "EGG-TRAY", "name": "鸡蛋", "quantity": 2, "unit": "piece", "nominalG": 1800, "price": {"fen": 2800, "per": "piece"}},
+    ]));
+    let id = shop.place(&admin, &draft).await?;
+    let paid = admin.command(&id, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+    ensure!(status(&paid) == "OUT_OF_STOCK", "{}", status(&paid));
+    ensure!(paid["lines"][0]["shortage"]["availableBase"] == 50_000);
+    ensure!(stock_of(&admin, &shop, "SPINACH").await? == (50_000, 50_000));
+    let premature = admin.command_reply(&id, json!({"type": "START_PICKING"}), None).await?;
+    ensure!(premature.status == 409);
+
+    let respond_by = (chrono::Utc::now() + chrono::Duration::minutes(30)).to_rfc3339();
+    admin
+        .command(
+            &id,
+            json!({"type": "PROPOSE_SUBSTITUTION", "lineNo": 1, "respondBy": respond_by,
+                   "substitute": {"sku": "BOK-CHOY", "name": "上海青", "quantity": 60, "unit": "kg", "price": {"fen": 300, "per": "jin"}}}),
+        )
+        .await?;
+    // 60 kg of bok choy is more than the 30 kg on hand: consent cannot be recorded.
+    let customer = server.client(&format!("customer:{}", shop.prepaid_customer));
+    let short =
+        customer.command_reply(&id, json!({"type": "ANSWER_SUBSTITUTION", "lineNo": 1, "accept": true}), None).await?;
+    ensure!(short.status == 409 && short.code() == "substitute_out_of_stock", "{short:?}");
+    ensure!(stock_of(&admin, &shop, "BOK-CHOY").await? == (30_000, 0), "nothing half-reserved");
+
+    admin
+        .put(
+            &format!("/api/v1/warehouses/{}/stock/BOK-CHOY", shop.warehouse),
+            &json!({"name": "上海青", "dimension": "grams", "onHandBase": 80_000}),
+        )
+        .await?;
+    let accepted = customer.command(&id, json!({"type": "ANSWER_SUBSTITUTION", "lineNo": 1, "accept": true})).await?;
+    ensure!(status(&accepted) == "AWAITING_PICK");
+    ensure!(accepted["lines"][2]["substituteFor"] == 1 && accepted["lines"][2]["sku"] == "BOK-CHOY");
+    ensure!(accepted["lines"][0]["baseToShip"] == 0);
+    ensure!(stock_of(&admin, &shop, "BOK-CHOY").await? == (80_000, 60_000));
+    ensure!(stock_of(&admin, &shop, "SPINACH").await? == (50_000, 0), "the short line's reservation is released");
+    server.stop().await;
+    Ok(())
+}
+
+async fn a_credit_customer_order_is_paid_and_stock_checked_at_creation(backend: Backend) -> Result<()> {
+    let (server, admin, shop) = setup(backend).await?;
+    let mut draft = shop.spinach();
+    draft["customerId"] = json!(shop.credit_customer);
+    draft["contactId"] = Value::Null;
+    let mismatch = admin.post("/api/v1/orders", &draft).await?;
+    ensure!(mismatch.status == 422 && mismatch.code() == "payment_terms_mismatch");
+    draft["paymentTerms"] = json!({"kind": "CREDIT", "days": 30});
+    let created = admin.ok("/api/v1/orders", &draft).await?;
+    ensure!(status(&created) == "AWAITING_PICK" && created["version"] == 3, "{}", status(&created));
+    ensure!(created["payment"]["method"]["kind"] == "CREDIT_TERMS" && created["totals"]["paidFen"] == 0);
+    ensure!(created["totals"]["balanceFen"] == 1400, "the customer owes 14.00 on account");
+    server.stop().await;
+    Ok(())
+}
+
+async fn cancelling_after_packing_puts_the_goods_back_in_stock(backend: Backend) -> Result<()> {
+    let (server, admin, shop) = setup(backend).await?;
+    let id = shop.place(&admin, &shop.spinach()).await?;
+    admin.command(&id, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+    admin.command(&id, json!({"type": "START_PICKING"})).await?;
+    admin.command(&id, json!({"type": "RECORD_PICK", "lineNo": 1, "base": 1950})).await?;
+    admin.command(&id, json!({"type": "PACK"})).await?;
+    ensure!(stock_of(&admin, &shop, "SPINACH").await? == (48_050, 0));
+    let cancelled = admin.command(&id, json!({"type": "CANCEL", "reason": "餐厅临时歇业"})).await?;
+    ensure!(status(&cancelled) == "CANCELLED" && cancelled["totals"]["balanceFen"] == -1400, "refund 14.00");
+    ensure!(stock_of(&admin, &shop, "SPINACH").await? == (50_000, 0), "stock returns");
+
+    let other = shop.place(&admin, &shop.spinach()).await?;
+    admin.command(&other, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+    ensure!(stock_of(&admin, &shop, "SPINACH").await? == (50_000, 2_000));
+    admin.command(&other, json!({"type": "CANCEL", "reason": "下错单"})).await?;
+    ensure!(stock_of(&admin, &shop, "SPINACH").await? == (50_000, 0), "reservation released");
+    server.stop().await;
+    Ok(())
+}
+
+async fn deliver(admin: &Client, shop: &Shop, id: &str) -> Result<()> {
+    admin.command(id, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+    admin.command(id, json!({"type": "START_PICKING"})).await?;
+    admin.command(id, json!({"type": "RECORD_PICK", "lineNo": 1, "base": 2000})).await?;
+    admin.command(id, json!({"type": "PACK"})).await?;
+    admin.command(id, json!({"type": "ASSIGN_COURIER", "courierId": shop.couriers[0]})).await?;
+    admin.command(id, json!({"type": "DISPATCH"})).await?;
+    Ok(())
+}
+
+async fn a_refused_delivery_returns_and_a_damaged_one_becomes_a_claim(backend: Backend) -> Result<()> {
+    let (server, admin, shop) = setup(backend).await?;
+    let refused = shop.place(&admin, &shop.spinach()).await?;
+    deliver(&admin, &shop, &refused).await?;
+    admin
+        .command(&refused, json!({"type": "REPORT_EXCEPTION", "kind": "CUSTOMER_REFUSED", "note": "说没订过"}))
+        .await?;
+    admin.command(&refused, json!({"type": "START_RETURN", "reason": "拒收"})).await?;
+    let returned = admin.command(&refused, json!({"type": "CONFIRM_RETURNED"})).await?;
+    ensure!(status(&returned) == "RETURNED" && returned["totals"]["balanceFen"] == -1400);
+
+    let damaged = shop.place(&admin, &shop.spinach()).await?;
+    deliver(&admin, &shop, &damaged).await?;
+    // Seed scenario 2: an accident, a nearby courier takes over.
+    admin
+        .command(&damaged, json!({"type": "REPORT_EXCEPTION", "kind": "TRAFFIC_ACCIDENT", "note": "东三环追尾"}))
+        .await?;
+    let resumed = admin.command(&damaged, json!({"type": "RESUME_DELIVERY", "courierId": shop.couriers[1]})).await?;
+    ensure!(resumed["courierId"] == shop.couriers[1].as_str() && status(&resumed) == "DELIVERING");
+    admin
+        .command(&damaged, json!({"type": "REPORT_EXCEPTION", "kind": "DAMAGED_IN_TRANSIT", "note": "箱子压坏"}))
+        .await?;
+    let claim = admin
+        .command(&damaged, json!({"type": "OPEN_CLAIM", "lines": [{"lineNo": 1, "base": 1000}], "note": "一半压烂"}))
+        .await?;
+    ensure!(status(&claim) == "CLAIM_OPEN" && claim["claim"]["claimedFen"] == 700);
+    let too_much = admin.command_reply(&damaged, json!({"type": "SETTLE_CLAIM", "amountFen": 701}), None).await?;
+    ensure!(too_much.status == 422);
+    let settled = admin.command(&damaged, json!({"type": "SETTLE_CLAIM", "amountFen": 700})).await?;
+    ensure!(status(&settled) == "CLAIM_SETTLED" && settled["totals"]["chargeFen"] == 700);
+    server.stop().await;
+    Ok(())
+}
+
+async fn of_concurrent_conflicting_commands_exactly_one_wins(backend: Backend) -> Result<()> {
+    let (server, admin, shop) = setup(backend).await?;
+    let id = shop.place(&admin, &shop.spinach()).await?;
+    let paid = admin.command(&id, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+    let version = paid["version"].as_u64().unwrap_or(0);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let client = admin.clone();
+        let id = id.clone();
+        let courier = shop.couriers[i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            client.command_reply(&id, json!({"type": "ASSIGN_COURIER", "courierId": courier}), Some(version)).await
+        }));
+    }
+    let mut won = 0;
+    for task in tasks {
+        let reply = task.await??;
+        match reply.status {
+            200 => won += 1,
+            409 => {
+                ensure!(reply.code() == "version_conflict");
+                ensure!(reply.json()["currentVersion"] == version + 1, "409 carries the current version");
+            }
+            other => anyhow::bail!("unexpected {other}"),
+        }
+    }
+    ensure!(won == 1, "{won} commands won");
+    let events = admin.get(&format!("/api/v1/orders/{id}/events")).await?.json();
+    let assigned =
+        events.as_array().map_or(0, |e| e.iter().filter(|e| e["event"]["kind"]["type"] == "COURIER_ASSIGNED").count());
+    ensure!(assigned == 1);
+    server.stop().await;
+    Ok(())
+}
+
+async fn an_idempotent_request_is_executed_once_and_replayed_byte_for_byte(backend: Backend) -> Result<()> {
+    let (server, admin, shop) = setup(backend).await?;
+    let draft = shop.spinach();
+    let post = reqwest::Method::POST;
+    let first = admin.send(post.clone(), "/api/v1/orders", Some(&draft), Some("create-1")).await?;
+    let again = admin.send(post.clone(), "/api/v1/orders", Some(&draft), Some("create-1")).await?;
+    ensure!(first.status == 201 && again.status == 201);
+    ensure!(first.bytes == again.bytes, "byte-identical replay");
+    ensure!(again.headers.get("idempotent-replayed").is_some());
+    let mut other = draft.clone();
+    other["notes"] = json!("different");
+    let reused = admin.send(post.clone(), "/api/v1/orders", Some(&other), Some("create-1")).await?;
+    ensure!(reused.status == 422 && reused.code() == "idempotency_key_reused");
+
+    // Ten concurrent requests with one key create one order.
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let client = admin.clone();
+        let draft = draft.clone();
+        tasks.push(tokio::spawn(async move {
+            client.send(reqwest::Method::POST, "/api/v1/orders", Some(&draft), Some("create-2")).await
+        }));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for task in tasks {
+        let reply = task.await??;
+        match reply.status {
+            201 => {
+                ids.insert(reply.json()["id"].as_str().unwrap_or_default().to_owned());
+            }
+            409 => ensure!(reply.code() == "idempotency_in_flight"),
+            other => anyhow::bail!("unexpected {other}"),
+        }
+    }
+    ensure!(ids.len() == 1, "one order created, not {}", ids.len());
+    let list = admin.get(&format!("/api/v1/orders?merchantId={}", shop.merchant)).await?.json();
+    ensure!(list["items"].as_array().map_or(0, Vec::len) == 2, "two orders in all");
+
+    // Commands too: a retried payment is not applied twice.
+    let id = ids.into_iter().next().unwrap_or_default();
+    let pay = json!({"command": {"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}}});
+    let path = format!("/api/v1/orders/{id}/commands");
+    let a = admin.send(post.clone(), &path, Some(&pay), Some("pay-1")).await?;
+    let b = admin.send(post.clone(), &path, Some(&pay), Some("pay-1")).await?;
+    ensure!(a.status == 200 && a.bytes == b.bytes);
+    // A rejected command's problem is replayed too.
+    let pack = json!({"command": {"type": "PACK"}});
+    let c = admin.send(post.clone(), &path, Some(&pack), Some("pack-1")).await?;
+    let d = admin.send(post, &path, Some(&pack), Some("pack-1")).await?;
+    ensure!(c.status == 409 && c.bytes == d.bytes);
+    server.stop().await;
+    Ok(())
+}
+
+async fn a_reconnecting_subscriber_receives_what_it_missed_exactly_once_then_live_events(
+    backend: Backend,
+) -> Result<()> {
+    let (server, admin, shop) = setup(backend).await?;
+    let topics = json!([{"merchant": shop.merchant}]);
+    let mut stream = Stream::connect(&server.url, "merchant:ops").await?;
+    let subscribed = stream.subscribe(topics.clone(), None).await?;
+    let start = subscribed["head"].as_u64().unwrap_or(0);
+    let id = shop.place(&admin, &shop.spinach()).await?;
+    let first = stream.events(1).await?;
+    ensure!(first[0]["event"]["kind"]["type"] == "CREATED" && first[0]["seq"].as_u64() > Some(start));
+    let last_seen = first[0]["seq"].as_u64().unwrap_or(0);
+    stream.close().await;
+
+    // While away: payment (PAID + STOCK_CHECKED) and picking start.
+    admin.command(&id, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+    admin.command(&id, json!({"type": "START_PICKING"})).await?;
+
+    let mut stream = Stream::connect(&server.url, "merchant:ops").await?;
+    let subscribed = stream.subscribe(topics, Some(last_seen)).await?;
+    let head = subscribed["head"].as_u64().unwrap_or(0);
+    let missed = stream.events(3).await?;
+    let kinds: Vec<&str> = missed.iter().map(|e| e["event"]["kind"]["type"].as_str().unwrap_or_default()).collect();
+    ensure!(kinds == ["PAID", "STOCK_CHECKED", "PICKING_STARTED"], "{kinds:?}");
+    let seqs: Vec<u64> = missed.iter().map(|e| e["seq"].as_u64().unwrap_or(0)).collect();
+    ensure!(seqs.windows(2).all(|w| w[0] < w[1]) && seqs[0] > last_seen && seqs[2] == head);
+    let caught_up = stream.next().await?;
+    ensure!(caught_up["type"] == "CAUGHT_UP" && caught_up["seq"] == head);
+
+    admin.command(&id, json!({"type": "RECORD_PICK", "lineNo": 1, "base": 2000})).await?;
+    let live = stream.events(1).await?;
+    ensure!(live[0]["event"]["kind"]["type"] == "LINE_PICKED" && live[0]["seq"] == head + 1);
+    ensure!(stream.is_quiet(Duration::from_millis(300)).await, "no duplicates");
+
+    // An order subscription sees only its order.
+    let mut single = Stream::connect(&server.url, "customer:c1").await?;
+    single.subscribe(json!([{"order": id}]), None).await?;
+    let other = shop.place(&admin, &shop.spinach()).await?;
+    admin.command(&id, json!({"type": "PACK"})).await?;
+    let got = single.events(1).await?;
+    ensure!(got[0]["orderId"] == id.as_str() && got[0]["event"]["kind"]["type"] == "PACKED", "{other}");
+    server.stop().await;
+    Ok(())
+}
+
+async fn bad_input_gets_a_problem_document_and_changes_nothing(backend: Backend) -> Result<()> {
+    let (server, admin, shop) = setup(backend).await?;
+    let id = shop.place(&admin, &shop.spinach()).await?;
+    let path = format!("/api/v1/orders/{id}/commands");
+    let post = reqwest::Method::POST;
+    let malformed = admin.raw(post.clone(), &path, "{\"command\": ", "application/json").await?;
+    ensure!(malformed.status == 400 && malformed.code() == "malformed_json");
+    ensure!(malformed.json()["requestId"].is_string(), "problems carry the request id");
+    let unknown_field = admin.post(&path, &json!({"command": {"type": "PACK"}, "hurry": true})).await?;
+    ensure!(unknown_field.status == 422 && unknown_field.code() == "invalid_body");
+    let wrong_type =
+        admin.post(&path, &json!({"command": {"type": "RECORD_PICK", "lineNo": "one", "base": 1}})).await?;
+    ensure!(wrong_type.status == 422 && wrong_type.code() == "invalid_body");
+    let unknown_command = admin.post(&path, &json!({"command": {"type": "TELEPORT"}})).await?;
+    ensure!(unknown_command.status == 422);
+    let no_type = admin.raw(post.clone(), &path, "{}", "text/plain").await?;
+    ensure!(no_type.status == 400 && no_type.code() == "unsupported_media_type");
+    let huge = "x".repeat(300 * 1024);
+    let oversize = admin.post(&path, &json!({"command": {"type": "CANCEL", "reason": huge}})).await?;
+    ensure!(oversize.status == 413 && oversize.code() == "body_too_large");
+    let unknown_order = admin
+        .post("/api/v1/orders/01900000-0000-7000-8000-000000000000/commands", &json!({"command": {"type": "PACK"}}))
+        .await?;
+    ensure!(unknown_order.status == 404 && unknown_order.code() == "not_found");
+    let illegal = admin.post(&path, &json!({"command": {"type": "DISPATCH"}})).await?;
+    ensure!(illegal.status == 409 && illegal.code() == "illegal_transition");
+    let internal = admin.post(&path, &json!({"command": {"type": "CHECK_STOCK", "lines": []}})).await?;
+    ensure!(internal.status == 422 && internal.code() == "internal_command");
+    let forged = admin
+        .post(
+            &path,
+            &json!({"command": {"type": "MARK_PAID", "method": {"kind": "GATEWAY", "gateway": "x", "reference": "y"}}}),
+        )
+        .await?;
+    ensure!(forged.status == 422 && forged.code() == "gateway_payment_via_webhook");
+    let anonymous = Client::new(&server.url, "nobody").get(&format!("/api/v1/orders/{id}")).await?;
+    ensure!(anonymous.status == 401 && anonymous.code() == "unauthorized");
+    let no_route = admin.get("/api/v1/nothing-here").await?;
+    ensure!(no_route.status == 404 && no_route.code() == "not_found");
+
+    // Impossible quantities in a new order: nothing is written.
+    for bad_line in [
+        json!({"sku": "SPINACH", "name": "菠菜", "quantity": -1, "unit": "kg", "price": {"fen": 350, "per": "jin"}}),
+        json!({"sku": "SPINACH", "name": "菠菜", "quantity": 0.0001, "unit": "kg", "price": {"fen": 350, "per": "jin"}}),
+        json!({"sku": "EGG-TRAY", "name": "鸡蛋", "quantity": 0.5, "unit": "box", "nominalG": 1800, "price": {"fen": 1, "per": "box"}}),
+        json!({"sku": "EGG-TRAY", "name": "鸡蛋", "quantity": 2, "unit": "box", "price": {"fen": 1, "per": "box"}}),
+    ] {
+        let reply = admin.post("/api/v1/orders", &shop.draft(json!([bad_line]))).await?;
+        ensure!(reply.status == 422, "{bad_line} → {}", reply.status);
+    }
+    let view = admin.order(&id).await?;
+    ensure!(
+        view["order"]["version"] == 1 && view["timeline"].as_array().map_or(0, Vec::len) == 1,
+        "nothing half-written"
+    );
+    let list = admin.get(&format!("/api/v1/orders?merchantId={}", shop.merchant)).await?.json();
+    ensure!(list["items"].as_array().map_or(0, Vec::len) == 1);
+    let bad_query = admin.get("/api/v1/orders?status=LOST").await?;
+    ensure!(bad_query.status == 400 && bad_query.code() == "invalid_query");
+    server.stop().await;
+    Ok(())
+}
+
+async fn a_signed_payment_notification_secures_payment_once(backend: Backend) -> Result<()> {
+    let (server, admin, shop) = setup(backend).await?;
+    let id = shop.place(&admin, &shop.spinach()).await?;
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/payments/generic/notifications", server.url);
+    let notify = |body: String, timestamp: i64, signature: String| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            http.post(url)
+                .header("content-type", "application/json")
+                .header("x-xianlu-timestamp", timestamp.to_string())
+                .header("x-xianlu-signature", signature)
+                .body(body)
+                .send()
+                .await
+        }
+    };
+    let now = chrono::Utc::now().timestamp();
+    let body = json!({"orderId": id, "reference": "wx-0001", "amountFen": 1400, "status": "SUCCEEDED"}).to_string();
+    let forged = notify(body.clone(), now, "v1=00".into()).await?;
+    ensure!(forged.status() == 401);
+    let stale = notify(body.clone(), now - 3600, signed_notification(&body, now - 3600)).await?;
+    ensure!(stale.status() == 401, "outside the replay window");
+    let wrong_amount =
+        json!({"orderId": id, "reference": "wx-0000", "amountFen": 1, "status": "SUCCEEDED"}).to_string();
+    let short = notify(wrong_amount.clone(), now, signed_notification(&wrong_amount, now)).await?;
+    ensure!(short.status() == 422);
+    let ok = notify(body.clone(), now, signed_notification(&body, now)).await?;
+    ensure!(ok.status() == 200, "{}", ok.text().await?);
+    let replay = notify(body.clone(), now, signed_notification(&body, now)).await?;
+    ensure!(replay.status() == 200);
+    let view = admin.order(&id).await?;
+    ensure!(view["status"] == "AWAITING_PICK" && view["order"]["payment"]["method"]["reference"] == "wx-0001");
+    let paid_events =
+        view["timeline"].as_array().map_or(0, |t| t.iter().filter(|e| e["event"]["kind"]["type"] == "PAID").count());
+    ensure!(paid_events == 1, "paid once");
+    ensure!(view["timeline"][1]["actor"] == json!({"kind": "gateway", "id": "generic"}));
+    server.stop().await;
+    Ok(())
+}
+
+async fn tamper(server: &TestServer, sql: &'static str) -> Result<()> {
+    if server.db.url.starts_with("sqlite") {
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&server.db.url).await?;
+        sqlx::query(sql).execute(&mut conn).await?;
+    } else {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&server.db.url).await?;
+        sqlx::query(sql).execute(&mut conn).await?;
+    }
+    Ok(())
+}
+
+async fn the_audit_chain_detects_edited_inserted_and_deleted_rows(backend: Backend) -> Result<()> {
+    let (server, admin, shop) = setup(backend).await?;
+    let id = shop.place(&admin, &shop.spinach()).await?;
+    admin.command(&id, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+    let report = admin.get("/api/v1/admin/audit/verify").await?.json();
+    ensure!(report["problems"] == json!([]) && report["entries"].as_u64() >= Some(10), "{report}");
+    let forbidden = server.client("staff:x").get("/api/v1/admin/audit/verify").await?;
+    ensure!(forbidden.status == 401);
+
+    tamper(&server, "UPDATE audit_log SET actor_id = 'someone-else' WHERE chain_seq = 3").await?;
+    let report = admin.get("/api/v1/admin/audit/verify").await?.json();
+    ensure!(report["problems"].to_string().contains("entry 3 was edited"), "{report}");
+    tamper(&server, "DELETE FROM audit_log WHERE chain_seq = 5").await?;
+    let report = admin.get("/api/v1/admin/audit/verify").await?.json();
+    ensure!(report["problems"].to_string().contains("deleted or inserted"), "{report}");
+    tamper(&server, "DELETE FROM audit_log WHERE chain_seq = (SELECT MAX(chain_seq) FROM audit_log)").await?;
+    let report = admin.get("/api/v1/admin/audit/verify").await?.json();
+    ensure!(report["problems"].to_string().contains("head says"), "{report}");
+    server.stop().await;
+    Ok(())
+}
+
+async fn orders_are_listed_with_filters_and_cursor_pages(backend: Backend) -> Result<()> {
+    let (server, admin, shop) = setup(backend).await?;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(shop.place(&admin, &shop.spinach()).await?);
+    }
+    admin.command(&ids[1], json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+    admin.command(&ids[3], json!({"type": "ASSIGN_COURIER", "courierId": shop.couriers[1]})).await?;
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/orders?merchantId={}&limit=2&cursor={c}", shop.merchant),
+            None => format!("/api/v1/orders?merchantId={}&limit=2", shop.merchant),
+        };
+        let page = admin.get(&path).await?.json();
+        for order in page["items"].as_array().cloned().unwrap_or_default() {
+            seen.push(order["id"].as_str().unwrap_or_default().to_owned());
+        }
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    ensure!(seen == newest_first, "pages cover every order once, newest first");
+    let paid = admin.get("/api/v1/orders?status=AWAITING_PICK").await?.json();
+    ensure!(paid["items"].as_array().map_or(0, Vec::len) == 1 && paid["items"][0]["id"] == ids[1].as_str());
+    let by_courier = admin.get(&format!("/api/v1/orders?courierId={}", shop.couriers[1])).await?.json();
+    ensure!(by_courier["items"][0]["id"] == ids[3].as_str());
+    let future = admin.get("/api/v1/orders?from=2099-01-01T00:00:00Z").await?.json();
+    ensure!(future["items"] == json!([]));
+    let past = admin.get("/api/v1/orders?to=2000-01-01T00:00:00Z").await?.json();
+    ensure!(past["items"] == json!([]));
+    // By number as well as by id.
+    let number = admin.order(&ids[0]).await?["orderId"].as_str().unwrap_or_default().to_owned();
+    ensure!(number.ends_with("001"));
+    ensure!(admin.order(&number).await?["order"]["id"] == ids[0].as_str());
+    server.stop().await;
+    Ok(())
+}
+
+async fn stream_sequences_are_gap_free_in_commit_order(backend: Backend) -> Result<()> {
+    let (server, admin, shop) = setup(backend).await?;
+    let mut stream = Stream::connect(&server.url, "merchant:ops").await?;
+    let head = stream.subscribe(json!([{"merchant": shop.merchant}]), None).await?["head"].as_u64().unwrap_or(0);
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let admin = admin.clone();
+        let draft = shop.spinach();
+        tasks.push(tokio::spawn(async move {
+            let order = admin.ok("/api/v1/orders", &draft).await?;
+            let id = order["id"].as_str().unwrap_or_default().to_owned();
+            admin.command(&id, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+            admin.command(&id, json!({"type": "START_PICKING"})).await?;
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    // 6 orders × (CREATED, PAID, STOCK_CHECKED, PICKING_STARTED)
+    let events = stream.events(24).await?;
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap_or(0)).collect();
+    let expected: Vec<u64> = (head + 1..=head + 24).collect();
+    ensure!(seqs == expected, "gap-free and in order: {seqs:?}");
+    ensure!(stream.is_quiet(Duration::from_millis(300)).await);
+    server.stop().await;
+    Ok(())
+}
+
+async fn operations_endpoints_answer(backend: Backend) -> Result<()> {
+    let (server, admin, shop) = setup(backend).await?;
+    shop.place(&admin, &shop.spinach()).await?;
+    let anon = Client::new(&server.url, "-");
+    ensure!(anon.get("/healthz").await?.status == 200);
+    let ready = anon.get("/readyz").await?;
+    ensure!(ready.status == 200);
+    let metrics = String::from_utf8(anon.get("/metrics").await?.bytes)?;
+    for name in ["xianlu_http_request_duration_seconds", "xianlu_order_events_total", "xianlu_stream_subscribers"] {
+        ensure!(metrics.contains(name), "metrics lack {name}");
+    }
+    let doc = anon.get("/api/v1/openapi.json").await?.json();
+    ensure!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")));
+    ensure!(doc["paths"]["/orders/{id}/commands"]["post"].is_object());
+    let docs = anon.get("/api/v1/docs").await?;
+    ensure!(docs.status == 200 && String::from_utf8_lossy(&docs.bytes).contains("openapi.json"));
+    ensure!(anon.get("/healthz").await?.headers.get("x-request-id").is_some());
+    server.stop().await;
+    Ok(())
+}
+
+/// A real `xianlu-server` process.
+struct Replica {
+    /// Killed when the replica is dropped.
+    _process: tokio::process::Child,
+    url: String,
+}
+
+impl Replica {
+    async fn start(database_url: &str) -> Result<Replica> {
+        use tokio::io::AsyncBufReadExt;
+        let dir = std::env::temp_dir().join(format!("xianlu-replica-{}", uuid::Uuid::now_v7().simple()));
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_xianlu-server-under-test"))
+            .env("XIANLU_DATABASE_URL", database_url)
+            .env("XIANLU_LISTEN", "127.0.0.1:0")
+            .env("XIANLU_DATA_DIR", &dir)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await??
+            .ok_or_else(|| anyhow::anyhow!("the server exited before listening"))?;
+        let url = line.rsplit(' ').next().unwrap_or_default().to_owned();
+        ensure!(url.starts_with("http://"), "unexpected first line {line}");
+        Ok(Replica { _process: child, url })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_server_processes_on_one_postgres_agree_on_every_change() -> Result<()> {
+    let db = xianlu_tests::TestDb::create(Backend::Postgres).await?;
+    let (a, b) = tokio::try_join!(Replica::start(&db.url), Replica::start(&db.url))?;
+    let admin_a = Client::new(&a.url, "admin:root");
+    let admin_b = Client::new(&b.url, "admin:root");
+    let shop = Shop::open(&admin_a).await?;
+    let id = shop.place(&admin_a, &shop.spinach()).await?;
+    let paid = admin_a.command(&id, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+    let version = paid["version"].as_u64().unwrap_or(0);
+
+    // B serves the order from its cache, and its stream follows the merchant.
+    ensure!(admin_b.order(&id).await?["order"]["version"] == version);
+    let mut stream = Stream::connect(&b.url, "merchant:ops").await?;
+    stream.subscribe(json!([{"merchant": shop.merchant}]), None).await?;
+
+    // Conflicting commands through both processes: exactly one wins.
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let client = if i % 2 == 0 { admin_a.clone() } else { admin_b.clone() };
+        let id = id.clone();
+        let courier = shop.couriers[i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            client.command_reply(&id, json!({"type": "ASSIGN_COURIER", "courierId": courier}), Some(version)).await
+        }));
+    }
+    let mut won = 0;
+    for task in tasks {
+        let reply = task.await??;
+        match reply.status {
+            200 => won += 1,
+            409 => ensure!(reply.code() == "version_conflict"),
+            other => anyhow::bail!("unexpected {other}"),
+        }
+    }
+    ensure!(won == 1, "{won} won across two processes");
+
+    // A change committed through A reaches B's subscriber and B's cache within a second.
+    let started = std::time::Instant::now();
+    admin_a.command(&id, json!({"type": "START_PICKING"})).await?;
+    let events = stream.events(2).await?;
+    ensure!(events[0]["event"]["kind"]["type"] == "COURIER_ASSIGNED");
+    ensure!(events[1]["event"]["kind"]["type"] == "PICKING_STARTED");
+    ensure!(started.elapsed() < Duration::from_secs(1), "pushed across processes in {:?}", started.elapsed());
+    let fresh = admin_b.order(&id).await?;
+    ensure!(
+        fresh["status"] == "PICKING" && fresh["order"]["version"] == version + 2,
+        "B serves fresh state: {}",
+        fresh["status"]
+    );
+    stream.close().await;
+    drop((a, b));
+    Ok(())
+}
