@@ -73,7 +73,14 @@ impl FromRequestParts<Arc<AppState>> for Ctx {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        let actor = authenticate(state, &parts.headers, None)?;
+        // Browsers cannot set headers on a link or a WebSocket: the development
+        // identity may also come as `?actor=KIND:ID`.
+        let query_actor = parts
+            .uri
+            .query()
+            .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("actor=")))
+            .map(|v| v.replace("%3A", ":").replace("%3a", ":"));
+        let actor = authenticate(state, &parts.headers, query_actor.as_deref())?;
         let request_id = parts.headers.get(crate::REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
         let idempotency = parts.extensions.get::<IdempotencyClaim>().cloned();
         Ok(Ctx(RequestCtx { actor, request_id, idempotency }))

@@ -29,6 +29,7 @@ or ./xianlu.toml when present), then environment variables XIANLU_<KEY>
   audit_anchor_every             audit anchor every N entries   [1000]
   dev_actor_header               trust X-Xianlu-Dev-Actor       [true]
   log_format                     text or json                   [text]
+  timer_interval_ms              how often timers run           [5000]
 
 Run `xianlu-server print-config` to see the result (secrets redacted).
 Logs go to stderr; RUST_LOG filters them (default info).";

@@ -39,6 +39,8 @@ pub struct Config {
     pub dev_actor_header: bool,
     /// `text` or `json`.
     pub log_format: String,
+    /// How often timers (unanswered substitution offers) are checked, in milliseconds.
+    pub timer_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -58,6 +60,7 @@ impl Default for Config {
             audit_anchor_every: 1000,
             dev_actor_header: true,
             log_format: "text".into(),
+            timer_interval_ms: 5000,
         }
     }
 }

@@ -228,6 +228,18 @@ impl Server {
                 tokio::time::sleep(Duration::from_secs(600)).await;
             }
         }));
+        let timers = state.clone();
+        let interval = Duration::from_millis(timers.config.timer_interval_ms.max(100));
+        background.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                match timers.service.expire_due_substitutions().await {
+                    Ok(n) if n > 0 => tracing::info!(expired = n, "unanswered substitutions shipped short"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "could not expire substitutions"),
+                }
+            }
+        }));
         let router = app(state.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(async move {

@@ -97,6 +97,9 @@ pub struct OrderFilter {
     pub cursor: Option<String>,
     /// 1–200, default 50.
     pub limit: Option<u32>,
+    /// The development identity, for links opened in a browser.
+    #[param(ignore)]
+    pub actor: Option<String>,
 }
 
 impl OrderService {
@@ -392,6 +395,38 @@ impl OrderService {
         }
         self.feed.wake();
         Ok(Committed { order: after.clone(), body, last_seq: u64::try_from(last).unwrap_or(0) })
+    }
+
+    /// Ships short every line whose substitute offer was not answered in
+    /// time. Several processes may run this at once: the version check lets
+    /// one win and the others' attempts are refused harmlessly.
+    pub async fn expire_due_substitutions(&self) -> ApiResult<usize> {
+        let now = self.clock.now();
+        let rows: Vec<(String,)> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT doc FROM orders WHERE status = $1").bind(Status::OutOfStock.as_str()).fetch_all(pool).await?
+        });
+        let mut expired = 0;
+        for (doc,) in rows {
+            let order: Order = serde_json::from_str(&doc).map_err(|e| ApiError::Internal(e.into()))?;
+            for line in &order.lines {
+                let due = matches!(
+                    line.shortage.as_ref().map(|s| &s.resolution),
+                    Some(ShortageResolution::SubstitutionProposed { respond_by, .. }) if *respond_by <= now
+                );
+                if due {
+                    let ctx = RequestCtx::system(format!("expire-substitution-{}", Uuid::now_v7()));
+                    match self
+                        .execute(&ctx, order.id, None, &Command::ExpireSubstitution { line_no: line.line_no })
+                        .await
+                    {
+                        Ok(_) => expired += 1,
+                        Err(ApiError::Rejected(_) | ApiError::VersionConflict { .. } | ApiError::Conflict { .. }) => {}
+                        Err(other) => return Err(other),
+                    }
+                }
+            }
+        }
+        Ok(expired)
     }
 
     // ----- reading -----

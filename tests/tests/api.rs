@@ -43,6 +43,7 @@ on_both_backends!(
     orders_are_listed_with_filters_and_cursor_pages,
     stream_sequences_are_gap_free_in_commit_order,
     operations_endpoints_answer,
+    an_unanswered_substitution_offer_ships_short_when_its_window_closes,
 );
 
 async fn setup(backend: Backend) -> Result<(TestServer, Client, Shop)> {
@@ -199,6 +200,43 @@ async fn a_short_line_goes_out_of_stock_and_is_resolved_by_substitution(backend:
     ensure!(accepted["lines"][0]["baseToShip"] == 0);
     ensure!(stock_of(&admin, &shop, "BOK-CHOY").await? == (80_000, 60_000));
     ensure!(stock_of(&admin, &shop, "SPINACH").await? == (50_000, 0), "the short line's reservation is released");
+    server.stop().await;
+    Ok(())
+}
+
+async fn an_unanswered_substitution_offer_ships_short_when_its_window_closes(backend: Backend) -> Result<()> {
+    let db = xianlu_tests::TestDb::create(backend).await?;
+    let server = TestServer::spawn_with(db, |c| c.timer_interval_ms = 200).await?;
+    let admin = server.client("admin:root");
+    let shop = Shop::open(&admin).await?;
+    let draft = shop.draft(json!([
+        {"sku": "SPINACH", "name": "有机菠菜", "quantity": 60, "unit": "kg", "price": {"fen": 350, "per": "jin"}},
+    ]));
+    let id = shop.place(&admin, &draft).await?;
+    admin.command(&id, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+    let respond_by = (chrono::Utc::now() + chrono::Duration::milliseconds(800)).to_rfc3339();
+    admin
+        .command(
+            &id,
+            json!({"type": "PROPOSE_SUBSTITUTION", "lineNo": 1, "respondBy": respond_by,
+                   "substitute": {"sku": "BOK-CHOY", "name": "上海青", "quantity": 10, "unit": "kg", "price": {"fen": 300, "per": "jin"}}}),
+        )
+        .await?;
+    let mut view = admin.order(&id).await?;
+    for _ in 0..50 {
+        if view["status"] == "AWAITING_PICK" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        view = admin.order(&id).await?;
+    }
+    ensure!(view["status"] == "AWAITING_PICK", "still {}", view["status"]);
+    ensure!(view["order"]["lines"][0]["baseToShip"] == 50_000, "shipped what there is");
+    let declined = view["timeline"]
+        .as_array()
+        .and_then(|t| t.iter().find(|e| e["event"]["kind"]["type"] == "SUBSTITUTION_DECLINED").cloned())
+        .unwrap_or(Value::Null);
+    ensure!(declined["event"]["kind"]["expired"] == true && declined["actor"]["kind"] == "system", "{declined}");
     server.stop().await;
     Ok(())
 }

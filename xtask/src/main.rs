@@ -1,1 +1,373 @@
-fn main() {}
+//! Project automation: `cargo xtask setup | demo | test | bench`.
+//!
+//! xtask depends on nothing but `anyhow`, so it builds before any system
+//! package is installed; everything heavier runs as child processes.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+cargo xtask <command>
+
+  setup   install what building and testing need (idempotent)
+  demo    build, start the server on SQLite at http://127.0.0.1:8080 and drive demo orders
+  test    rustfmt, clippy, dependency rules, wasm build, every test on SQLite and PostgreSQL
+  bench   transition throughput and push latency; figures for docs/benchmarks.md";
+
+/// Debian packages the workspace needs to build and test.
+const APT_PACKAGES: &[&str] = &["build-essential", "pkg-config", "ca-certificates", "postgresql", "postgresql-client"];
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root()?;
+    std::env::set_current_dir(&root)?;
+    match args.first().map(String::as_str) {
+        Some("setup") => setup(),
+        Some("demo") => demo(&args[1..]),
+        Some("test") => test(),
+        Some("bench") => bench(&args[1..]),
+        _ => {
+            println!("{USAGE}");
+            Ok(())
+        }
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).context("xtask lives inside the workspace")
+}
+
+/// One cache outside the clone, shared by every checkout and CI run on this machine.
+fn default_target_dir() -> String {
+    let base = std::env::var("XDG_CACHE_HOME")
+        .ok()
+        .or_else(|| std::env::var("HOME").ok().map(|h| format!("{h}/.cache")))
+        .unwrap_or_else(|| "/tmp".into());
+    format!("{base}/xianlu/target")
+}
+
+fn target_dir() -> PathBuf {
+    PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| default_target_dir()))
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("could not start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// Cargo, building into the shared cache outside the clone.
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.env("CARGO_TARGET_DIR", target_dir());
+    cmd
+}
+
+// ----- setup -----
+
+fn setup() -> Result<()> {
+    let started = Instant::now();
+    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+    if !missing.is_empty() {
+        if !Path::new("/usr/bin/apt-get").exists() {
+            bail!("these packages are missing and there is no apt-get to install them: {missing:?}");
+        }
+        println!("installing {}", missing.join(" "));
+        run(Command::new("apt-get").arg("update").arg("-q"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    if Path::new("/usr/bin/rustup").exists() || succeeds(Command::new("rustup").arg("--version")) {
+        let installed = Command::new("rustup").args(["target", "list", "--installed"]).output()?;
+        if !String::from_utf8_lossy(&installed.stdout).contains("wasm32-unknown-unknown") {
+            run(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))?;
+        }
+        let components = Command::new("rustup").args(["component", "list", "--installed"]).output()?;
+        let components = String::from_utf8_lossy(&components.stdout).to_string();
+        for component in ["rustfmt", "clippy"] {
+            if !components.contains(component) {
+                run(Command::new("rustup").args(["component", "add", component]))?;
+            }
+        }
+    }
+    if !succeeds(cargo().args(["nextest", "--version"])) {
+        println!("installing cargo-nextest");
+        run(cargo().args(["install", "cargo-nextest", "--locked"]))?;
+    }
+    println!("setup done in {:.1?}", started.elapsed());
+    Ok(())
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+// ----- PostgreSQL for tests -----
+
+fn postgres_answers() -> bool {
+    let addr: SocketAddr = ([127, 0, 0, 1], 5432).into();
+    TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+}
+
+/// Makes sure the local PostgreSQL answers on 127.0.0.1:5432, starting it if needed.
+fn ensure_postgres() -> Result<()> {
+    if postgres_answers() {
+        return Ok(());
+    }
+    println!("PostgreSQL is not answering on 127.0.0.1:5432; starting the local cluster");
+    let versions: Vec<String> = std::fs::read_dir("/etc/postgresql")
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    for version in &versions {
+        let _ = Command::new("pg_ctlcluster").args(["--skip-systemctl-redirect", version, "main", "start"]).status();
+    }
+    for _ in 0..30 {
+        if postgres_answers() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    bail!(
+        "PostgreSQL does not answer on 127.0.0.1:5432 and could not be started (clusters found: {versions:?}); \
+         the PostgreSQL tests cannot run"
+    )
+}
+
+/// Runs SQL as the PostgreSQL superuser: over the local socket as the
+/// `postgres` system user when we are root (peer authentication, as on a
+/// fresh Debian install), else over TCP.
+fn psql(sql: &str) -> Result<String> {
+    let as_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let mut cmd = if as_root && Path::new("/usr/sbin/runuser").exists() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", "psql", "-d", "postgres"]);
+        c
+    } else {
+        let mut c = Command::new("psql");
+        c.args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"]);
+        c
+    };
+    let output = cmd
+        .args(["-v", "ON_ERROR_STOP=1", "-Atc", sql])
+        .current_dir("/")
+        .output()
+        .context("psql is needed to manage the test database")?;
+    if !output.status.success() {
+        bail!("psql: {}", String::from_utf8_lossy(&output.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The role tests connect as: a password login, so it works whatever
+/// authentication the local server uses for TCP.
+const TEST_ROLE: &str = "xianlu_test";
+
+fn ensure_test_role() -> Result<()> {
+    psql(&format!(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{TEST_ROLE}') THEN \
+         CREATE ROLE {TEST_ROLE} LOGIN CREATEDB PASSWORD '{TEST_ROLE}'; END IF; END $$"
+    ))?;
+    Ok(())
+}
+
+fn test_admin_url(database: &str) -> String {
+    format!("postgres://{TEST_ROLE}:{TEST_ROLE}@127.0.0.1:5432/{database}")
+}
+
+/// A uniquely named database for this run; every test database is created
+/// with its name as prefix and all of them are dropped at the end.
+struct RunDatabase {
+    name: String,
+}
+
+impl RunDatabase {
+    fn create() -> Result<RunDatabase> {
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+        let name = format!("xianlu_run_{}_{stamp}", std::process::id());
+        ensure_test_role()?;
+        psql(&format!("CREATE DATABASE {name} OWNER {TEST_ROLE}"))?;
+        Ok(RunDatabase { name })
+    }
+}
+
+impl Drop for RunDatabase {
+    fn drop(&mut self) {
+        let like = format!("{}%", self.name);
+        if let Ok(names) = psql(&format!("SELECT datname FROM pg_database WHERE datname LIKE '{like}'")) {
+            for db in names.lines().filter(|l| !l.is_empty()) {
+                let _ = psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+            }
+        }
+    }
+}
+
+// ----- test -----
+
+fn stage(name: &str, timings: &mut Vec<(String, Duration)>, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    println!("\n==> {name}");
+    let started = Instant::now();
+    let result = f();
+    timings.push((name.to_owned(), started.elapsed()));
+    println!("<== {name}: {:.1?}", started.elapsed());
+    result
+}
+
+fn test() -> Result<()> {
+    let started = Instant::now();
+    let mut timings = Vec::new();
+    let result = run_tests(&mut timings);
+    println!("\nstage times:");
+    for (name, took) in &timings {
+        println!("  {name:<34} {took:>8.1?}");
+    }
+    println!("  {:<34} {:>8.1?}", "total", started.elapsed());
+    result
+}
+
+fn run_tests(timings: &mut Vec<(String, Duration)>) -> Result<()> {
+    stage("setup", timings, setup)?;
+    stage("rustfmt", timings, || run(cargo().args(["fmt", "--all", "--check"])))?;
+    stage("clippy", timings, || {
+        run(cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))
+    })?;
+    stage("dependency rules", timings, dependency_rules)?;
+    stage("domain for wasm32", timings, || {
+        run(cargo().args(["build", "--locked", "-p", "xianlu-domain", "--target", "wasm32-unknown-unknown"]))
+    })?;
+    stage("build tests", timings, || run(cargo().args(["nextest", "run", "--workspace", "--locked", "--no-run"])))?;
+    stage("start PostgreSQL", timings, ensure_postgres)?;
+    let run_db = RunDatabase::create()?;
+    let admin_url = test_admin_url(&run_db.name);
+    stage("tests (SQLite and PostgreSQL)", timings, || {
+        run(cargo()
+            .args(["nextest", "run", "--workspace", "--locked", "--no-fail-fast"])
+            .env("XIANLU_TEST_POSTGRES_URL", &admin_url)
+            .env("XIANLU_TEST_DB_PREFIX", &run_db.name))
+    })?;
+    drop(run_db);
+    Ok(())
+}
+
+/// The architecture's invariants that a dependency tree can check.
+fn dependency_rules() -> Result<()> {
+    // xianlu-domain does no I/O: no runtime, database, HTTP or clock crates in its tree.
+    let tree = cargo()
+        .args(["tree", "--locked", "-p", "xianlu-domain", "-e", "normal", "--prefix", "none", "--format", "{p}"])
+        .output()?;
+    if !tree.status.success() {
+        bail!("cargo tree failed: {}", String::from_utf8_lossy(&tree.stderr));
+    }
+    let tree = String::from_utf8_lossy(&tree.stdout);
+    let forbidden = ["tokio ", "sqlx", "reqwest", "axum", "hyper ", "rusqlite", "mio "];
+    let found: Vec<&str> = forbidden.iter().copied().filter(|f| tree.lines().any(|l| l.starts_with(f))).collect();
+    if !found.is_empty() {
+        bail!("xianlu-domain must do no I/O, but depends on {found:?}");
+    }
+    let features =
+        cargo().args(["tree", "--locked", "-p", "xianlu-domain", "-e", "features", "-i", "chrono"]).output()?;
+    if String::from_utf8_lossy(&features.stdout).contains("chrono feature \"clock\"") {
+        bail!("xianlu-domain must not read the clock, but chrono's `clock` feature is on in its tree");
+    }
+    println!("xianlu-domain: no I/O crates, no clock");
+    Ok(())
+}
+
+// ----- demo -----
+
+fn wait_ready(url: &str, child: &mut Child) -> Result<()> {
+    let addr: SocketAddr = url.trim_start_matches("http://").parse()?;
+    for _ in 0..100 {
+        if let Some(status) = child.try_wait()? {
+            bail!("the server exited with {status}");
+        }
+        if let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            let _ = stream.write_all(b"GET /readyz HTTP/1.0\r\n\r\n");
+            let mut reply = String::new();
+            let _ = stream.read_to_string(&mut reply);
+            if reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200") {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("the server did not become ready at {url}")
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn demo(args: &[String]) -> Result<()> {
+    setup()?;
+    run(cargo().args(["build", "--locked", "-p", "xianlu-server", "-p", "xianlu-tests", "--bins"]))?;
+    let listen = args
+        .iter()
+        .position(|a| a == "--listen")
+        .and_then(|i| args.get(i + 1))
+        .map_or("127.0.0.1:8080", String::as_str);
+    let url = format!("http://{listen}");
+    let data = PathBuf::from("data/demo");
+    if data.exists() {
+        std::fs::remove_dir_all(&data)?;
+    }
+    let bin = target_dir().join("debug");
+    let server = Command::new(bin.join("xianlu-server"))
+        .env("XIANLU_LISTEN", listen)
+        .env("XIANLU_DATA_DIR", &data)
+        .env("XIANLU_PAYMENT_WEBHOOK_SECRET", "demo-gateway-secret")
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .spawn()
+        .context("could not start xianlu-server")?;
+    let mut server = KillOnDrop(server);
+    wait_ready(&url, &mut server.0)?;
+    // The demo driver seeds a merchant and drives orders through the real API, then
+    // keeps going and prints the push stream until Ctrl-C.
+    let driver =
+        Command::new(bin.join("xianlu-demo")).arg(&url).args(args.iter().filter(|a| *a == "--once")).status()?;
+    if !driver.success() {
+        bail!("the demo driver failed");
+    }
+    Ok(())
+}
+
+// ----- bench -----
+
+fn bench(args: &[String]) -> Result<()> {
+    setup()?;
+    ensure_postgres()?;
+    run(cargo().args(["build", "--locked", "--release", "-p", "xianlu-tests", "--bins"]))?;
+    let run_db = RunDatabase::create()?;
+    let status = Command::new(target_dir().join("release").join("xianlu-bench"))
+        .args(args)
+        .env("XIANLU_TEST_POSTGRES_URL", test_admin_url(&run_db.name))
+        .env("XIANLU_TEST_DB_PREFIX", &run_db.name)
+        .status()?;
+    drop(run_db);
+    if !status.success() {
+        bail!("the benchmark failed");
+    }
+    Ok(())
+}
