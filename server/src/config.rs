@@ -86,7 +86,7 @@ impl Config {
             }
             None => figment = figment.merge(Toml::file("xianlu.toml")),
         }
-        let config: Config = figment.merge(Env::prefixed("XIANLU_")).extract().map_err(Box::new)?;
+        let config: Config = figment.merge(Env::prefixed("XIANLU_").ignore(&["config"])).extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
     }

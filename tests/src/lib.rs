@@ -25,7 +25,7 @@ pub const PAYMENT_SECRET: &str = "test-gateway-secret";
 
 /// The PostgreSQL server tests create their databases on.
 pub fn postgres_admin_url() -> String {
-    std::env::var("XIANLU_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("TEST_XIANLU_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A database that exists for one test.
@@ -50,15 +50,15 @@ impl TestDb {
             }
             Backend::Postgres => {
                 let admin = postgres_admin_url();
-                let prefix = std::env::var("XIANLU_TEST_DB_PREFIX").unwrap_or_else(|_| "xianlu_t".into());
+                let prefix = std::env::var("TEST_XIANLU_DB_PREFIX").unwrap_or_else(|_| "xianlu_t".into());
                 let name = format!("{prefix}_{unique}");
                 let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.with_context(|| {
-                    format!("PostgreSQL at {admin} does not answer; start it or set XIANLU_TEST_POSTGRES_URL")
+                    format!("PostgreSQL at {admin} does not answer; start it or set TEST_XIANLU_POSTGRES_URL")
                 })?;
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
                 let url = match admin.rfind('/') {
                     Some(i) => format!("{}/{name}", &admin[..i]),
-                    None => bail!("XIANLU_TEST_POSTGRES_URL must end in /DATABASE"),
+                    None => bail!("TEST_XIANLU_POSTGRES_URL must end in /DATABASE"),
                 };
                 Ok(TestDb { url, dir: None, pg_name: Some(name) })
             }

@@ -259,8 +259,8 @@ fn run_tests(timings: &mut Vec<(String, Duration)>) -> Result<()> {
     stage("tests (SQLite and PostgreSQL)", timings, || {
         run(cargo()
             .args(["nextest", "run", "--workspace", "--locked", "--no-fail-fast"])
-            .env("XIANLU_TEST_POSTGRES_URL", &admin_url)
-            .env("XIANLU_TEST_DB_PREFIX", &run_db.name))
+            .env("TEST_XIANLU_POSTGRES_URL", &admin_url)
+            .env("TEST_XIANLU_DB_PREFIX", &run_db.name))
     })?;
     drop(run_db);
     Ok(())
@@ -362,8 +362,8 @@ fn bench(args: &[String]) -> Result<()> {
     let run_db = RunDatabase::create()?;
     let status = Command::new(target_dir().join("release").join("xianlu-bench"))
         .args(args)
-        .env("XIANLU_TEST_POSTGRES_URL", test_admin_url(&run_db.name))
-        .env("XIANLU_TEST_DB_PREFIX", &run_db.name)
+        .env("TEST_XIANLU_POSTGRES_URL", test_admin_url(&run_db.name))
+        .env("TEST_XIANLU_DB_PREFIX", &run_db.name)
         .status()?;
     drop(run_db);
     if !status.success() {
