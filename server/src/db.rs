@@ -15,8 +15,17 @@ use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 /// A connection pool on either backend.
 #[derive(Clone, Debug)]
 pub enum Db {
-    Sqlite(SqlitePool),
+    Sqlite(SqlitePools),
     Postgres(PgPool),
+}
+
+/// SQLite has one writer at a time: writes queue for the single write
+/// connection (a fair async queue) instead of sleeping in SQLite's busy
+/// handler; reads use their own connections, which WAL never blocks.
+#[derive(Clone, Debug)]
+pub struct SqlitePools {
+    pub read: SqlitePool,
+    pub write: SqlitePool,
 }
 
 /// An open transaction on either backend.
@@ -25,12 +34,29 @@ pub enum Tx {
     Postgres(Transaction<'static, Postgres>),
 }
 
-/// Runs the same query code against whichever pool `$db` holds.
+/// Runs the same read-only query code against whichever pool `$db` holds.
 #[macro_export]
 macro_rules! on_db {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
-            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Sqlite(pools) => {
+                let $pool = &pools.read;
+                $body
+            }
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Runs the same writing statement (outside a transaction) on either backend.
+#[macro_export]
+macro_rules! on_db_write {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite(pools) => {
+                let $pool = &pools.write;
+                $body
+            }
             $crate::db::Db::Postgres($pool) => $body,
         }
     };
@@ -105,9 +131,12 @@ impl Db {
             {
                 std::fs::create_dir_all(dir).map_err(|e| DbError::Sqlx(sqlx::Error::Io(e)))?;
             }
-            let pool =
-                SqlitePoolOptions::new().max_connections(options.max_connections.max(1)).connect_with(connect).await?;
-            Ok(Db::Sqlite(pool))
+            let write = SqlitePoolOptions::new().max_connections(1).connect_with(connect.clone()).await?;
+            let read = SqlitePoolOptions::new()
+                .max_connections(options.max_connections.max(1))
+                .connect_with(connect.read_only(true))
+                .await?;
+            Ok(Db::Sqlite(SqlitePools { read, write }))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let connect = PgConnectOptions::from_str(url)?;
             let pool =
@@ -128,7 +157,7 @@ impl Db {
     /// Applies the pending migrations of this backend.
     pub async fn migrate(&self) -> Result<(), DbError> {
         match self {
-            Db::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+            Db::Sqlite(pools) => SQLITE_MIGRATIONS.run(&pools.write).await?,
             Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
         }
         Ok(())
@@ -139,7 +168,7 @@ impl Db {
     /// because another writer got there first.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
-            Db::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Sqlite(pools) => Tx::Sqlite(pools.write.begin_with("BEGIN IMMEDIATE").await?),
             Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })
     }
@@ -149,7 +178,13 @@ impl Db {
     }
 
     pub async fn close(&self) {
-        on_db!(self, pool => pool.close().await)
+        match self {
+            Db::Sqlite(pools) => {
+                pools.read.close().await;
+                pools.write.close().await;
+            }
+            Db::Postgres(pool) => pool.close().await,
+        }
     }
 }
 

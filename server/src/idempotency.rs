@@ -20,8 +20,8 @@ use sha2::{Digest, Sha256};
 use crate::AppState;
 use crate::clock::wall_now;
 use crate::error::ApiError;
-use crate::on_db;
 use crate::service::IdempotencyClaim;
+use crate::{on_db, on_db_write};
 
 pub const HEADER: &str = "idempotency-key";
 /// Set on a replayed response.
@@ -76,7 +76,7 @@ async fn run(state: &AppState, key: String, request: Request, next: Next) -> Res
     let request_hash = hex::encode(hasher.finalize());
     let now = wall_now();
 
-    let inserted = on_db!(&state.db, pool => {
+    let inserted = on_db_write!(&state.db, pool => {
         sqlx::query(
             "INSERT INTO idempotency (scope, key, request_hash, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (scope, key) DO NOTHING",
@@ -122,7 +122,7 @@ async fn run(state: &AppState, key: String, request: Request, next: Next) -> Res
                 // Still running, unless its process died: then take the claim over.
                 let stale = now - created_at > Duration::seconds(LEASE_SECONDS);
                 let taken = stale
-                    && on_db!(&state.db, pool => {
+                    && on_db_write!(&state.db, pool => {
                         sqlx::query(
                             "UPDATE idempotency SET created_at = $3 WHERE scope = $1 AND key = $2 AND status IS NULL AND created_at = $4",
                         )
@@ -155,7 +155,7 @@ async fn run(state: &AppState, key: String, request: Request, next: Next) -> Res
     let bytes = to_bytes(body, usize::MAX).await.map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
     if status.is_server_error() {
         // Nothing was changed: let a retry run again.
-        on_db!(&state.db, pool => {
+        on_db_write!(&state.db, pool => {
             sqlx::query("DELETE FROM idempotency WHERE scope = $1 AND key = $2 AND status IS NULL")
                 .bind(&scope)
                 .bind(&key)
@@ -165,7 +165,7 @@ async fn run(state: &AppState, key: String, request: Request, next: Next) -> Res
     } else {
         let content_type =
             parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-        on_db!(&state.db, pool => {
+        on_db_write!(&state.db, pool => {
             sqlx::query("UPDATE idempotency SET status = $3, content_type = $4, body = $5 WHERE scope = $1 AND key = $2")
                 .bind(&scope)
                 .bind(&key)
@@ -183,7 +183,7 @@ async fn run(state: &AppState, key: String, request: Request, next: Next) -> Res
 /// the simulated business clock).
 pub async fn purge(state: &AppState) -> Result<u64, sqlx::Error> {
     let cutoff = wall_now() - Duration::hours(state.config.idempotency_retention_hours);
-    Ok(on_db!(&state.db, pool => {
+    Ok(on_db_write!(&state.db, pool => {
         sqlx::query("DELETE FROM idempotency WHERE created_at < $1").bind(cutoff).execute(pool).await?.rows_affected()
     }))
 }

@@ -19,7 +19,7 @@ use crate::AppState;
 use crate::api::ApiJson;
 use crate::clock::wall_now;
 use crate::error::{ApiError, ApiResult};
-use crate::on_db;
+use crate::on_db_write;
 use crate::service::RequestCtx;
 
 pub const TIMESTAMP_HEADER: &str = "x-xianlu-timestamp";
@@ -116,7 +116,7 @@ pub async fn webhook(
     let request_id = headers.get(crate::REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
     let ctx =
         RequestCtx { actor: Actor { kind: "gateway".into(), id: gateway_name.clone() }, request_id, idempotency: None };
-    let inserted = on_db!(&state.db, pool => {
+    let inserted = on_db_write!(&state.db, pool => {
         sqlx::query(
             "INSERT INTO payment_notifications (gateway, reference, order_id, received_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (gateway, reference) DO NOTHING",
@@ -153,7 +153,7 @@ pub async fn webhook(
 
 /// Lets the gateway retry a notification that could not be applied.
 async fn forget(state: &AppState, gateway: &str, reference: &str) -> ApiResult<()> {
-    on_db!(&state.db, pool => {
+    on_db_write!(&state.db, pool => {
         sqlx::query("DELETE FROM payment_notifications WHERE gateway = $1 AND reference = $2")
             .bind(gateway)
             .bind(reference)
