@@ -9,6 +9,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
 use crate::db::{Db, Tx};
@@ -18,13 +19,13 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 
 /// One state change, as recorded. Ids and business fields only.
 #[derive(Debug, Clone)]
-pub struct AuditEntry<'a> {
+pub struct AuditEntry {
     pub merchant_id: Uuid,
     pub at: DateTime<Utc>,
-    pub actor_kind: &'a str,
-    pub actor_id: &'a str,
-    pub request_id: &'a str,
-    pub action: &'a str,
+    pub actor_kind: String,
+    pub actor_id: String,
+    pub request_id: String,
+    pub action: String,
     pub subject_id: String,
     pub before: serde_json::Value,
     pub after: serde_json::Value,
@@ -60,79 +61,110 @@ fn entry_hash(
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
 
-/// Appends an entry inside the caller's transaction.
-pub async fn append(tx: &mut Tx, entry: &AuditEntry<'_>, anchor_every: i64) -> Result<(), sqlx::Error> {
-    let merchant = entry.merchant_id;
-    on_tx!(tx, c => {
-        sqlx::query(
-            "INSERT INTO audit_heads (merchant_id, chain_seq, entry_hash) VALUES ($1, 0, $2) \
-             ON CONFLICT (merchant_id) DO NOTHING",
-        )
-        .bind(merchant)
-        .bind(GENESIS_HASH)
-        .execute(&mut *c)
-        .await?;
-    });
-    let (chain_seq, prev_hash): (i64, String) = on_tx!(tx, c => {
-        sqlx::query_as(
-            "UPDATE audit_heads SET chain_seq = chain_seq + 1 WHERE merchant_id = $1 \
-             RETURNING chain_seq, entry_hash",
-        )
-        .bind(merchant)
-        .fetch_one(&mut *c)
-        .await?
-    });
-    let before = entry.before.to_string();
-    let after = entry.after.to_string();
-    let hash = entry_hash(
-        merchant,
-        chain_seq,
-        entry.at,
-        entry.actor_kind,
-        entry.actor_id,
-        entry.request_id,
-        entry.action,
-        &entry.subject_id,
-        &before,
-        &after,
-        &prev_hash,
-    );
-    on_tx!(tx, c => {
-        sqlx::query(
-            "INSERT INTO audit_log (merchant_id, chain_seq, at, actor_kind, actor_id, request_id, action, \
-             subject_id, before_state, after_state, prev_hash, entry_hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(merchant)
-        .bind(chain_seq)
-        .bind(entry.at)
-        .bind(entry.actor_kind)
-        .bind(entry.actor_id)
-        .bind(entry.request_id)
-        .bind(entry.action)
-        .bind(&entry.subject_id)
-        .bind(&before)
-        .bind(&after)
-        .bind(&prev_hash)
-        .bind(&hash)
-        .execute(&mut *c)
-        .await?;
-        sqlx::query("UPDATE audit_heads SET entry_hash = $2 WHERE merchant_id = $1")
+const AUDIT_COLUMNS: usize = 12;
+/// Rows per multi-row insert (well under both backends' parameter limits).
+const CHUNK: usize = 400;
+
+/// Appends entries, in order, inside the caller's transaction. Each
+/// merchant's chain head is locked once, extended in memory and written back.
+pub async fn append_all(tx: &mut Tx, entries: &[AuditEntry], anchor_every: i64) -> Result<(), sqlx::Error> {
+    let mut merchants: Vec<Uuid> = Vec::new();
+    for entry in entries {
+        if !merchants.contains(&entry.merchant_id) {
+            merchants.push(entry.merchant_id);
+        }
+    }
+    for merchant in merchants {
+        let mine: Vec<&AuditEntry> = entries.iter().filter(|e| e.merchant_id == merchant).collect();
+        let count = mine.len() as i64;
+        on_tx!(&mut *tx, c => {
+            sqlx::query(
+                "INSERT INTO audit_heads (merchant_id, chain_seq, entry_hash) VALUES ($1, 0, $2) \
+                 ON CONFLICT (merchant_id) DO NOTHING",
+            )
             .bind(merchant)
-            .bind(&hash)
+            .bind(GENESIS_HASH)
             .execute(&mut *c)
             .await?;
-        if chain_seq % anchor_every == 0 {
-            sqlx::query("INSERT INTO audit_anchors (merchant_id, chain_seq, entry_hash, at) VALUES ($1, $2, $3, $4)")
+        });
+        // Moving the head locks the merchant's chain until commit.
+        let (last_seq, mut prev): (i64, String) = on_tx!(&mut *tx, c => {
+            sqlx::query_as(
+                "UPDATE audit_heads SET chain_seq = chain_seq + $2 WHERE merchant_id = $1 RETURNING chain_seq, entry_hash",
+            )
+            .bind(merchant)
+            .bind(count)
+            .fetch_one(&mut *c)
+            .await?
+        });
+        let first_seq = last_seq - count + 1;
+        let mut rows = Vec::with_capacity(mine.len());
+        for (i, entry) in mine.iter().enumerate() {
+            let chain_seq = first_seq + i as i64;
+            let before = entry.before.to_string();
+            let after = entry.after.to_string();
+            let hash = entry_hash(
+                merchant,
+                chain_seq,
+                entry.at,
+                &entry.actor_kind,
+                &entry.actor_id,
+                &entry.request_id,
+                &entry.action,
+                &entry.subject_id,
+                &before,
+                &after,
+                &prev,
+            );
+            rows.push((chain_seq, *entry, before, after, prev.clone(), hash.clone()));
+            prev = hash;
+        }
+        for chunk in rows.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO audit_log (merchant_id, chain_seq, at, actor_kind, actor_id, request_id, action, \
+                 subject_id, before_state, after_state, prev_hash, entry_hash) VALUES {}",
+                crate::db::placeholders(chunk.len(), AUDIT_COLUMNS)
+            );
+            on_tx!(&mut *tx, c => {
+                let mut query = sqlx::query(AssertSqlSafe(sql.clone()));
+                for (chain_seq, entry, before, after, prev_hash, hash) in chunk {
+                    query = query
+                        .bind(merchant)
+                        .bind(*chain_seq)
+                        .bind(entry.at)
+                        .bind(&entry.actor_kind)
+                        .bind(&entry.actor_id)
+                        .bind(&entry.request_id)
+                        .bind(&entry.action)
+                        .bind(&entry.subject_id)
+                        .bind(before)
+                        .bind(after)
+                        .bind(prev_hash)
+                        .bind(hash);
+                }
+                query.execute(&mut *c).await?;
+            });
+        }
+        on_tx!(&mut *tx, c => {
+            sqlx::query("UPDATE audit_heads SET entry_hash = $2 WHERE merchant_id = $1")
                 .bind(merchant)
-                .bind(chain_seq)
-                .bind(&hash)
-                .bind(entry.at)
+                .bind(&prev)
                 .execute(&mut *c)
                 .await?;
+        });
+        for (chain_seq, entry, _, _, _, hash) in rows.iter().filter(|r| r.0 % anchor_every == 0) {
+            on_tx!(&mut *tx, c => {
+                sqlx::query("INSERT INTO audit_anchors (merchant_id, chain_seq, entry_hash, at) VALUES ($1, $2, $3, $4)")
+                    .bind(merchant)
+                    .bind(*chain_seq)
+                    .bind(hash)
+                    .bind(entry.at)
+                    .execute(&mut *c)
+                    .await?;
+            });
             tracing::info!(target: "xianlu::audit_anchor", merchant = %merchant, chain_seq, entry_hash = %hash, "audit anchor");
         }
-    });
+    }
     Ok(())
 }
 

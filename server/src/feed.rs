@@ -57,10 +57,25 @@ impl EventRow {
     }
 }
 
+/// A committed event with its push frame, serialised once for every subscriber.
+#[derive(Debug)]
+pub struct Published {
+    pub event: StreamEvent,
+    pub frame: axum::extract::ws::Utf8Bytes,
+}
+
+impl Published {
+    pub fn new(event: StreamEvent) -> Arc<Published> {
+        let message = xianlu_domain::wire::ServerMessage::Event(Box::new(event.clone()));
+        let frame = serde_json::to_string(&message).unwrap_or_default().into();
+        Arc::new(Published { event, frame })
+    }
+}
+
 /// One push subscriber's inbox.
 #[derive(Debug)]
 pub struct Inbox {
-    tx: mpsc::Sender<Arc<StreamEvent>>,
+    tx: mpsc::Sender<Arc<Published>>,
     /// Set when the inbox was full and an event had to be dropped.
     overflowed: AtomicBool,
 }
@@ -91,7 +106,7 @@ pub struct Subscription {
     id: u64,
     topics: Vec<Topic>,
     pub inbox: Arc<Inbox>,
-    pub rx: mpsc::Receiver<Arc<StreamEvent>>,
+    pub rx: mpsc::Receiver<Arc<Published>>,
     /// Every event after this sequence reaches `rx`; none before it does.
     pub head: u64,
 }
@@ -139,7 +154,8 @@ impl Hub {
         Subscription { hub: self.clone(), id, topics, inbox, rx, head }
     }
 
-    fn publish(&self, event: Arc<StreamEvent>) {
+    fn publish(&self, published: Arc<Published>) {
+        let event = &published.event;
         let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
         let mut delivered: Vec<u64> = Vec::new();
         let topics = [
@@ -154,7 +170,7 @@ impl Hub {
                     continue;
                 }
                 delivered.push(*id);
-                if inbox.tx.try_send(event.clone()).is_err() && !inbox.overflowed.swap(true, Ordering::AcqRel) {
+                if inbox.tx.try_send(published.clone()).is_err() && !inbox.overflowed.swap(true, Ordering::AcqRel) {
                     self.metrics.stream_resyncs.inc();
                 }
             }
@@ -236,11 +252,11 @@ impl Feed {
             });
             let count = rows.len();
             for row in rows {
-                let event = Arc::new(row.into_stream_event()?);
-                self.cache.observe(&event);
-                let delay = (crate::clock::wall_now() - event.at).num_microseconds().unwrap_or(0).max(0);
+                let published = Published::new(row.into_stream_event()?);
+                self.cache.observe(&published.event);
+                let delay = (crate::clock::wall_now() - published.event.at).num_microseconds().unwrap_or(0).max(0);
                 self.metrics.stream_publish_delay.observe(delay as f64 / 1e6);
-                self.hub.publish(event);
+                self.hub.publish(published);
             }
             if count < 500 {
                 return Ok(());
@@ -263,8 +279,8 @@ mod tests {
     use chrono::TimeZone;
     use xianlu_domain::{EventKind, Status};
 
-    fn event(seq: u64, order: OrderId, merchant: MerchantId) -> Arc<StreamEvent> {
-        Arc::new(StreamEvent {
+    fn event(seq: u64, order: OrderId, merchant: MerchantId) -> Arc<Published> {
+        Published::new(StreamEvent {
             seq,
             order_id: order,
             order_number: OrderNumber::parse("KL20300601001").expect("a valid number"),
@@ -290,9 +306,9 @@ mod tests {
         }
         assert!(slow.inbox.overflowed());
         assert!(!fast.inbox.overflowed());
-        let got: Vec<u64> = std::iter::from_fn(|| fast.rx.try_recv().ok()).map(|e| e.seq).collect();
+        let got: Vec<u64> = std::iter::from_fn(|| fast.rx.try_recv().ok()).map(|e| e.event.seq).collect();
         assert_eq!(got, [1, 2, 3, 4, 5]);
-        assert_eq!(slow.rx.try_recv().map(|e| e.seq).ok(), Some(1));
+        assert_eq!(slow.rx.try_recv().map(|e| e.event.seq).ok(), Some(1));
         assert!(elsewhere.rx.try_recv().is_err());
         assert_eq!(hub.head(), 5);
         let late = hub.subscribe(vec![Topic::Order(order)], 10);

@@ -19,6 +19,7 @@ pub mod parties;
 pub mod payments;
 pub mod service;
 pub mod stream;
+pub mod writer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -69,12 +70,21 @@ impl MakeRequestId for MakeId {
     }
 }
 
-/// Builds the state: connects nothing, starts nothing.
+/// Builds the state and starts the order writer (it stops when the state is dropped).
 pub fn state(config: Config, db: Db, clock: Arc<dyn Clock>, head: u64) -> Arc<AppState> {
     let metrics = Metrics::new();
     let hub = Hub::new(head, metrics.clone());
     let cache = Arc::new(OrderCache::new(config.cache_capacity));
     let feed = Feed::new(db.clone(), hub.clone(), cache.clone(), metrics.clone());
+    let (writer, changes) = tokio::sync::mpsc::channel(4096);
+    let order_writer = writer::Writer {
+        db: db.clone(),
+        clock: clock.clone(),
+        feed: feed.clone(),
+        metrics: metrics.clone(),
+        anchor_every: config.audit_anchor_every,
+    };
+    tokio::spawn(order_writer.run(changes));
     let service = OrderService {
         db: db.clone(),
         clock,
@@ -82,6 +92,7 @@ pub fn state(config: Config, db: Db, clock: Arc<dyn Clock>, head: u64) -> Arc<Ap
         cache,
         metrics: metrics.clone(),
         anchor_every: config.audit_anchor_every,
+        writer,
     };
     let mut gateways: Vec<Box<dyn Gateway>> = Vec::new();
     if let Some(secret) = &config.payment_webhook_secret {

@@ -17,6 +17,7 @@ pub struct Metrics {
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
     pub version_conflicts: IntCounter,
+    pub write_group_size: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -63,6 +64,11 @@ impl Metrics {
         let version_conflicts =
             IntCounter::new("version_conflicts_total", "Commands refused because the order changed")
                 .unwrap_or_else(|_| unreachable_metric());
+        let write_group_size = Histogram::with_opts(
+            HistogramOpts::new("order_write_group_size", "Order changes committed together in one transaction")
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        )
+        .unwrap_or_else(|_| unreachable_metric());
         for collector in [
             Box::new(http_duration.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(order_events.clone()),
@@ -74,6 +80,7 @@ impl Metrics {
             Box::new(cache_hits.clone()),
             Box::new(cache_misses.clone()),
             Box::new(version_conflicts.clone()),
+            Box::new(write_group_size.clone()),
         ] {
             let _ = registry.register(collector);
         }
@@ -89,6 +96,7 @@ impl Metrics {
             cache_hits,
             cache_misses,
             version_conflicts,
+            write_group_size,
         }
     }
 

@@ -150,23 +150,18 @@ impl OrderService {
         subject: String,
         after: serde_json::Value,
     ) -> ApiResult<()> {
-        let at = self.clock.now();
-        audit::append(
-            tx,
-            &AuditEntry {
-                merchant_id: merchant,
-                at,
-                actor_kind: &ctx.actor.kind,
-                actor_id: &ctx.actor.id,
-                request_id: &ctx.request_id,
-                action,
-                subject_id: subject,
-                before: serde_json::Value::Null,
-                after,
-            },
-            self.anchor_every,
-        )
-        .await?;
+        let entry = AuditEntry {
+            merchant_id: merchant,
+            at: self.clock.now(),
+            actor_kind: ctx.actor.kind.clone(),
+            actor_id: ctx.actor.id.clone(),
+            request_id: ctx.request_id.clone(),
+            action: action.to_owned(),
+            subject_id: subject,
+            before: serde_json::Value::Null,
+            after,
+        };
+        audit::append_all(tx, &[entry], self.anchor_every).await?;
         Ok(())
     }
 

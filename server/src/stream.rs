@@ -87,12 +87,12 @@ impl Connection {
                 event = next_event => {
                     let overflowed = self.subscription.as_ref().is_some_and(|s| s.inbox.overflowed());
                     match event {
-                        Some(event) if !overflowed => {
-                            if event.seq <= self.last_sent {
+                        Some(published) if !overflowed => {
+                            if published.event.seq <= self.last_sent {
                                 continue;
                             }
-                            self.last_sent = event.seq;
-                            if sink.send(text(&ServerMessage::Event(Box::new((*event).clone())))).await.is_err() {
+                            self.last_sent = published.event.seq;
+                            if sink.send(Message::Text(published.frame.clone())).await.is_err() {
                                 break;
                             }
                         }

@@ -438,3 +438,52 @@ impl Stream {
 pub fn signed_notification(body: &str, timestamp: i64) -> String {
     xianlu_server::payments::sign(PAYMENT_SECRET, timestamp, body.as_bytes())
 }
+
+/// A real `xianlu-server` process, killed when dropped.
+pub struct ServerProcess {
+    process: tokio::process::Child,
+    pub url: String,
+}
+
+impl ServerProcess {
+    /// Starts `program` listening on a free port with the given `XIANLU_…` settings.
+    pub async fn start(program: &std::path::Path, settings: &[(&str, &str)]) -> Result<ServerProcess> {
+        use tokio::io::AsyncBufReadExt;
+        let dir = std::env::temp_dir().join(format!("xianlu-process-{}", uuid::Uuid::now_v7().simple()));
+        let mut command = tokio::process::Command::new(program);
+        command
+            .env("XIANLU_LISTEN", "127.0.0.1:0")
+            .env("XIANLU_DATA_DIR", &dir)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        for (key, value) in settings {
+            command.env(key, value);
+        }
+        let mut process = command.spawn().with_context(|| format!("starting {}", program.display()))?;
+        let stdout = process.stdout.take().context("no stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await??
+            .context("the server exited before listening")?;
+        let url = line.rsplit(' ').next().unwrap_or_default().to_owned();
+        anyhow::ensure!(url.starts_with("http://"), "unexpected first line {line}");
+        Ok(ServerProcess { process, url })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.id()
+    }
+
+    /// Resident memory of the process, in bytes.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.process.kill().await;
+    }
+}

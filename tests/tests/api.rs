@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use serde_json::{Value, json};
-use xianlu_tests::{Backend, Client, SHA_A, Shop, Stream, TestServer, signed_notification};
+use xianlu_tests::{Backend, Client, SHA_A, ServerProcess, Shop, Stream, TestServer, signed_notification};
 
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -687,40 +687,12 @@ async fn operations_endpoints_answer(backend: Backend) -> Result<()> {
     Ok(())
 }
 
-/// A real `xianlu-server` process.
-struct Replica {
-    /// Killed when the replica is dropped.
-    _process: tokio::process::Child,
-    url: String,
-}
-
-impl Replica {
-    async fn start(database_url: &str) -> Result<Replica> {
-        use tokio::io::AsyncBufReadExt;
-        let dir = std::env::temp_dir().join(format!("xianlu-replica-{}", uuid::Uuid::now_v7().simple()));
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_xianlu-server-under-test"))
-            .env("XIANLU_DATABASE_URL", database_url)
-            .env("XIANLU_LISTEN", "127.0.0.1:0")
-            .env("XIANLU_DATA_DIR", &dir)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await??
-            .ok_or_else(|| anyhow::anyhow!("the server exited before listening"))?;
-        let url = line.rsplit(' ').next().unwrap_or_default().to_owned();
-        ensure!(url.starts_with("http://"), "unexpected first line {line}");
-        Ok(Replica { _process: child, url })
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_server_processes_on_one_postgres_agree_on_every_change() -> Result<()> {
     let db = xianlu_tests::TestDb::create(Backend::Postgres).await?;
-    let (a, b) = tokio::try_join!(Replica::start(&db.url), Replica::start(&db.url))?;
+    let program = std::path::Path::new(env!("CARGO_BIN_EXE_xianlu-server-under-test"));
+    let settings = [("XIANLU_DATABASE_URL", db.url.as_str())];
+    let (a, b) = tokio::try_join!(ServerProcess::start(program, &settings), ServerProcess::start(program, &settings))?;
     let admin_a = Client::new(&a.url, "admin:root");
     let admin_b = Client::new(&b.url, "admin:root");
     let shop = Shop::open(&admin_a).await?;
