@@ -68,12 +68,10 @@ const CHUNK: usize = 400;
 /// Appends entries, in order, inside the caller's transaction. Each
 /// merchant's chain head is locked once, extended in memory and written back.
 pub async fn append_all(tx: &mut Tx, entries: &[AuditEntry], anchor_every: i64) -> Result<(), sqlx::Error> {
-    let mut merchants: Vec<Uuid> = Vec::new();
-    for entry in entries {
-        if !merchants.contains(&entry.merchant_id) {
-            merchants.push(entry.merchant_id);
-        }
-    }
+    // Chain heads are locked in one order everywhere, so two writers never deadlock.
+    let mut merchants: Vec<Uuid> = entries.iter().map(|e| e.merchant_id).collect();
+    merchants.sort_unstable();
+    merchants.dedup();
     for merchant in merchants {
         let mine: Vec<&AuditEntry> = entries.iter().filter(|e| e.merchant_id == merchant).collect();
         let count = mine.len() as i64;

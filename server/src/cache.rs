@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use xianlu_domain::OrderId;
-use xianlu_domain::wire::{OrderView, StreamEvent};
+use xianlu_domain::wire::OrderView;
 
 const GENERATIONS: usize = 1024;
 
@@ -58,11 +58,11 @@ impl OrderCache {
         }
     }
 
-    /// Called by the feed for every committed event.
-    pub fn observe(&self, event: &StreamEvent) {
+    /// Called by the feed for every committed event of an order.
+    pub fn observe(&self, order: OrderId) {
         let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
-        self.slot(&event.order_id).fetch_add(1, Ordering::SeqCst);
-        views.remove(&event.order_id);
+        self.slot(&order).fetch_add(1, Ordering::SeqCst);
+        views.remove(&order);
     }
 
     /// Drops everything (after changes that are not order events, such as a courier's name).

@@ -154,9 +154,29 @@ impl Hub {
         Subscription { hub: self.clone(), id, topics, inbox, rx, head }
     }
 
-    fn publish(&self, published: Arc<Published>) {
-        let event = &published.event;
+    /// Hands event `seq` to its subscribers, building it only if there are
+    /// any. Everything happens under one read lock, so a subscription is
+    /// registered either before (and receives it) or after (and its head
+    /// already covers it).
+    fn offer(
+        &self,
+        seq: u64,
+        topics: &[Option<Topic>],
+        build: impl FnOnce() -> anyhow::Result<StreamEvent>,
+    ) -> anyhow::Result<()> {
         let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        if topics.iter().flatten().any(|t| routes.by_topic.contains_key(t)) {
+            let published = Published::new(build()?);
+            self.deliver(&routes, &published);
+        }
+        self.published.store(seq, Ordering::Release);
+        drop(routes);
+        self.metrics.stream_published_seq.set(seq as i64);
+        Ok(())
+    }
+
+    fn deliver(&self, routes: &Routes, published: &Arc<Published>) {
+        let event = &published.event;
         let mut delivered: Vec<u64> = Vec::new();
         let topics = [
             Some(Topic::Order(event.order_id)),
@@ -175,9 +195,13 @@ impl Hub {
                 }
             }
         }
-        self.published.store(event.seq, Ordering::Release);
-        drop(routes);
-        self.metrics.stream_published_seq.set(event.seq as i64);
+    }
+
+    #[cfg(test)]
+    fn publish(&self, published: Arc<Published>) {
+        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        self.deliver(&routes, &published);
+        self.published.store(published.event.seq, Ordering::Release);
     }
 }
 
@@ -252,11 +276,17 @@ impl Feed {
             });
             let count = rows.len();
             for row in rows {
-                let published = Published::new(row.into_stream_event()?);
-                self.cache.observe(&published.event);
-                let delay = (crate::clock::wall_now() - published.event.at).num_microseconds().unwrap_or(0).max(0);
+                let seq = u64::try_from(row.seq)?;
+                self.cache.observe(OrderId(row.order_id));
+                let delay = (crate::clock::wall_now() - row.at).num_microseconds().unwrap_or(0).max(0);
                 self.metrics.stream_publish_delay.observe(delay as f64 / 1e6);
-                self.hub.publish(published);
+                // Decode and frame the event only if someone listens for it.
+                let topics = [
+                    Some(Topic::Order(OrderId(row.order_id))),
+                    Some(Topic::Merchant(MerchantId(row.merchant_id))),
+                    row.courier_id.map(|c| Topic::Courier(CourierId(c))),
+                ];
+                self.hub.offer(seq, &topics, || row.into_stream_event())?;
             }
             if count < 500 {
                 return Ok(());

@@ -62,12 +62,23 @@ pub struct Job {
 
 /// A change that passed, waiting for the group's commit.
 struct Staged {
+    order_id: OrderId,
+    version: u64,
+    /// The order after this change (what its caller is answered with).
     order: Order,
     events: Vec<Event>,
     first_version: u64,
     audit: AuditEntry,
+    /// The order after this change, as JSON: the response, and the stored document.
     body: Vec<u8>,
     idempotency: Option<(IdempotencyClaim, u16)>,
+}
+
+/// An order as the group sees it.
+struct Working {
+    order: Order,
+    /// The version stored before the group; `None` for an order the group created.
+    stored_version: Option<u64>,
 }
 
 pub struct Writer {
@@ -105,14 +116,29 @@ impl Writer {
                 return;
             }
         };
-        // The group's view of every order it touched, so later changes see earlier ones.
-        let mut orders: HashMap<OrderId, Order> = HashMap::new();
+        // Every order the group changes, read and locked once.
+        let ids: Vec<OrderId> = jobs
+            .iter()
+            .filter_map(|j| match &j.change {
+                Change::Execute { id, .. } => Some(*id),
+                Change::Create { .. } => None,
+            })
+            .collect();
+        let mut orders = match load_orders(&mut tx, &ids).await {
+            Ok(orders) => orders,
+            Err(error) => {
+                let message = format!("{error}");
+                for job in jobs {
+                    let _ = job.reply.send(Err(ApiError::Internal(anyhow::anyhow!("{message}"))));
+                }
+                return;
+            }
+        };
         let mut staged: Vec<Staged> = Vec::new();
         // Each caller's reply channel, with the index of its staged change or its refusal.
         let mut outcomes: Vec<(Reply, Result<usize, ApiError>)> = Vec::new();
         for job in jobs {
-            let result = self.stage(&mut tx, &job.ctx, job.change, &mut orders).await;
-            match result {
+            match self.stage(&mut tx, &job.ctx, job.change, &mut orders).await {
                 Ok(s) => {
                     outcomes.push((job.reply, Ok(staged.len())));
                     staged.push(s);
@@ -120,7 +146,7 @@ impl Writer {
                 Err(error) => outcomes.push((job.reply, Err(error))),
             }
         }
-        let flushed = if staged.is_empty() { Ok(()) } else { self.flush(&mut tx, &staged).await };
+        let flushed = if staged.is_empty() { Ok(()) } else { self.flush(&mut tx, &staged, &orders).await };
         let committed = match flushed {
             Ok(()) => tx.commit().await.map_err(ApiError::from),
             Err(error) => Err(error),
@@ -160,14 +186,15 @@ impl Writer {
         }
     }
 
-    /// Runs one change inside the group's transaction. A change that may write
-    /// before it can still be refused runs behind a savepoint.
+    /// Runs one change against the group's view. A change that writes stock
+    /// runs behind a savepoint, so a refusal leaves nothing behind; the
+    /// order itself is written once for the whole group.
     async fn stage(
         &self,
         tx: &mut Tx,
         ctx: &RequestCtx,
         change: Change,
-        orders: &mut HashMap<OrderId, Order>,
+        orders: &mut HashMap<OrderId, Working>,
     ) -> ApiResult<Staged> {
         let guarded = match &change {
             // A refused draft must not use up a daily order number.
@@ -188,8 +215,13 @@ impl Writer {
             (Err(_), true) => savepoint(tx, "ROLLBACK TO SAVEPOINT change").await?,
             _ => {}
         }
-        let staged = result?;
-        orders.insert(staged.order.id, staged.order.clone());
+        let (staged, order) = result?;
+        match orders.get_mut(&order.id) {
+            Some(working) => working.order = order,
+            None => {
+                orders.insert(order.id, Working { order, stored_version: None });
+            }
+        }
         Ok(staged)
     }
 
@@ -199,7 +231,7 @@ impl Writer {
         ctx: &RequestCtx,
         draft: &OrderDraft,
         merchant: &MerchantInfo,
-    ) -> ApiResult<Staged> {
+    ) -> ApiResult<(Staged, Order)> {
         let at = self.clock.now();
         let date = business_date(at, merchant.tz);
         let (daily,): (i64,) = on_tx!(tx, c => {
@@ -225,7 +257,6 @@ impl Writer {
             events.extend(checked.events);
             current = checked.order;
         }
-        insert_order(tx, &current).await?;
         let command = serde_json::to_value(draft).unwrap_or_default();
         self.staged(ctx, None, current, events, "CREATE_ORDER", command, 201)
     }
@@ -237,63 +268,40 @@ impl Writer {
         id: OrderId,
         expected_version: Option<u64>,
         command: &Command,
-        orders: &HashMap<OrderId, Order>,
-    ) -> ApiResult<Staged> {
+        orders: &HashMap<OrderId, Working>,
+    ) -> ApiResult<(Staged, Order)> {
         let at = self.clock.now();
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let before = match orders.get(&id) {
-                Some(order) if attempts == 1 => order.clone(),
-                _ => load_order(tx, id).await?.ok_or_else(|| ApiError::NotFound(format!("no order {id}")))?,
-            };
-            if let Some(expected) = expected_version
-                && expected != before.version
-            {
-                self.metrics.version_conflicts.inc();
-                return Err(ApiError::VersionConflict { current: before.version });
-            }
-            // The substitute's stock is reserved before the customer's consent is recorded.
-            if let Command::AnswerSubstitution { line_no, accept: true } = command
-                && let Some(line) = before.line(*line_no)
-                && let Some(shortage) = &line.shortage
-                && let ShortageResolution::SubstitutionProposed { substitute, .. } = &shortage.resolution
-                && let Some(base) = substitute.quantity.to_base(substitute.unit)
-            {
-                let got = reserve(tx, before.warehouse_id, &substitute.sku, base).await?;
-                if got < base {
-                    return Err(ApiError::conflict(
-                        "substitute_out_of_stock",
-                        format!("only {got} of {base} of {} is available", substitute.sku),
-                    ));
-                }
-            }
-            let mut transition = xianlu_domain::apply(&before, command, at)?;
-            if matches!(command, Command::MarkPaid { .. }) {
-                let checked = check_stock(tx, &transition.order, at).await?;
-                transition.events.extend(checked.events);
-                transition.order = checked.order;
-            }
-            if update_order(tx, &before, &transition.order).await? {
-                apply_stock_effects(tx, &before, &transition.order).await?;
-                let command_json = serde_json::to_value(command).unwrap_or_default();
-                return self.staged(
-                    ctx,
-                    Some(&before),
-                    transition.order,
-                    transition.events,
-                    command.name(),
-                    command_json,
-                    200,
-                );
-            }
-            // Another process changed the order since it was read.
-            let current = load_order(tx, id).await?.map_or(0, |o| o.version);
-            if expected_version.is_some() || attempts >= 5 {
-                self.metrics.version_conflicts.inc();
-                return Err(ApiError::VersionConflict { current });
+        let before = &orders.get(&id).ok_or_else(|| ApiError::NotFound(format!("no order {id}")))?.order;
+        if let Some(expected) = expected_version
+            && expected != before.version
+        {
+            self.metrics.version_conflicts.inc();
+            return Err(ApiError::VersionConflict { current: before.version });
+        }
+        // The substitute's stock is reserved before the customer's consent is recorded.
+        if let Command::AnswerSubstitution { line_no, accept: true } = command
+            && let Some(line) = before.line(*line_no)
+            && let Some(shortage) = &line.shortage
+            && let ShortageResolution::SubstitutionProposed { substitute, .. } = &shortage.resolution
+            && let Some(base) = substitute.quantity.to_base(substitute.unit)
+        {
+            let got = reserve(tx, before.warehouse_id, &substitute.sku, base).await?;
+            if got < base {
+                return Err(ApiError::conflict(
+                    "substitute_out_of_stock",
+                    format!("only {got} of {base} of {} is available", substitute.sku),
+                ));
             }
         }
+        let mut transition = xianlu_domain::apply(before, command, at)?;
+        if matches!(command, Command::MarkPaid { .. }) {
+            let checked = check_stock(tx, &transition.order, at).await?;
+            transition.events.extend(checked.events);
+            transition.order = checked.order;
+        }
+        apply_stock_effects(tx, before, &transition.order).await?;
+        let command_json = serde_json::to_value(command).unwrap_or_default();
+        self.staged(ctx, Some(before), transition.order, transition.events, command.name(), command_json, 200)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -306,7 +314,7 @@ impl Writer {
         action: &str,
         command: serde_json::Value,
         status: u16,
-    ) -> ApiResult<Staged> {
+    ) -> ApiResult<(Staged, Order)> {
         let summary = |o: &Order| serde_json::json!({"status": o.status, "version": o.version, "courierId": o.courier_id, "totals": o.totals});
         let audit = AuditEntry {
             merchant_id: order.merchant_id.uuid(),
@@ -324,19 +332,40 @@ impl Writer {
             }),
         };
         let body = serde_json::to_vec(&order).map_err(|e| ApiError::Internal(e.into()))?;
-        Ok(Staged {
+        let staged = Staged {
+            order_id: order.id,
+            version: order.version,
+            order: order.clone(),
             first_version: before.map_or(1, |b| b.version + 1),
-            order,
             events,
             audit,
             body,
             idempotency: ctx.idempotency.clone().map(|claim| (claim, status)),
-        })
+        };
+        Ok((staged, order))
     }
 
-    /// Takes the group's stream sequences and writes its events, audit entries
-    /// and saved responses.
-    async fn flush(&self, tx: &mut Tx, staged: &[Staged]) -> ApiResult<()> {
+    /// Writes the group's orders, takes its stream sequences and writes its
+    /// events, audit entries and saved responses.
+    async fn flush(&self, tx: &mut Tx, staged: &[Staged], orders: &HashMap<OrderId, Working>) -> ApiResult<()> {
+        // Each changed order is written once, with the document of its last change.
+        let mut last_body: HashMap<OrderId, &[u8]> = HashMap::new();
+        for s in staged {
+            last_body.insert(s.order_id, &s.body);
+        }
+        let mut inserts = Vec::new();
+        let mut updates = Vec::new();
+        for (id, body) in &last_body {
+            let working = orders.get(id).ok_or_else(|| ApiError::Internal(anyhow::anyhow!("lost order {id}")))?;
+            let doc = std::str::from_utf8(body).map_err(|e| ApiError::Internal(e.into()))?;
+            match working.stored_version {
+                None => inserts.push((&working.order, doc)),
+                Some(stored) => updates.push((&working.order, stored, doc)),
+            }
+        }
+        insert_orders(tx, &inserts).await?;
+        update_orders(tx, &updates).await?;
+
         let count: usize = staged.iter().map(|s| s.events.len()).sum();
         // Locks the counter row until commit: sequences follow commit order.
         let (last,): (i64,) = on_tx!(&mut *tx, c => {
@@ -348,16 +377,15 @@ impl Writer {
         let mut seq = last - count as i64;
         let mut rows = Vec::with_capacity(count);
         for s in staged {
+            let order =
+                &orders.get(&s.order_id).ok_or_else(|| ApiError::Internal(anyhow::anyhow!("lost order")))?.order;
             for (i, event) in s.events.iter().enumerate() {
                 seq += 1;
-                // Each event carries the version it produced; the last one the order's.
-                let version = if i + 1 == s.events.len() {
-                    s.order.version
-                } else {
-                    (s.first_version + i as u64).min(s.order.version)
-                };
+                // Each event carries the version it produced; the change's last one the change's.
+                let version =
+                    if i + 1 == s.events.len() { s.version } else { (s.first_version + i as u64).min(s.version) };
                 let payload = serde_json::to_string(event).map_err(|e| ApiError::Internal(e.into()))?;
-                rows.push((seq, &s.order, &s.audit, version as i64, event.kind.name(), payload));
+                rows.push((seq, order, &s.audit, version as i64, event.kind.name(), payload));
             }
         }
         for chunk in rows.chunks(CHUNK) {
@@ -377,7 +405,7 @@ impl Writer {
                         .bind(order.courier_id.map(CourierId::uuid))
                         .bind(*version)
                         .bind(*kind)
-                        .bind(order.updated_at)
+                        .bind(audit.at)
                         .bind(&audit.actor_kind)
                         .bind(&audit.actor_id)
                         .bind(&audit.request_id)
@@ -388,11 +416,9 @@ impl Writer {
         }
         let entries: Vec<AuditEntry> = staged.iter().map(|s| s.audit.clone()).collect();
         audit::append_all(tx, &entries, self.anchor_every).await?;
-        for s in staged {
-            if let Some((claim, status)) = &s.idempotency {
-                crate::service::save_idempotent_response(tx, claim, *status, "application/json", &s.body).await?;
-            }
-        }
+        let saved: Vec<(&IdempotencyClaim, u16, &[u8])> =
+            staged.iter().filter_map(|s| s.idempotency.as_ref().map(|(c, st)| (c, *st, s.body.as_slice()))).collect();
+        save_responses(tx, &saved).await?;
         if let Tx::Postgres(t) = tx {
             sqlx::query("SELECT pg_notify($1, '')").bind(NOTIFY_CHANNEL).execute(&mut **t).await?;
         }
@@ -429,58 +455,117 @@ async fn check_stock(tx: &mut Tx, order: &Order, at: DateTime<Utc>) -> ApiResult
     Ok(xianlu_domain::apply(order, &Command::CheckStock { lines }, at)?)
 }
 
-async fn load_order(tx: &mut Tx, id: OrderId) -> ApiResult<Option<Order>> {
-    let sql = format!("SELECT doc FROM orders WHERE id = $1{}", tx.lock_clause());
-    let row: Option<(String,)> = on_tx!(tx, c => {
-        sqlx::query_as(AssertSqlSafe(sql)).bind(id.uuid()).fetch_optional(&mut *c).await?
-    });
-    row.map(|(doc,)| serde_json::from_str(&doc).map_err(|e| ApiError::Internal(e.into()))).transpose()
+/// Reads and locks the orders a group will change.
+async fn load_orders(tx: &mut Tx, ids: &[OrderId]) -> ApiResult<HashMap<OrderId, Working>> {
+    let mut unique: Vec<Uuid> = ids.iter().map(|id| id.uuid()).collect();
+    unique.sort_unstable();
+    unique.dedup();
+    let mut out = HashMap::with_capacity(unique.len());
+    for chunk in unique.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT doc FROM orders WHERE id IN ({}){}",
+            (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", "),
+            tx.lock_clause()
+        );
+        let rows: Vec<(String,)> = on_tx!(&mut *tx, c => {
+            let mut query = sqlx::query_as(AssertSqlSafe(sql.clone()));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.fetch_all(&mut *c).await?
+        });
+        for (doc,) in rows {
+            let order: Order = serde_json::from_str(&doc).map_err(|e| ApiError::Internal(e.into()))?;
+            out.insert(order.id, Working { stored_version: Some(order.version), order });
+        }
+    }
+    Ok(out)
 }
 
-async fn insert_order(tx: &mut Tx, order: &Order) -> ApiResult<()> {
-    let doc = serde_json::to_string(order).map_err(|e| ApiError::Internal(e.into()))?;
-    on_tx!(tx, c => {
-        sqlx::query(
+const ORDER_COLUMNS: usize = 11;
+
+async fn insert_orders(tx: &mut Tx, orders: &[(&Order, &str)]) -> ApiResult<()> {
+    for chunk in orders.chunks(CHUNK) {
+        let sql = format!(
             "INSERT INTO orders (id, merchant_id, number, status, version, warehouse_id, customer_id, courier_id, \
-             created_at, updated_at, doc) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(order.id.uuid())
-        .bind(order.merchant_id.uuid())
-        .bind(order.number.as_str())
-        .bind(order.status.as_str())
-        .bind(order.version as i64)
-        .bind(order.warehouse_id.uuid())
-        .bind(order.customer_id.uuid())
-        .bind(order.courier_id.map(CourierId::uuid))
-        .bind(order.created_at)
-        .bind(order.updated_at)
-        .bind(doc)
-        .execute(&mut *c)
-        .await?;
-    });
+             created_at, updated_at, doc) VALUES {}",
+            placeholders(chunk.len(), ORDER_COLUMNS)
+        );
+        on_tx!(&mut *tx, c => {
+            let mut query = sqlx::query(AssertSqlSafe(sql.clone()));
+            for (order, doc) in chunk {
+                query = query
+                    .bind(order.id.uuid())
+                    .bind(order.merchant_id.uuid())
+                    .bind(order.number.as_str())
+                    .bind(order.status.as_str())
+                    .bind(order.version as i64)
+                    .bind(order.warehouse_id.uuid())
+                    .bind(order.customer_id.uuid())
+                    .bind(order.courier_id.map(CourierId::uuid))
+                    .bind(order.created_at)
+                    .bind(order.updated_at)
+                    .bind(*doc);
+            }
+            query.execute(&mut *c).await?;
+        });
+    }
     Ok(())
 }
 
-/// Compare-and-swap on the version; false when another writer got there first.
-async fn update_order(tx: &mut Tx, before: &Order, after: &Order) -> ApiResult<bool> {
-    let doc = serde_json::to_string(after).map_err(|e| ApiError::Internal(e.into()))?;
-    let affected = on_tx!(tx, c => {
-        sqlx::query(
-            "UPDATE orders SET status = $3, version = $4, courier_id = $5, updated_at = $6, doc = $7 \
-             WHERE id = $1 AND version = $2",
-        )
-        .bind(after.id.uuid())
-        .bind(before.version as i64)
-        .bind(after.status.as_str())
-        .bind(after.version as i64)
-        .bind(after.courier_id.map(CourierId::uuid))
-        .bind(after.updated_at)
-        .bind(doc)
-        .execute(&mut *c)
-        .await?
-        .rows_affected()
-    });
-    Ok(affected == 1)
+/// Compare-and-swap every changed order on the version it had before the
+/// group. The rows are locked since the group read them, so a miss means the
+/// database changed under us: the whole group fails rather than overwrite.
+async fn update_orders(tx: &mut Tx, orders: &[(&Order, u64, &str)]) -> ApiResult<()> {
+    for chunk in orders.chunks(CHUNK) {
+        let sql = format!(
+            "UPDATE orders SET status = v.column3, version = v.column4, courier_id = v.column5, \
+             updated_at = v.column6, doc = v.column7 FROM (VALUES {}) AS v \
+             WHERE orders.id = v.column1 AND orders.version = v.column2",
+            placeholders(chunk.len(), 7)
+        );
+        let affected = on_tx!(&mut *tx, c => {
+            let mut query = sqlx::query(AssertSqlSafe(sql.clone()));
+            for (order, stored, doc) in chunk {
+                query = query
+                    .bind(order.id.uuid())
+                    .bind(*stored as i64)
+                    .bind(order.status.as_str())
+                    .bind(order.version as i64)
+                    .bind(order.courier_id.map(CourierId::uuid))
+                    .bind(order.updated_at)
+                    .bind(*doc);
+            }
+            query.execute(&mut *c).await?.rows_affected()
+        });
+        if affected != chunk.len() as u64 {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "{} of {} locked orders changed under the writer",
+                chunk.len() as u64 - affected,
+                chunk.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Saves the responses of changes that came with an idempotency key.
+async fn save_responses(tx: &mut Tx, saved: &[(&IdempotencyClaim, u16, &[u8])]) -> ApiResult<()> {
+    for chunk in saved.chunks(CHUNK) {
+        let sql = format!(
+            "UPDATE idempotency SET status = v.column3, content_type = 'application/json', body = v.column4 \
+             FROM (VALUES {}) AS v WHERE idempotency.scope = v.column1 AND idempotency.key = v.column2",
+            placeholders(chunk.len(), 4)
+        );
+        on_tx!(&mut *tx, c => {
+            let mut query = sqlx::query(AssertSqlSafe(sql.clone()));
+            for (claim, status, body) in chunk {
+                query = query.bind(&claim.scope).bind(&claim.key).bind(i32::from(*status)).bind(body.to_vec());
+            }
+            query.execute(&mut *c).await?;
+        });
+    }
+    Ok(())
 }
 
 /// Reserves up to `need` of a SKU; returns what was reserved.
