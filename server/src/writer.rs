@@ -108,13 +108,7 @@ impl Writer {
     async fn commit_group(&self, jobs: Vec<Job>) {
         let mut tx = match self.db.begin().await {
             Ok(tx) => tx,
-            Err(error) => {
-                let message = format!("{error:#}");
-                for job in jobs {
-                    let _ = job.reply.send(Err(ApiError::Internal(anyhow::anyhow!("{message}"))));
-                }
-                return;
-            }
+            Err(error) => return fail_all(jobs, &error),
         };
         // Every order the group changes, read and locked once.
         let ids: Vec<OrderId> = jobs
@@ -126,13 +120,7 @@ impl Writer {
             .collect();
         let mut orders = match load_orders(&mut tx, &ids).await {
             Ok(orders) => orders,
-            Err(error) => {
-                let message = format!("{error}");
-                for job in jobs {
-                    let _ = job.reply.send(Err(ApiError::Internal(anyhow::anyhow!("{message}"))));
-                }
-                return;
-            }
+            Err(error) => return fail_all(jobs, &error),
         };
         let mut staged: Vec<Staged> = Vec::new();
         // Each caller's reply channel, with the index of its staged change or its refusal.
@@ -423,6 +411,15 @@ impl Writer {
             sqlx::query("SELECT pg_notify($1, '')").bind(NOTIFY_CHANNEL).execute(&mut **t).await?;
         }
         Ok(())
+    }
+}
+
+/// Answers every change of a group that could not even start.
+fn fail_all(jobs: Vec<Job>, error: &dyn std::fmt::Display) {
+    tracing::error!(error = %error, "an order write group could not start");
+    let message = error.to_string();
+    for job in jobs {
+        let _ = job.reply.send(Err(ApiError::Internal(anyhow::anyhow!("{message}"))));
     }
 }
 

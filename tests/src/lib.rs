@@ -144,6 +144,14 @@ pub struct Reply {
 }
 
 impl Reply {
+    async fn from(response: reqwest::Response) -> Result<Reply> {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let bytes = response.bytes().await?.to_vec();
+        Ok(Reply { status, content_type, bytes, headers })
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.bytes).unwrap_or(Value::Null)
     }
@@ -184,11 +192,7 @@ impl Client {
             request = request.json(body);
         }
         let response = request.send().await?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-        let bytes = response.bytes().await?.to_vec();
-        Ok(Reply { status, content_type, bytes, headers })
+        Reply::from(response).await
     }
 
     pub async fn raw(
@@ -206,11 +210,7 @@ impl Client {
             .body(body)
             .send()
             .await?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-        let bytes = response.bytes().await?.to_vec();
-        Ok(Reply { status, content_type, bytes, headers })
+        Reply::from(response).await
     }
 
     pub async fn get(&self, path: &str) -> Result<Reply> {

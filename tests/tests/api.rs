@@ -322,15 +322,14 @@ async fn a_refused_delivery_returns_and_a_damaged_one_becomes_a_claim(backend: B
     Ok(())
 }
 
-async fn of_concurrent_conflicting_commands_exactly_one_wins(backend: Backend) -> Result<()> {
-    let (server, admin, shop) = setup(backend).await?;
-    let id = shop.place(&admin, &shop.spinach()).await?;
-    let paid = admin.command(&id, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
-    let version = paid["version"].as_u64().unwrap_or(0);
+/// Sends one courier assignment per client at once, all expecting `version`;
+/// checks that the losers got 409 with the new current version and returns
+/// how many won.
+async fn race_assignments(clients: &[Client], id: &str, shop: &Shop, version: u64) -> Result<usize> {
     let mut tasks = Vec::new();
-    for i in 0..8 {
-        let client = admin.clone();
-        let id = id.clone();
+    for (i, client) in clients.iter().enumerate() {
+        let client = client.clone();
+        let id = id.to_owned();
         let courier = shop.couriers[i % 2].clone();
         tasks.push(tokio::spawn(async move {
             client.command_reply(&id, json!({"type": "ASSIGN_COURIER", "courierId": courier}), Some(version)).await
@@ -348,6 +347,15 @@ async fn of_concurrent_conflicting_commands_exactly_one_wins(backend: Backend) -
             other => anyhow::bail!("unexpected {other}"),
         }
     }
+    Ok(won)
+}
+
+async fn of_concurrent_conflicting_commands_exactly_one_wins(backend: Backend) -> Result<()> {
+    let (server, admin, shop) = setup(backend).await?;
+    let id = shop.place(&admin, &shop.spinach()).await?;
+    let paid = admin.command(&id, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+    let version = paid["version"].as_u64().unwrap_or(0);
+    let won = race_assignments(&vec![admin.clone(); 8], &id, &shop, version).await?;
     ensure!(won == 1, "{won} commands won");
     let events = admin.get(&format!("/api/v1/orders/{id}/events")).await?.json();
     let assigned =
@@ -706,24 +714,8 @@ async fn two_server_processes_on_one_postgres_agree_on_every_change() -> Result<
     stream.subscribe(json!([{"merchant": shop.merchant}]), None).await?;
 
     // Conflicting commands through both processes: exactly one wins.
-    let mut tasks = Vec::new();
-    for i in 0..10 {
-        let client = if i % 2 == 0 { admin_a.clone() } else { admin_b.clone() };
-        let id = id.clone();
-        let courier = shop.couriers[i % 2].clone();
-        tasks.push(tokio::spawn(async move {
-            client.command_reply(&id, json!({"type": "ASSIGN_COURIER", "courierId": courier}), Some(version)).await
-        }));
-    }
-    let mut won = 0;
-    for task in tasks {
-        let reply = task.await??;
-        match reply.status {
-            200 => won += 1,
-            409 => ensure!(reply.code() == "version_conflict"),
-            other => anyhow::bail!("unexpected {other}"),
-        }
-    }
+    let clients: Vec<Client> = (0..10).map(|i| if i % 2 == 0 { admin_a.clone() } else { admin_b.clone() }).collect();
+    let won = race_assignments(&clients, &id, &shop, version).await?;
     ensure!(won == 1, "{won} won across two processes");
 
     // A change committed through A reaches B's subscriber and B's cache within a second.

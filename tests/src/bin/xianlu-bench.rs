@@ -13,6 +13,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
+use xianlu_server::db::{Db, DbOptions};
+use xianlu_server::on_tx;
 use xianlu_tests::{Backend, Client, ServerProcess, Shop, TestDb};
 
 struct Settings {
@@ -192,7 +194,8 @@ async fn drive(
 
 const RAW_EVENT: &str = r#"{"from":"CREATED","to":"CREATED","kind":{"type":"COURIER_ASSIGNED","courierId":"01900000-0000-7000-8000-000000000001","previous":null}}"#;
 
-/// The same version-checked update and event insert, straight on the database.
+/// The same version-checked update and event insert, straight on the
+/// database, one transaction per change (SQLite: the one writer connection).
 async fn raw_transitions(
     db: &TestDb,
     synchronous: &str,
@@ -201,44 +204,34 @@ async fn raw_transitions(
     seconds: u64,
 ) -> Result<Throughput> {
     let ids: Arc<Vec<uuid::Uuid>> = Arc::new(ids.iter().map(|i| i.parse()).collect::<Result<_, _>>()?);
+    let pool =
+        Db::connect(&DbOptions { url: db.url.clone(), sqlite_synchronous: synchronous.into(), max_connections: 16 })
+            .await?;
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    if db.url.starts_with("sqlite") {
-        use std::str::FromStr;
-        let options = sqlx::sqlite::SqliteConnectOptions::from_str(&db.url)?
-            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-            .synchronous(if synchronous == "FULL" {
-                sqlx::sqlite::SqliteSynchronous::Full
-            } else {
-                sqlx::sqlite::SqliteSynchronous::Normal
-            });
-        // One writer, as SQLite allows.
-        let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
-        for w in 0..workers {
-            let (pool, ids, stop) = (pool.clone(), ids.clone(), stop.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut i = w;
-                while !stop.load(Ordering::Relaxed) {
-                    let id = ids[i % ids.len()];
-                    let sent = Instant::now();
-                    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                    let (doc, version): (String, i64) = sqlx::query_as("SELECT doc, version FROM orders WHERE id = $1")
-                        .bind(id)
-                        .fetch_one(&mut *tx)
-                        .await?;
+    for w in 0..workers {
+        let (pool, ids, stop) = (pool.clone(), ids.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = w;
+            while !stop.load(Ordering::Relaxed) {
+                let id = ids[i % ids.len()];
+                let sent = Instant::now();
+                let mut tx = pool.begin().await?;
+                on_tx!(&mut tx, c => {
+                    let (doc, version): (String, i64) =
+                        sqlx::query_as("SELECT doc, version FROM orders WHERE id = $1").bind(id).fetch_one(&mut *c).await?;
                     sqlx::query("UPDATE orders SET version = $3, doc = $4 WHERE id = $1 AND version = $2")
                         .bind(id)
                         .bind(version)
                         .bind(version + 1)
                         .bind(doc)
-                        .execute(&mut *tx)
+                        .execute(&mut *c)
                         .await?;
-                    let (seq,): (i64,) =
-                        sqlx::query_as("UPDATE stream_head SET seq = seq + 1 WHERE id = 1 RETURNING seq")
-                            .fetch_one(&mut *tx)
-                            .await?;
+                    let (seq,): (i64,) = sqlx::query_as("UPDATE stream_head SET seq = seq + 1 WHERE id = 1 RETURNING seq")
+                        .fetch_one(&mut *c)
+                        .await?;
                     sqlx::query(
                         "INSERT INTO events (seq, order_id, order_number, merchant_id, courier_id, version, kind, at, \
                          actor_kind, actor_id, request_id, payload) VALUES ($1, $2, 'KL20300601001', $2, NULL, $3, \
@@ -249,60 +242,15 @@ async fn raw_transitions(
                     .bind(version + 1)
                     .bind(chrono::Utc::now())
                     .bind(RAW_EVENT)
-                    .execute(&mut *tx)
+                    .execute(&mut *c)
                     .await?;
-                    tx.commit().await?;
-                    latencies.push(sent.elapsed().as_micros() as u64);
-                    i += workers;
-                }
-                anyhow::Ok(latencies)
-            }));
-        }
-    } else {
-        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(16).connect(&db.url).await?;
-        for w in 0..workers {
-            let (pool, ids, stop) = (pool.clone(), ids.clone(), stop.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut i = w;
-                while !stop.load(Ordering::Relaxed) {
-                    let id = ids[i % ids.len()];
-                    let sent = Instant::now();
-                    let mut tx = pool.begin().await?;
-                    let (doc, version): (String, i64) = sqlx::query_as("SELECT doc, version FROM orders WHERE id = $1")
-                        .bind(id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    sqlx::query("UPDATE orders SET version = $3, doc = $4 WHERE id = $1 AND version = $2")
-                        .bind(id)
-                        .bind(version)
-                        .bind(version + 1)
-                        .bind(doc)
-                        .execute(&mut *tx)
-                        .await?;
-                    let (seq,): (i64,) =
-                        sqlx::query_as("UPDATE stream_head SET seq = seq + 1 WHERE id = 1 RETURNING seq")
-                            .fetch_one(&mut *tx)
-                            .await?;
-                    sqlx::query(
-                        "INSERT INTO events (seq, order_id, order_number, merchant_id, courier_id, version, kind, at, \
-                         actor_kind, actor_id, request_id, payload) VALUES ($1, $2, 'KL20300601001', $2, NULL, $3, \
-                         'COURIER_ASSIGNED', $4, 'staff', 'bench', '-', $5)",
-                    )
-                    .bind(seq)
-                    .bind(id)
-                    .bind(version + 1)
-                    .bind(chrono::Utc::now())
-                    .bind(RAW_EVENT)
-                    .execute(&mut *tx)
-                    .await?;
-                    tx.commit().await?;
-                    latencies.push(sent.elapsed().as_micros() as u64);
-                    i += workers;
-                }
-                anyhow::Ok(latencies)
-            }));
-        }
+                });
+                tx.commit().await?;
+                latencies.push(sent.elapsed().as_micros() as u64);
+                i += workers;
+            }
+            anyhow::Ok(latencies)
+        }));
     }
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     stop.store(true, Ordering::Relaxed);
@@ -312,6 +260,7 @@ async fn raw_transitions(
     }
     let elapsed = started.elapsed().as_secs_f64();
     all.sort_unstable();
+    pool.close().await;
     Ok(Throughput {
         count: all.len(),
         per_second: all.len() as f64 / elapsed,

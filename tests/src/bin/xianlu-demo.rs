@@ -62,6 +62,10 @@ impl Demo {
         draft
     }
 
+    async fn place(&self, credit: bool, lines: Value) -> Result<String> {
+        self.shop.place(&self.admin, &self.draft(credit, lines)).await
+    }
+
     async fn pick_and_pack(&self, id: &str, picks: &[Value]) -> Result<Value> {
         self.staff.command(id, json!({"type": "START_PICKING"})).await?;
         for pick in picks {
@@ -80,19 +84,10 @@ impl Demo {
 
     /// Pork by catch weight, paid through the gateway, partly rejected at the door.
     async fn catch_weight(&self, n: u32) -> Result<String> {
-        let id = self
-            .shop
-            .place(
-                &self.admin,
-                &self.draft(
-                    false,
-                    json!([
+        let id = self.place(false, json!([
                         {"sku": "PORK-BELLY", "name": "五花肉", "quantity": 4, "unit": "jin", "price": {"fen": 1990, "per": "jin"}, "temperature": "CHILLED"},
                         {"sku": "SPINACH", "name": "有机菠菜", "quantity": 3, "unit": "kg", "price": {"fen": 350, "per": "jin"}},
-                    ]),
-                ),
-            )
-            .await?;
+                    ])).await?;
         let order = self.admin.order(&id).await?;
         let due = order["order"]["totals"]["chargeFen"].as_i64().context("charge")?;
         pay_by_gateway(&self.base, &id, due, &format!("wx-demo-{n:04}")).await?;
@@ -111,16 +106,7 @@ impl Demo {
 
     /// 60 kg of spinach with 50 kg in stock: a substitution, then an accident on the road.
     async fn substitution_and_accident(&self) -> Result<String> {
-        let id = self
-            .shop
-            .place(
-                &self.admin,
-                &self.draft(
-                    false,
-                    json!([{"sku": "SPINACH", "name": "有机菠菜", "quantity": 120, "unit": "jin", "price": {"fen": 350, "per": "jin"}}]),
-                ),
-            )
-            .await?;
+        let id = self.place(false, json!([{"sku": "SPINACH", "name": "有机菠菜", "quantity": 120, "unit": "jin", "price": {"fen": 350, "per": "jin"}}])).await?;
         self.admin.command(&id, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": "对公转账"}})).await?;
         let respond_by = (chrono::Utc::now() + chrono::Duration::minutes(30)).to_rfc3339();
         self.admin
@@ -148,19 +134,10 @@ impl Demo {
 
     /// A credit customer refuses the delivery: the return flow.
     async fn refusal(&self) -> Result<String> {
-        let id = self
-            .shop
-            .place(
-                &self.admin,
-                &self.draft(
-                    true,
-                    json!([
+        let id = self.place(true, json!([
                         {"sku": "EGG-TRAY", "name": "鸡蛋 (30 枚/盘)", "quantity": 2, "unit": "piece", "nominalG": 1800, "price": {"fen": 2800, "per": "piece"}},
                         {"sku": "RIBS-BOX", "name": "猪肋排", "quantity": 1, "unit": "box", "nominalG": 5000, "price": {"fen": 4000, "per": "kg"}, "temperature": "FROZEN"},
-                    ]),
-                ),
-            )
-            .await?;
+                    ])).await?;
         self.pick_and_pack(&id, &[json!({"lineNo": 1, "base": 2}), json!({"lineNo": 2, "base": 1, "weightG": 5150})])
             .await?;
         self.dispatch(&id, 1).await?;
@@ -174,7 +151,7 @@ impl Demo {
 
     /// Cancelled after packing: the goods go back on the shelf.
     async fn cancellation(&self) -> Result<String> {
-        let id = self.shop.place(&self.admin, &self.draft(true, json!([{"sku": "BOK-CHOY", "name": "上海青", "quantity": 5, "unit": "kg", "price": {"fen": 300, "per": "jin"}}]))).await?;
+        let id = self.place(true, json!([{"sku": "BOK-CHOY", "name": "上海青", "quantity": 5, "unit": "kg", "price": {"fen": 300, "per": "jin"}}])).await?;
         self.pick_and_pack(&id, &[json!({"lineNo": 1, "base": 5000})]).await?;
         self.admin.command(&id, json!({"type": "CANCEL", "reason": "餐厅临时歇业"})).await?;
         Ok(id)
@@ -182,10 +159,7 @@ impl Demo {
 
     /// Left on the road so the stream has something to show.
     async fn on_the_road(&self, courier: usize) -> Result<String> {
-        let id = self
-            .shop
-            .place(&self.admin, &self.draft(true, json!([{"sku": "SPINACH", "name": "有机菠菜", "quantity": 2, "unit": "kg", "price": {"fen": 350, "per": "jin"}}])))
-            .await?;
+        let id = self.place(true, json!([{"sku": "SPINACH", "name": "有机菠菜", "quantity": 2, "unit": "kg", "price": {"fen": 350, "per": "jin"}}])).await?;
         self.pick_and_pack(&id, &[json!({"lineNo": 1, "base": 2000})]).await?;
         self.dispatch(&id, courier).await?;
         Ok(id)
