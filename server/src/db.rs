@@ -22,10 +22,15 @@ pub enum Db {
 /// SQLite has one writer at a time: writes queue for the single write
 /// connection (a fair async queue) instead of sleeping in SQLite's busy
 /// handler; reads use their own connections, which WAL never blocks.
+///
+/// The writer never checkpoints the WAL itself (that would stall a commit
+/// while the database file is written and flushed); a background task does,
+/// on its own connection, see [`Db::checkpoint`].
 #[derive(Clone, Debug)]
 pub struct SqlitePools {
     pub read: SqlitePool,
     pub write: SqlitePool,
+    checkpoint: SqlitePool,
 }
 
 /// An open transaction on either backend.
@@ -131,12 +136,16 @@ impl Db {
             {
                 std::fs::create_dir_all(dir).map_err(|e| DbError::Sqlx(sqlx::Error::Io(e)))?;
             }
-            let write = SqlitePoolOptions::new().max_connections(1).connect_with(connect.clone()).await?;
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(connect.clone().pragma("wal_autocheckpoint", "0"))
+                .await?;
+            let checkpoint = SqlitePoolOptions::new().max_connections(1).connect_with(connect.clone()).await?;
             let read = SqlitePoolOptions::new()
                 .max_connections(options.max_connections.max(1))
                 .connect_with(connect.read_only(true))
                 .await?;
-            Ok(Db::Sqlite(SqlitePools { read, write }))
+            Ok(Db::Sqlite(SqlitePools { read, write, checkpoint }))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let connect = PgConnectOptions::from_str(url)?;
             let pool =
@@ -177,11 +186,21 @@ impl Db {
         on_db!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
     }
 
+    /// SQLite: copies committed WAL pages into the database file without
+    /// blocking the writer (a passive checkpoint). Nothing to do on PostgreSQL.
+    pub async fn checkpoint(&self) -> Result<(), sqlx::Error> {
+        if let Db::Sqlite(pools) = self {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pools.checkpoint).await?;
+        }
+        Ok(())
+    }
+
     pub async fn close(&self) {
         match self {
             Db::Sqlite(pools) => {
                 pools.read.close().await;
                 pools.write.close().await;
+                pools.checkpoint.close().await;
             }
             Db::Postgres(pool) => pool.close().await,
         }

@@ -77,13 +77,14 @@ pub fn state(config: Config, db: Db, clock: Arc<dyn Clock>, head: u64) -> Arc<Ap
     let cache = Arc::new(OrderCache::new(config.cache_capacity));
     let feed = Feed::new(db.clone(), hub.clone(), cache.clone(), metrics.clone());
     let (writer, changes) = tokio::sync::mpsc::channel(4096);
-    let order_writer = writer::Writer {
-        db: db.clone(),
-        clock: clock.clone(),
-        feed: feed.clone(),
-        metrics: metrics.clone(),
-        anchor_every: config.audit_anchor_every,
-    };
+    let order_writer = writer::Writer::new(
+        db.clone(),
+        clock.clone(),
+        (feed.clone(), cache.clone()),
+        metrics.clone(),
+        config.audit_anchor_every,
+        config.cache_capacity,
+    );
     tokio::spawn(order_writer.run(changes));
     let service = OrderService {
         db: db.clone(),
@@ -239,6 +240,17 @@ impl Server {
                 tokio::time::sleep(Duration::from_secs(600)).await;
             }
         }));
+        if matches!(state.db, Db::Sqlite(_)) {
+            let db = state.db.clone();
+            background.push(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if let Err(e) = db.checkpoint().await {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                    }
+                }
+            }));
+        }
         let timers = state.clone();
         let interval = Duration::from_millis(timers.config.timer_interval_ms.max(100));
         background.push(tokio::spawn(async move {

@@ -26,6 +26,7 @@ use xianlu_domain::{
 };
 
 use crate::audit::{self, AuditEntry};
+use crate::cache::OrderCache;
 use crate::clock::Clock;
 use crate::db::{Db, Tx, placeholders};
 use crate::error::{ApiError, ApiResult};
@@ -82,16 +83,35 @@ struct Working {
 }
 
 pub struct Writer {
-    pub db: Db,
-    pub clock: Arc<dyn Clock>,
-    pub feed: Arc<Feed>,
-    pub metrics: Metrics,
-    pub anchor_every: i64,
+    db: Db,
+    clock: Arc<dyn Clock>,
+    feed: Arc<Feed>,
+    metrics: Metrics,
+    anchor_every: i64,
+    /// The hot-order cache, told about a change before its caller is answered
+    /// so the caller's next read sees it.
+    cache: Arc<OrderCache>,
+    /// Orders as this writer last committed them. A group still reads every
+    /// order's stored version (and locks it); only an order whose version
+    /// matches is taken from here instead of decoding its document again.
+    recent: quick_cache::unsync::Cache<OrderId, Order>,
 }
 
 impl Writer {
+    pub fn new(
+        db: Db,
+        clock: Arc<dyn Clock>,
+        (feed, cache): (Arc<Feed>, Arc<OrderCache>),
+        metrics: Metrics,
+        anchor_every: i64,
+        capacity: usize,
+    ) -> Self {
+        let recent = quick_cache::unsync::Cache::new(capacity.max(1));
+        Writer { db, clock, feed, cache, metrics, anchor_every, recent }
+    }
+
     /// Runs until every sender is gone.
-    pub async fn run(self, mut rx: mpsc::Receiver<Job>) {
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         while let Some(first) = rx.recv().await {
             let mut jobs = vec![first];
             while jobs.len() < MAX_GROUP {
@@ -105,7 +125,7 @@ impl Writer {
         }
     }
 
-    async fn commit_group(&self, jobs: Vec<Job>) {
+    async fn commit_group(&mut self, jobs: Vec<Job>) {
         let mut tx = match self.db.begin().await {
             Ok(tx) => tx,
             Err(error) => return fail_all(jobs, &error),
@@ -118,7 +138,7 @@ impl Writer {
                 Change::Create { .. } => None,
             })
             .collect();
-        let mut orders = match load_orders(&mut tx, &ids).await {
+        let mut orders = match load_orders(&mut tx, &ids, &self.recent).await {
             Ok(orders) => orders,
             Err(error) => return fail_all(jobs, &error),
         };
@@ -151,6 +171,12 @@ impl Writer {
                 }
                 if !staged.is_empty() {
                     self.feed.wake();
+                }
+                for s in &staged {
+                    self.cache.observe(s.order_id);
+                }
+                for (id, working) in &orders {
+                    self.recent.insert(*id, working.order.clone());
                 }
                 let mut staged: Vec<Option<Staged>> = staged.into_iter().map(Some).collect();
                 for (reply, outcome) in outcomes {
@@ -452,18 +478,44 @@ async fn check_stock(tx: &mut Tx, order: &Order, at: DateTime<Utc>) -> ApiResult
     Ok(xianlu_domain::apply(order, &Command::CheckStock { lines }, at)?)
 }
 
-/// Reads and locks the orders a group will change.
-async fn load_orders(tx: &mut Tx, ids: &[OrderId]) -> ApiResult<HashMap<OrderId, Working>> {
+/// `$1, $2, …` for an `IN` list of `count` values.
+fn in_list(count: usize) -> String {
+    (1..=count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Reads and locks the orders a group will change. Orders this writer
+/// committed last and nobody changed since come from `recent`.
+async fn load_orders(
+    tx: &mut Tx,
+    ids: &[OrderId],
+    recent: &quick_cache::unsync::Cache<OrderId, Order>,
+) -> ApiResult<HashMap<OrderId, Working>> {
     let mut unique: Vec<Uuid> = ids.iter().map(|id| id.uuid()).collect();
     unique.sort_unstable();
     unique.dedup();
     let mut out = HashMap::with_capacity(unique.len());
+    let mut stale = Vec::new();
     for chunk in unique.chunks(CHUNK) {
-        let sql = format!(
-            "SELECT doc FROM orders WHERE id IN ({}){}",
-            (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", "),
-            tx.lock_clause()
-        );
+        let sql = format!("SELECT id, version FROM orders WHERE id IN ({}){}", in_list(chunk.len()), tx.lock_clause());
+        let rows: Vec<(Uuid, i64)> = on_tx!(&mut *tx, c => {
+            let mut query = sqlx::query_as(AssertSqlSafe(sql.clone()));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.fetch_all(&mut *c).await?
+        });
+        for (id, version) in rows {
+            let id = OrderId(id);
+            match recent.get(&id) {
+                Some(order) if order.version as i64 == version => {
+                    out.insert(id, Working { stored_version: Some(order.version), order: order.clone() });
+                }
+                _ => stale.push(id.uuid()),
+            }
+        }
+    }
+    for chunk in stale.chunks(CHUNK) {
+        let sql = format!("SELECT doc FROM orders WHERE id IN ({})", in_list(chunk.len()));
         let rows: Vec<(String,)> = on_tx!(&mut *tx, c => {
             let mut query = sqlx::query_as(AssertSqlSafe(sql.clone()));
             for id in chunk {

@@ -44,6 +44,7 @@ on_both_backends!(
     stream_sequences_are_gap_free_in_commit_order,
     operations_endpoints_answer,
     an_unanswered_substitution_offer_ships_short_when_its_window_closes,
+    a_caller_reads_its_own_change_at_once_even_from_the_hot_cache,
 );
 
 async fn setup(backend: Backend) -> Result<(TestServer, Client, Shop)> {
@@ -237,6 +238,27 @@ async fn an_unanswered_substitution_offer_ships_short_when_its_window_closes(bac
         .and_then(|t| t.iter().find(|e| e["event"]["kind"]["type"] == "SUBSTITUTION_DECLINED").cloned())
         .unwrap_or(Value::Null);
     ensure!(declined["event"]["kind"]["expired"] == true && declined["actor"]["kind"] == "system", "{declined}");
+    server.stop().await;
+    Ok(())
+}
+
+async fn a_caller_reads_its_own_change_at_once_even_from_the_hot_cache(backend: Backend) -> Result<()> {
+    let (server, admin, shop) = setup(backend).await?;
+    let id = shop.place(&admin, &shop.spinach()).await?;
+    for round in 0..40 {
+        // Warm the cache, change the order, read it straight back.
+        let cached = admin.order(&id).await?["order"]["version"].as_u64().unwrap_or(0);
+        let changed =
+            admin.command(&id, json!({"type": "ASSIGN_COURIER", "courierId": shop.couriers[round % 2]})).await?;
+        ensure!(changed["version"] == cached + 1);
+        let read = admin.order(&id).await?;
+        ensure!(
+            read["order"]["version"] == cached + 1,
+            "round {round}: read version {} after writing {}",
+            read["order"]["version"],
+            cached + 1
+        );
+    }
     server.stop().await;
     Ok(())
 }
