@@ -208,6 +208,16 @@ async fn raw_transitions(
         Db::connect(&DbOptions { url: db.url.clone(), sqlite_synchronous: synchronous.into(), max_connections: 16 })
             .await?;
     let stop = Arc::new(AtomicBool::new(false));
+    // The same WAL housekeeping as the server: passive checkpoints off the commit path.
+    let checkpointer = {
+        let (pool, stop) = (pool.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let _ = pool.checkpoint().await;
+            }
+        })
+    };
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..workers {
@@ -260,6 +270,7 @@ async fn raw_transitions(
     }
     let elapsed = started.elapsed().as_secs_f64();
     all.sort_unstable();
+    let _ = checkpointer.await;
     pool.close().await;
     Ok(Throughput {
         count: all.len(),
