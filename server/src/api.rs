@@ -218,6 +218,7 @@ async fn list_orders(
     Ok(axum::Json(state.service.list(&filter).await?))
 }
 
+/// Create a merchant: its order-number prefix and the time zone of its business dates.
 #[utoipa::path(post, path = "/merchants", tag = "parties", request_body = NewMerchant,
     responses((status = 201, body = Merchant), (status = 422, body = Problem)))]
 async fn create_merchant(
@@ -228,6 +229,7 @@ async fn create_merchant(
     Ok((StatusCode::CREATED, axum::Json(state.service.create_merchant(&ctx, new).await?)))
 }
 
+/// Create one of a merchant's warehouses (WGS-84 location).
 #[utoipa::path(post, path = "/merchants/{id}/warehouses", tag = "parties", request_body = NewWarehouse,
     params(("id" = String, Path)), responses((status = 201, body = Warehouse), (status = 404, body = Problem)))]
 async fn create_warehouse(
@@ -253,6 +255,7 @@ async fn create_customer(
     Ok((StatusCode::CREATED, axum::Json(state.service.create_customer(&ctx, merchant, new).await?)))
 }
 
+/// Create a courier; name and phone are stored as personal data.
 #[utoipa::path(post, path = "/merchants/{id}/couriers", tag = "parties", request_body = NewCourier,
     params(("id" = String, Path)), responses((status = 201, body = Courier), (status = 404, body = Problem)))]
 async fn create_courier(
@@ -279,6 +282,7 @@ async fn set_stock(
     Ok(axum::Json(state.service.set_stock(&ctx, warehouse, &sku, count).await?))
 }
 
+/// A warehouse's stock: on hand and reserved, in grams or pieces.
 #[utoipa::path(get, path = "/warehouses/{id}/stock", tag = "stock",
     params(("id" = String, Path)), responses((status = 200, body = Vec<StockLevel>)))]
 async fn get_stock(
