@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +21,7 @@ use crate::AppState;
 use crate::audit::VerifyReport;
 use crate::error::{ApiError, ApiResult};
 use crate::idempotency::SAVED_MARKER;
+use crate::identity::{Credentials, NewPassword, NewUser, RefreshRequest, Tokens, User};
 use crate::parties::{
     Courier, Customer, Merchant, NewCourier, NewCustomer, NewMerchant, NewWarehouse, StockCount, Warehouse,
 };
@@ -47,23 +50,29 @@ pub fn actor_label(headers: &HeaderMap) -> String {
         .map_or_else(|| "anonymous".to_owned(), |a| format!("{}:{}", a.kind, a.id))
 }
 
-/// Who is calling. The one seam where real authentication plugs in.
-pub fn authenticate(state: &AppState, headers: &HeaderMap, query_actor: Option<&str>) -> ApiResult<Actor> {
-    if !state.config.dev_actor_header {
-        return Err(ApiError::Unauthorized("authentication is not configured on this server".into()));
+/// Who is calling: the holder of a valid bearer token, or, on a server
+/// started for tests with `dev_actor_header`, whoever the development header
+/// names. The one place identity is decided.
+pub async fn authenticate(state: &AppState, headers: &HeaderMap, query_actor: Option<&str>) -> ApiResult<Actor> {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    if let Some(token) = bearer {
+        return Ok(state.identity.verify(token.trim()).await?.actor());
     }
-    let claimed = headers.get(DEV_ACTOR_HEADER).and_then(|v| v.to_str().ok()).or(query_actor);
-    match claimed {
-        Some(value) => parse_actor(value).ok_or_else(|| {
-            ApiError::Unauthorized(format!(
-                "{DEV_ACTOR_HEADER} must be KIND:ID with KIND one of {}",
-                CLAIMABLE_KINDS.join(", ")
-            ))
-        }),
-        None => Err(ApiError::Unauthorized(format!(
-            "say who you are with the {DEV_ACTOR_HEADER} header, e.g. `merchant:kl-ops` (development identity)"
-        ))),
+    if state.config.dev_actor_header {
+        let claimed = headers.get(DEV_ACTOR_HEADER).and_then(|v| v.to_str().ok()).or(query_actor);
+        if let Some(value) = claimed {
+            return parse_actor(value).ok_or_else(|| {
+                ApiError::Unauthorized(format!(
+                    "{DEV_ACTOR_HEADER} must be KIND:ID with KIND one of {}",
+                    CLAIMABLE_KINDS.join(", ")
+                ))
+            });
+        }
     }
+    Err(ApiError::Unauthorized("log in at /api/v1/auth/login and send Authorization: Bearer <accessToken>".into()))
 }
 
 /// The request context: actor, request id and any idempotency claim.
@@ -80,7 +89,7 @@ impl FromRequestParts<Arc<AppState>> for Ctx {
             .query()
             .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("actor=")))
             .map(|v| v.replace("%3A", ":").replace("%3a", ":"));
-        let actor = authenticate(state, &parts.headers, query_actor.as_deref())?;
+        let actor = authenticate(state, &parts.headers, query_actor.as_deref()).await?;
         let request_id = parts.headers.get(crate::REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
         let idempotency = parts.extensions.get::<IdempotencyClaim>().cloned();
         Ok(Ctx(RequestCtx { actor, request_id, idempotency }))
@@ -298,10 +307,105 @@ async fn get_stock(
 #[utoipa::path(get, path = "/admin/audit/verify", tag = "admin",
     responses((status = 200, body = VerifyReport), (status = 401, body = Problem)))]
 async fn audit_verify(State(state): State<Arc<AppState>>, Ctx(ctx): Ctx) -> ApiResult<axum::Json<VerifyReport>> {
-    if ctx.actor.kind != "admin" {
-        return Err(ApiError::Unauthorized("only an admin may verify the audit log".into()));
-    }
+    require_admin(&ctx)?;
     Ok(axum::Json(crate::audit::verify(&state.db).await?))
+}
+
+fn require_admin(ctx: &RequestCtx) -> ApiResult<()> {
+    if ctx.actor.kind == "admin" { Ok(()) } else { Err(ApiError::Forbidden("only an admin may do this".into())) }
+}
+
+/// Log in with a username and password. Failures never say whether the account exists.
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = Credentials,
+    responses((status = 200, body = Tokens), (status = 401, body = Problem), (status = 429, body = Problem)))]
+async fn login(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(address): ConnectInfo<SocketAddr>,
+    ApiJson(credentials): ApiJson<Credentials>,
+) -> ApiResult<axum::Json<Tokens>> {
+    Ok(axum::Json(state.identity.login(&credentials, address.ip()).await?))
+}
+
+/// Exchange a refresh token for new tokens; the old refresh token stops working.
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, body = Tokens), (status = 401, body = Problem)))]
+async fn refresh(
+    State(state): State<Arc<AppState>>,
+    ApiJson(request): ApiJson<RefreshRequest>,
+) -> ApiResult<axum::Json<Tokens>> {
+    Ok(axum::Json(state.identity.refresh(&request.refresh_token).await?))
+}
+
+/// End this session: its access and refresh tokens stop working at once.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", responses((status = 204), (status = 401, body = Problem)))]
+async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<StatusCode> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::Unauthorized("send the access token to log out".into()))?;
+    let principal = state.identity.verify(token).await?;
+    state.identity.logout(&principal).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Create a user with a role (admin only).
+#[utoipa::path(post, path = "/admin/users", tag = "admin", request_body = NewUser,
+    responses((status = 201, body = User), (status = 403, body = Problem), (status = 409, body = Problem)))]
+async fn create_user(
+    State(state): State<Arc<AppState>>,
+    Ctx(ctx): Ctx,
+    ApiJson(new): ApiJson<NewUser>,
+) -> ApiResult<(StatusCode, axum::Json<User>)> {
+    require_admin(&ctx)?;
+    Ok((StatusCode::CREATED, axum::Json(state.identity.create_user(new).await?)))
+}
+
+/// Every user (admin only).
+#[utoipa::path(get, path = "/admin/users", tag = "admin", responses((status = 200, body = Vec<User>), (status = 403, body = Problem)))]
+async fn list_users(State(state): State<Arc<AppState>>, Ctx(ctx): Ctx) -> ApiResult<axum::Json<Vec<User>>> {
+    require_admin(&ctx)?;
+    Ok(axum::Json(state.identity.users().await?))
+}
+
+/// Reset a user's password; their sessions end (admin only).
+#[utoipa::path(post, path = "/admin/users/{id}/password", tag = "admin", request_body = NewPassword,
+    params(("id" = String, Path)), responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn reset_password(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+    ApiJson(new): ApiJson<NewPassword>,
+) -> ApiResult<StatusCode> {
+    require_admin(&ctx)?;
+    state.identity.set_password(parse_id(&id, "user")?, &new.password).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// End every session of a user at once (admin only).
+#[utoipa::path(post, path = "/admin/users/{id}/revoke", tag = "admin",
+    params(("id" = String, Path)), responses((status = 204), (status = 403, body = Problem)))]
+async fn revoke_user(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+) -> ApiResult<StatusCode> {
+    require_admin(&ctx)?;
+    state.identity.revoke_user(parse_id(&id, "user")?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Clear a lockout after repeated failed logins (admin only).
+#[utoipa::path(post, path = "/admin/users/{id}/unlock", tag = "admin",
+    params(("id" = String, Path)), responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn unlock_user(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+) -> ApiResult<StatusCode> {
+    require_admin(&ctx)?;
+    state.identity.unlock(parse_id(&id, "user")?).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(OpenApi)]
@@ -310,7 +414,7 @@ async fn audit_verify(State(state): State<Arc<AppState>>, Ctx(ctx): Ctx) -> ApiR
         REST commands over one state machine, a resumable WebSocket push stream at /api/v1/stream, \
         problem+json errors with stable codes. Send `Idempotency-Key` on every mutating request."),
     components(schemas(Problem, xianlu_domain::wire::ClientMessage, xianlu_domain::wire::ServerMessage)),
-    tags((name = "orders"), (name = "parties"), (name = "stock"), (name = "payments"), (name = "admin"))
+    tags((name = "auth"), (name = "orders"), (name = "parties"), (name = "stock"), (name = "payments"), (name = "admin"))
 )]
 struct ApiDoc;
 
@@ -329,6 +433,13 @@ pub fn router() -> (axum::Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(get_stock))
         .routes(routes!(audit_verify))
         .routes(routes!(crate::payments::webhook))
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+        .routes(routes!(create_user, list_users))
+        .routes(routes!(reset_password))
+        .routes(routes!(revoke_user))
+        .routes(routes!(unlock_user))
         .split_for_parts();
     doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
     (router, doc)

@@ -27,9 +27,14 @@ or ./xianlu.toml when present), then environment variables XIANLU_<KEY>
   stream_buffer                  events queued per push client  [256]
   cache_capacity                 orders in the hot cache        [10000]
   audit_anchor_every             audit anchor every N entries   [1000]
-  dev_actor_header               trust X-Xianlu-Dev-Actor       [true]
+  dev_actor_header               also trust X-Xianlu-Dev-Actor
+                                 (tests only; nothing checks it) [false]
   log_format                     text or json                   [text]
   timer_interval_ms              how often timers run           [5000]
+  token_secret                   HS256 secret for access tokens (>= 32 bytes;
+                                 the same on every replica)     [random per start]
+  access_token_ttl_secs          access token lifetime          [900]
+  refresh_token_ttl_days         refresh token lifetime         [30]
 
 Run `xianlu-server print-config` to see the result (secrets redacted).
 Logs go to stderr; RUST_LOG filters them (default info).";
@@ -57,6 +62,41 @@ pub enum Command {
     },
     /// Print the effective configuration with secrets redacted.
     PrintConfig,
+    /// Users: create, reset passwords, revoke sessions, clear lockouts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user. Without --password-stdin a random password is made and printed once.
+    Create {
+        username: String,
+        /// admin, merchant_owner, merchant_staff, warehouse_clerk, courier, customer, customer_service
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        merchant: Option<uuid::Uuid>,
+        #[arg(long)]
+        warehouse: Option<uuid::Uuid>,
+        #[arg(long)]
+        courier: Option<uuid::Uuid>,
+        #[arg(long)]
+        customer: Option<uuid::Uuid>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password (first line of standard input) and end the user's sessions.
+    SetPassword { username: String },
+    /// End every session of the user at once.
+    Revoke { username: String },
+    /// Clear a lockout after repeated failed logins.
+    Unlock { username: String },
+    /// List users.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,7 +164,77 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             print!("{}", config.redacted());
             Ok(0)
         }
+        Command::User { command } => {
+            let db = open(&config).await?;
+            // Managing users signs no tokens: any key will do.
+            let identity = crate::identity::Identity::new(db.clone(), &[0u8; 32], 60, 1);
+            let result = user_command(&identity, command).await;
+            db.close().await;
+            result
+        }
     }
+}
+
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+async fn user_command(identity: &crate::identity::Identity, command: UserCommand) -> anyhow::Result<i32> {
+    use crate::identity::{NewUser, Role};
+    use xianlu_domain::{CourierId, CustomerId, MerchantId, WarehouseId};
+    let fail = |e: crate::error::ApiError| anyhow::anyhow!("{e}");
+    match command {
+        UserCommand::Create { username, role, merchant, warehouse, courier, customer, password_stdin } => {
+            let role = Role::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role {role}"))?;
+            let (password, generated) = if password_stdin {
+                (read_password()?, false)
+            } else {
+                let mut bytes = [0u8; 18];
+                rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+                (base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes), true)
+            };
+            let user = identity
+                .create_user(NewUser {
+                    username,
+                    password: password.clone(),
+                    role,
+                    merchant_id: merchant.map(MerchantId),
+                    warehouse_id: warehouse.map(WarehouseId),
+                    courier_id: courier.map(CourierId),
+                    customer_id: customer.map(CustomerId),
+                })
+                .await
+                .map_err(fail)?;
+            println!("created {} ({}) {}", user.username, user.role.as_str(), user.id);
+            if generated {
+                println!("password: {password}");
+            }
+        }
+        UserCommand::SetPassword { username } => {
+            let user = identity.find(&username).await.map_err(fail)?;
+            identity.set_password(user.id, &read_password()?).await.map_err(fail)?;
+            println!("password of {username} changed; its sessions ended");
+        }
+        UserCommand::Revoke { username } => {
+            let user = identity.find(&username).await.map_err(fail)?;
+            identity.revoke_user(user.id).await.map_err(fail)?;
+            println!("every session of {username} ended");
+        }
+        UserCommand::Unlock { username } => {
+            let user = identity.find(&username).await.map_err(fail)?;
+            identity.unlock(user.id).await.map_err(fail)?;
+            println!("{username} unlocked");
+        }
+        UserCommand::List => {
+            for user in identity.users().await.map_err(fail)? {
+                let lock = if user.locked { "  (locked)" } else { "" };
+                println!("{:<24} {:<17} {}{lock}", user.username, user.role.as_str(), user.id);
+            }
+        }
+    }
+    Ok(0)
 }
 
 #[cfg(unix)]

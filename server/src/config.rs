@@ -34,13 +34,20 @@ pub struct Config {
     pub cache_capacity: usize,
     /// An audit anchor record every this many entries of a merchant's chain.
     pub audit_anchor_every: i64,
-    /// Accept the `X-Xianlu-Dev-Actor` header as the caller's identity.
-    /// Development only: there is no authentication behind it.
+    /// Also accept the `X-Xianlu-Dev-Actor` header as the caller's identity.
+    /// For tests only: nothing checks who sends it. Off unless asked for.
     pub dev_actor_header: bool,
     /// `text` or `json`.
     pub log_format: String,
     /// How often timers (unanswered substitution offers) are checked, in milliseconds.
     pub timer_interval_ms: u64,
+    /// Secret that signs access tokens (HS256), at least 32 bytes. Every
+    /// replica needs the same one; without it each start makes a random one.
+    pub token_secret: Option<String>,
+    /// Seconds an access token is valid.
+    pub access_token_ttl_secs: i64,
+    /// Days a refresh token is valid.
+    pub refresh_token_ttl_days: i64,
 }
 
 impl Default for Config {
@@ -58,9 +65,12 @@ impl Default for Config {
             stream_buffer: 256,
             cache_capacity: 10_000,
             audit_anchor_every: 1000,
-            dev_actor_header: true,
+            dev_actor_header: false,
             log_format: "text".into(),
             timer_interval_ms: 5000,
+            token_secret: None,
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_days: 30,
         }
     }
 }
@@ -98,6 +108,12 @@ impl Config {
         if !matches!(self.sqlite_synchronous.to_ascii_uppercase().as_str(), "NORMAL" | "FULL") {
             return Err(ConfigError::Invalid("sqlite_synchronous must be NORMAL or FULL".into()));
         }
+        if self.token_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return Err(ConfigError::Invalid("token_secret must be at least 32 bytes".into()));
+        }
+        if self.access_token_ttl_secs <= 0 || self.refresh_token_ttl_days <= 0 {
+            return Err(ConfigError::Invalid("token lifetimes must be positive".into()));
+        }
         if self.stream_buffer == 0 || self.audit_anchor_every <= 0 {
             return Err(ConfigError::Invalid("stream_buffer and audit_anchor_every must be positive".into()));
         }
@@ -113,6 +129,9 @@ impl Config {
         let mut shown = self.clone();
         if shown.payment_webhook_secret.is_some() {
             shown.payment_webhook_secret = Some("<redacted>".into());
+        }
+        if shown.token_secret.is_some() {
+            shown.token_secret = Some("<redacted>".into());
         }
         if let Some(url) = &shown.database_url {
             shown.database_url = Some(redact_url_password(url));

@@ -22,6 +22,10 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("the request body is too large")]
     TooLarge,
+    #[error("too many attempts from this address; wait a minute")]
+    TooManyAttempts,
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Rejected(#[from] Rejection),
     #[error("internal error")]
@@ -47,6 +51,8 @@ impl ApiError {
             ApiError::VersionConflict { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Rejected(Rejection::IllegalTransition { .. }) => StatusCode::CONFLICT,
             ApiError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -62,6 +68,8 @@ impl ApiError {
             ApiError::VersionConflict { .. } => "version_conflict",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::TooLarge => "body_too_large",
+            ApiError::TooManyAttempts => "too_many_attempts",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::Rejected(r) => r.code(),
             ApiError::Internal(_) => "internal",
         }

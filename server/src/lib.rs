@@ -14,6 +14,7 @@ pub mod db;
 pub mod error;
 pub mod feed;
 pub mod idempotency;
+pub mod identity;
 pub mod metrics;
 pub mod parties;
 pub mod payments;
@@ -58,6 +59,7 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub metrics: Metrics,
     pub gateways: Vec<Box<dyn Gateway>>,
+    pub identity: identity::Identity,
     pub openapi: String,
 }
 
@@ -102,9 +104,20 @@ pub fn state(config: Config, db: Db, clock: Arc<dyn Clock>, head: u64) -> Arc<Ap
             tolerance_secs: config.payment_webhook_tolerance_secs,
         }));
     }
+    let secret = match &config.token_secret {
+        Some(secret) => secret.clone().into_bytes(),
+        None => {
+            tracing::warn!("no token_secret configured: tokens are signed with a random key and end with this process");
+            let mut key = vec![0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+            key
+        }
+    };
+    let identity =
+        identity::Identity::new(db.clone(), &secret, config.access_token_ttl_secs, config.refresh_token_ttl_days);
     let (_, doc) = api::router();
     let openapi = doc.to_pretty_json().unwrap_or_default();
-    Arc::new(AppState { config, db, service, hub, metrics, gateways, openapi })
+    Arc::new(AppState { config, db, service, hub, metrics, gateways, identity, openapi })
 }
 
 /// The whole HTTP surface.
@@ -266,9 +279,10 @@ impl Server {
         let router = app(state.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-                let _ = rx.await;
-            });
+            let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                });
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "server stopped");
             }

@@ -26,7 +26,9 @@ const REPLAY_PAGE: i64 = 500;
 
 #[derive(Debug, Deserialize)]
 pub struct StreamQuery {
-    /// Browsers cannot set headers on a WebSocket: the development actor may come here.
+    /// Browsers cannot set headers on a WebSocket: the access token may come here.
+    token: Option<String>,
+    /// The development actor, on a server started for tests.
     actor: Option<String>,
 }
 
@@ -36,7 +38,11 @@ pub async fn upgrade(
     Query(query): Query<StreamQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if let Err(error) = crate::api::authenticate(&state, &headers, query.actor.as_deref()) {
+    let authenticated = match &query.token {
+        Some(token) => state.identity.verify(token).await.map(|p| p.actor()),
+        None => crate::api::authenticate(&state, &headers, query.actor.as_deref()).await,
+    };
+    if let Err(error) = authenticated {
         return error.into_response();
     }
     ws.read_buffer_size(4 * 1024).write_buffer_size(0).max_message_size(64 * 1024).on_upgrade(

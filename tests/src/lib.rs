@@ -97,6 +97,8 @@ pub fn test_config(db: &TestDb) -> Config {
         database_url: Some(db.url.clone()),
         payment_webhook_secret: Some(PAYMENT_SECRET.into()),
         sqlite_synchronous: "NORMAL".into(),
+        // The test profile: requests may name their actor in the development header.
+        dev_actor_header: true,
         ..Config::default()
     }
 }
@@ -163,17 +165,61 @@ impl Reply {
     }
 }
 
+/// How a client says who it is.
+#[derive(Clone)]
+enum Credential {
+    /// The development header of a server started for tests.
+    DevActor(String),
+    /// An access token from logging in.
+    Bearer(String),
+}
+
 /// A client that speaks for one actor.
 #[derive(Clone)]
 pub struct Client {
     base: String,
-    actor: String,
+    credential: Credential,
     http: reqwest::Client,
 }
 
 impl Client {
     pub fn new(base: &str, actor: &str) -> Client {
-        Client { base: base.to_owned(), actor: actor.to_owned(), http: reqwest::Client::new() }
+        Client {
+            base: base.to_owned(),
+            credential: Credential::DevActor(actor.to_owned()),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn with_token(base: &str, access_token: &str) -> Client {
+        Client {
+            base: base.to_owned(),
+            credential: Credential::Bearer(access_token.to_owned()),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Logs in and returns a client that uses the access token, with the whole answer.
+    pub async fn login(base: &str, username: &str, password: &str) -> Result<(Client, Value)> {
+        let response = reqwest::Client::new()
+            .post(format!("{base}/api/v1/auth/login"))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("login as {username} answered {status}: {body}");
+        }
+        let token = body["accessToken"].as_str().context("access token")?.to_owned();
+        Ok((Client::with_token(base, &token), body))
+    }
+
+    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.credential {
+            Credential::DevActor(actor) => request.header("x-xianlu-dev-actor", actor),
+            Credential::Bearer(token) => request.bearer_auth(token),
+        }
     }
 
     pub async fn send(
@@ -183,8 +229,7 @@ impl Client {
         body: Option<&Value>,
         key: Option<&str>,
     ) -> Result<Reply> {
-        let mut request =
-            self.http.request(method, format!("{}{path}", self.base)).header("x-xianlu-dev-actor", &self.actor);
+        let mut request = self.authorize(self.http.request(method, format!("{}{path}", self.base)));
         if let Some(key) = key {
             request = request.header("idempotency-key", key);
         }
@@ -203,9 +248,7 @@ impl Client {
         content_type: &str,
     ) -> Result<Reply> {
         let response = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("x-xianlu-dev-actor", &self.actor)
+            .authorize(self.http.request(method, format!("{}{path}", self.base)))
             .header("content-type", content_type)
             .body(body)
             .send()
@@ -369,8 +412,17 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// Connects as a development actor (servers started for tests).
     pub async fn connect(base: &str, actor: &str) -> Result<Stream> {
-        let url = format!("{}/api/v1/stream?actor={actor}", base.replacen("http://", "ws://", 1));
+        Self::open(format!("{}/api/v1/stream?actor={actor}", base.replacen("http://", "ws://", 1))).await
+    }
+
+    /// Connects with an access token.
+    pub async fn connect_with_token(base: &str, access_token: &str) -> Result<Stream> {
+        Self::open(format!("{}/api/v1/stream?token={access_token}", base.replacen("http://", "ws://", 1))).await
+    }
+
+    async fn open(url: String) -> Result<Stream> {
         let (ws, _) = tokio_tungstenite::connect_async(url).await?;
         Ok(Stream { ws })
     }
@@ -453,6 +505,7 @@ impl ServerProcess {
         let mut command = tokio::process::Command::new(program);
         command
             .env("XIANLU_LISTEN", "127.0.0.1:0")
+            .env("XIANLU_DEV_ACTOR_HEADER", "true")
             .env("XIANLU_DATA_DIR", &dir)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())

@@ -45,7 +45,189 @@ on_both_backends!(
     operations_endpoints_answer,
     an_unanswered_substitution_offer_ships_short_when_its_window_closes,
     a_caller_reads_its_own_change_at_once_even_from_the_hot_cache,
+    logging_in_gives_tokens_that_work_and_logout_ends_them_at_once,
+    failed_logins_say_nothing_and_lock_the_account_until_an_admin_clears_it,
+    tokens_expire_and_only_our_signature_issuer_and_audience_are_accepted,
+    the_command_line_creates_users_who_can_log_in,
 );
+
+const PASSWORD: &str = "菠菜-spinach-2030!";
+
+async fn create_user(admin: &Client, username: &str, role: &str, merchant: &str) -> Result<Value> {
+    admin
+        .ok(
+            "/api/v1/admin/users",
+            &json!({"username": username, "password": PASSWORD, "role": role, "merchantId": merchant}),
+        )
+        .await
+}
+
+async fn logging_in_gives_tokens_that_work_and_logout_ends_them_at_once(backend: Backend) -> Result<()> {
+    let (server, admin, shop) = setup(backend).await?;
+    let user = create_user(&admin, "owner.wang", "merchant_owner", &shop.merchant).await?;
+    ensure!(user["role"] == "merchant_owner" && user.get("password").is_none());
+    let (owner, tokens) = Client::login(&server.url, "owner.wang", PASSWORD).await?;
+    ensure!(tokens["tokenType"] == "Bearer" && tokens["expiresIn"] == 900);
+    ensure!(owner.get(&format!("/api/v1/orders?merchantId={}", shop.merchant)).await?.status == 200);
+    let id = shop.place(&owner, &shop.spinach()).await?;
+    let events = owner.get(&format!("/api/v1/orders/{id}/events")).await?.json();
+    ensure!(events[0]["actor"] == json!({"kind": "merchant_owner", "id": user["id"]}), "the audit names the user");
+
+    // Refresh rotates; presenting the old refresh token again revokes the family.
+    let anon = Client::new(&server.url, "-");
+    let first = tokens["refreshToken"].as_str().unwrap_or_default().to_owned();
+    let rotated = anon.ok("/api/v1/auth/refresh", &json!({"refreshToken": first})).await?;
+    let second = rotated["refreshToken"].as_str().unwrap_or_default().to_owned();
+    ensure!(second != first);
+    let rotated_client = Client::with_token(&server.url, rotated["accessToken"].as_str().unwrap_or_default());
+    ensure!(rotated_client.get("/api/v1/orders").await?.status == 200);
+    let reuse = anon.post("/api/v1/auth/refresh", &json!({"refreshToken": first})).await?;
+    ensure!(reuse.status == 401);
+    let after_theft = anon.post("/api/v1/auth/refresh", &json!({"refreshToken": second})).await?;
+    ensure!(after_theft.status == 401, "the whole family is revoked");
+    ensure!(rotated_client.get("/api/v1/orders").await?.status == 401, "and its access tokens with it");
+
+    // Logout ends the session at once.
+    let (again, _) = Client::login(&server.url, "owner.wang", PASSWORD).await?;
+    ensure!(again.post("/api/v1/auth/logout", &json!({})).await?.status == 204);
+    ensure!(again.get("/api/v1/orders").await?.status == 401);
+    // So does an admin's revocation.
+    let (third, _) = Client::login(&server.url, "owner.wang", PASSWORD).await?;
+    let user_id = user["id"].as_str().unwrap_or_default();
+    ensure!(admin.post(&format!("/api/v1/admin/users/{user_id}/revoke"), &json!({})).await?.status == 204);
+    ensure!(third.get("/api/v1/orders").await?.status == 401);
+    // Only admins manage users.
+    let (owner, _) = Client::login(&server.url, "owner.wang", PASSWORD).await?;
+    let denied =
+        owner.post("/api/v1/admin/users", &json!({"username": "x", "password": PASSWORD, "role": "admin"})).await?;
+    ensure!(denied.status == 403 && denied.code() == "forbidden");
+    let weak =
+        admin.post("/api/v1/admin/users", &json!({"username": "weak", "password": "short", "role": "admin"})).await?;
+    ensure!(weak.status == 422 && weak.code() == "weak_password");
+    let taken = admin
+        .post("/api/v1/admin/users", &json!({"username": "owner.wang", "password": PASSWORD, "role": "merchant_owner", "merchantId": shop.merchant}))
+        .await?;
+    ensure!(taken.status == 409 && taken.code() == "username_taken");
+    server.stop().await;
+    Ok(())
+}
+
+async fn failed_logins_say_nothing_and_lock_the_account_until_an_admin_clears_it(backend: Backend) -> Result<()> {
+    let (server, admin, shop) = setup(backend).await?;
+    let user = create_user(&admin, "staff.li", "merchant_staff", &shop.merchant).await?;
+    let anon = Client::new(&server.url, "-");
+    let attempt = |username: &'static str, password: &'static str| {
+        let anon = anon.clone();
+        async move { anon.post("/api/v1/auth/login", &json!({"username": username, "password": password})).await }
+    };
+    let wrong = attempt("staff.li", "not the password at all").await?;
+    let unknown = attempt("nobody.here", "not the password at all").await?;
+    ensure!(wrong.status == 401 && unknown.status == 401);
+    ensure!(wrong.json()["detail"] == unknown.json()["detail"] && wrong.code() == unknown.code(), "no hint either way");
+    for _ in 0..4 {
+        attempt("staff.li", "not the password at all").await?;
+    }
+    let locked = anon.post("/api/v1/auth/login", &json!({"username": "staff.li", "password": PASSWORD})).await?;
+    ensure!(locked.status == 401 && locked.json()["detail"] == wrong.json()["detail"], "locked, and says nothing more");
+    let user_id = user["id"].as_str().unwrap_or_default();
+    ensure!(admin.post(&format!("/api/v1/admin/users/{user_id}/unlock"), &json!({})).await?.status == 204);
+    Client::login(&server.url, "staff.li", PASSWORD).await?;
+    // One address gets a limited number of attempts a minute.
+    let mut limited = false;
+    for _ in 0..25 {
+        if attempt("nobody.here", "guess").await?.status == 429 {
+            limited = true;
+        }
+    }
+    ensure!(limited, "the address was rate-limited");
+    server.stop().await;
+    Ok(())
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn forge(secret: &[u8], header: &Value, claims: &Value) -> String {
+    use hmac::Mac;
+    let signing_input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret).expect("any key length");
+    mac.update(signing_input.as_bytes());
+    format!("{signing_input}.{}", b64(&mac.finalize().into_bytes()))
+}
+
+async fn tokens_expire_and_only_our_signature_issuer_and_audience_are_accepted(backend: Backend) -> Result<()> {
+    use base64::Engine;
+    let secret = "a-test-secret-that-is-long-enough-0123456789";
+    let db = xianlu_tests::TestDb::create(backend).await?;
+    let server = TestServer::spawn_with(db, |c| {
+        c.token_secret = Some(secret.into());
+        c.access_token_ttl_secs = 2;
+    })
+    .await?;
+    let admin = server.client("admin:root");
+    let shop = Shop::open(&admin).await?;
+    create_user(&admin, "cs.zhao", "customer_service", &shop.merchant).await?;
+    let (client, tokens) = Client::login(&server.url, "cs.zhao", PASSWORD).await?;
+    let token = tokens["accessToken"].as_str().unwrap_or_default();
+    let payload = token.split('.').nth(1).unwrap_or_default();
+    let claims: Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?)?;
+    ensure!(claims["iss"] == "xianlu" && claims["aud"] == "xianlu-api" && claims["role"] == "customer_service");
+    let hs256 = json!({"alg": "HS256", "typ": "JWT"});
+    let far = chrono::Utc::now().timestamp() + 3600;
+    let mut good = claims.clone();
+    good["exp"] = json!(far);
+    // The forging itself is right: with our secret and claims it is accepted…
+    let accepted = Client::with_token(&server.url, &forge(secret.as_bytes(), &hs256, &good));
+    ensure!(accepted.get("/api/v1/orders").await?.status == 200);
+    // …and refused with another key, another audience or issuer, or no algorithm.
+    let mut other_audience = good.clone();
+    other_audience["aud"] = json!("someone-else");
+    let mut other_issuer = good.clone();
+    other_issuer["iss"] = json!("evil");
+    let unsigned = format!("{}.{}.", b64(br#"{"alg":"none","typ":"JWT"}"#), b64(good.to_string().as_bytes()));
+    for (why, forged) in [
+        ("another key", forge(b"another-secret-another-secret-0123456789", &hs256, &good)),
+        ("another audience", forge(secret.as_bytes(), &hs256, &other_audience)),
+        ("another issuer", forge(secret.as_bytes(), &hs256, &other_issuer)),
+        ("alg none", unsigned),
+        ("HS384", forge(secret.as_bytes(), &json!({"alg": "HS384", "typ": "JWT"}), &good)),
+    ] {
+        let reply = Client::with_token(&server.url, &forged).get("/api/v1/orders").await?;
+        ensure!(reply.status == 401, "{why} was accepted");
+    }
+    ensure!(client.get("/api/v1/orders").await?.status == 200);
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    ensure!(client.get("/api/v1/orders").await?.status == 401, "expired");
+    server.stop().await;
+    Ok(())
+}
+
+async fn the_command_line_creates_users_who_can_log_in(backend: Backend) -> Result<()> {
+    let (server, _admin, _shop) = setup(backend).await?;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_xianlu-server-under-test"))
+        .args(["user", "create", "ops.root", "--role", "admin", "--password-stdin"])
+        .env("XIANLU_DATABASE_URL", &server.db.url)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().ok_or_else(|| anyhow::anyhow!("no stdin"))?;
+        stdin.write_all(format!("{PASSWORD}\n").as_bytes()).await?;
+    }
+    let output = child.wait_with_output().await?;
+    ensure!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    ensure!(!String::from_utf8_lossy(&output.stdout).contains(PASSWORD), "the password is not echoed");
+    let (root, tokens) = Client::login(&server.url, "ops.root", PASSWORD).await?;
+    ensure!(tokens["user"]["role"] == "admin");
+    let users = root.get("/api/v1/admin/users").await?.json();
+    ensure!(users.as_array().is_some_and(|u| u.iter().any(|u| u["username"] == "ops.root")));
+    server.stop().await;
+    Ok(())
+}
 
 async fn setup(backend: Backend) -> Result<(TestServer, Client, Shop)> {
     let server = TestServer::spawn(backend).await?;
@@ -609,7 +791,7 @@ async fn the_audit_chain_detects_edited_inserted_and_deleted_rows(backend: Backe
     let report = admin.get("/api/v1/admin/audit/verify").await?.json();
     ensure!(report["problems"] == json!([]) && report["entries"].as_u64() >= Some(10), "{report}");
     let forbidden = server.client("staff:x").get("/api/v1/admin/audit/verify").await?;
-    ensure!(forbidden.status == 401);
+    ensure!(forbidden.status == 403 && forbidden.code() == "forbidden");
 
     tamper(&server, "UPDATE audit_log SET actor_id = 'someone-else' WHERE chain_seq = 3").await?;
     let report = admin.get("/api/v1/admin/audit/verify").await?.json();

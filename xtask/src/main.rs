@@ -343,10 +343,25 @@ fn demo(args: &[String]) -> Result<()> {
         .context("could not start xianlu-server")?;
     let mut server = KillOnDrop(server);
     wait_ready(&url, &mut server.0)?;
+    // The first admin comes from the command line, as on a real deployment.
+    let created = Command::new(bin.join("xianlu-server"))
+        .args(["user", "create", "admin", "--role", "admin"])
+        .env("XIANLU_DATA_DIR", &data)
+        .env("RUST_LOG", "warn")
+        .output()
+        .context("could not create the demo admin")?;
+    let printed = String::from_utf8_lossy(&created.stdout);
+    let password = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("password: "))
+        .with_context(|| format!("no password printed: {printed}{}", String::from_utf8_lossy(&created.stderr)))?;
     // The demo driver seeds a merchant and drives orders through the real API, then
     // keeps going and prints the push stream until Ctrl-C.
-    let driver =
-        Command::new(bin.join("xianlu-demo")).arg(&url).args(args.iter().filter(|a| *a == "--once")).status()?;
+    let driver = Command::new(bin.join("xianlu-demo"))
+        .arg(&url)
+        .args(args.iter().filter(|a| *a == "--once"))
+        .env("DEMO_ADMIN_PASSWORD", password)
+        .status()?;
     if !driver.success() {
         bail!("the demo driver failed");
     }

@@ -41,14 +41,31 @@ fn window(hours_from_now: i64) -> Value {
 
 struct Demo {
     base: String,
+    /// The merchant's owner runs the office side.
     admin: Client,
     staff: Client,
+    couriers: Vec<Client>,
+    customer: Client,
     shop: Shop,
+}
+
+/// One user per role, each logged in.
+struct Login {
+    username: String,
+    role: &'static str,
+    password: String,
+}
+
+fn password() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 12];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("xl-{}", hex::encode(bytes))
 }
 
 impl Demo {
     fn courier(&self, i: usize) -> Client {
-        Client::new(&self.base, &format!("courier:{}", self.shop.couriers[i]))
+        self.couriers[i].clone()
     }
 
     fn draft(&self, customer_credit: bool, lines: Value) -> Value {
@@ -116,9 +133,7 @@ impl Demo {
                        "substitute": {"sku": "BOK-CHOY", "name": "上海青", "quantity": 20, "unit": "kg", "price": {"fen": 300, "per": "jin"}}}),
             )
             .await?;
-        Client::new(&self.base, &format!("customer:{}", self.shop.prepaid_customer))
-            .command(&id, json!({"type": "ANSWER_SUBSTITUTION", "lineNo": 1, "accept": true}))
-            .await?;
+        self.customer.command(&id, json!({"type": "ANSWER_SUBSTITUTION", "lineNo": 1, "accept": true})).await?;
         self.pick_and_pack(&id, &[json!({"lineNo": 2, "base": 20_300})]).await?;
         self.dispatch(&id, 0).await?;
         self.courier(0)
@@ -185,7 +200,9 @@ async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let base = args.next().unwrap_or_else(|| "http://127.0.0.1:8080".into());
     let once = args.any(|a| a == "--once");
-    let admin = Client::new(&base, "admin:demo");
+    let admin_password =
+        std::env::var("DEMO_ADMIN_PASSWORD").context("DEMO_ADMIN_PASSWORD names the admin's password")?;
+    let (admin, _) = Client::login(&base, "admin", &admin_password).await?;
     let shop = Shop::open(&admin).await.context("seeding the demo merchant")?;
     for (sku, name, dimension, on_hand) in [
         ("SPINACH", "有机菠菜", "grams", 50_000),
@@ -199,9 +216,42 @@ async fn main() -> Result<()> {
             )
             .await?;
     }
-    let demo = Demo { base: base.clone(), staff: Client::new(&base, "clerk:picker-01"), admin, shop };
+    // One login per role, linked to what the role works on.
+    let mut logins = vec![Login { username: "admin".into(), role: "admin", password: admin_password }];
+    let people = [
+        ("owner.wang", "merchant_owner", json!({"merchantId": shop.merchant})),
+        ("staff.li", "merchant_staff", json!({"merchantId": shop.merchant})),
+        ("clerk.chen", "warehouse_clerk", json!({"merchantId": shop.merchant, "warehouseId": shop.warehouse})),
+        ("courier.zhang", "courier", json!({"courierId": shop.couriers[0]})),
+        ("courier.li", "courier", json!({"courierId": shop.couriers[1]})),
+        ("laowang.restaurant", "customer", json!({"customerId": shop.prepaid_customer})),
+        ("service.zhao", "customer_service", json!({"merchantId": shop.merchant})),
+    ];
+    let mut clients = std::collections::HashMap::new();
+    for (username, role, links) in people {
+        let password = password();
+        let mut body = json!({"username": username, "password": password, "role": role});
+        if let (Some(body), Some(links)) = (body.as_object_mut(), links.as_object()) {
+            body.extend(links.clone());
+        }
+        admin.ok("/api/v1/admin/users", &body).await?;
+        let (client, _) = Client::login(&base, username, &password).await?;
+        clients.insert(username, client);
+        logins.push(Login { username: username.into(), role, password });
+    }
+    let take = |name: &str| clients.get(name).cloned().context("logged in");
+    let demo = Demo {
+        base: base.clone(),
+        admin: take("owner.wang")?,
+        staff: take("clerk.chen")?,
+        couriers: vec![take("courier.zhang")?, take("courier.li")?],
+        customer: take("laowang.restaurant")?,
+        shop,
+    };
+    let (_, owner_tokens) = Client::login(&base, "owner.wang", &logins[1].password).await?;
+    let owner_token = owner_tokens["accessToken"].as_str().unwrap_or_default().to_owned();
 
-    let mut stream = Stream::connect(&base, "merchant:demo").await?;
+    let mut stream = Stream::connect_with_token(&base, &owner_token).await?;
     stream.subscribe(json!([{"merchant": demo.shop.merchant}]), None).await?;
 
     let orders = vec![
@@ -231,11 +281,22 @@ async fn main() -> Result<()> {
         )
         .await?;
     let number = demo.admin.order(&orders[0].1).await?["orderId"].as_str().unwrap_or_default().to_owned();
+    println!("\nLogins (one per role; passwords are made anew on every demo run):");
+    for login in &logins {
+        println!("  {:<20} {:<17} {}", login.username, login.role, login.password);
+    }
+    let host = base.trim_start_matches("http://");
     println!(
-        "\nOpen:\n  {base}/api/v1/docs                     the API\n  {base}/api/v1/orders/{number}?actor=admin:you   one order\n  {base}/api/v1/orders?merchantId={}&actor=admin:you\n  {base}/metrics\n\nSubscribe (WebSocket), e.g. in a browser console:\n  ws = new WebSocket('ws://{}/api/v1/stream?actor=merchant:you');\n  ws.onmessage = m => console.log(JSON.parse(m.data));\n  ws.onopen = () => ws.send(JSON.stringify({{type: 'SUBSCRIBE', topics: [{{merchant: '{}'}}], after: 0}}));\n",
-        demo.shop.merchant,
-        base.trim_start_matches("http://"),
-        demo.shop.merchant
+        "\nTry it:\n  {base}/api/v1/docs   the API\n  \
+         TOKEN=$(curl -s {base}/api/v1/auth/login -H 'content-type: application/json' \\\n    \
+         -d '{{\"username\":\"owner.wang\",\"password\":\"{}\"}}' | sed 's/.*\"accessToken\":\"\\([^\"]*\\)\".*/\\1/')\n  \
+         curl -s -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/orders/{number}\n  \
+         curl -s -H \"Authorization: Bearer $TOKEN\" '{base}/api/v1/orders?merchantId={}'\n  \
+         {base}/metrics\n\nSubscribe (WebSocket), e.g. in a browser console, with that token:\n  \
+         ws = new WebSocket('ws://{host}/api/v1/stream?token=' + TOKEN);\n  \
+         ws.onmessage = m => console.log(JSON.parse(m.data));\n  \
+         ws.onopen = () => ws.send(JSON.stringify({{type: 'SUBSCRIBE', topics: [{{merchant: '{}'}}], after: 0}}));\n",
+        logins[1].password, demo.shop.merchant, demo.shop.merchant
     );
     if once {
         return Ok(());
