@@ -25,6 +25,7 @@ use crate::identity::{Credentials, NewPassword, NewUser, RefreshRequest, Tokens,
 use crate::parties::{
     Courier, Customer, Merchant, NewCourier, NewCustomer, NewMerchant, NewWarehouse, StockCount, Warehouse,
 };
+use crate::policy::Scope;
 use crate::service::{Committed, IdempotencyClaim, OrderFilter, RequestCtx, StockLevel};
 
 /// The development identity header. There is no authentication behind it:
@@ -53,18 +54,24 @@ pub fn actor_label(headers: &HeaderMap) -> String {
 /// Who is calling: the holder of a valid bearer token, or, on a server
 /// started for tests with `dev_actor_header`, whoever the development header
 /// names. The one place identity is decided.
-pub async fn authenticate(state: &AppState, headers: &HeaderMap, query_actor: Option<&str>) -> ApiResult<Actor> {
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    query_actor: Option<&str>,
+) -> ApiResult<(Actor, Scope)> {
     let bearer = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
     if let Some(token) = bearer {
-        return Ok(state.identity.verify(token.trim()).await?.actor());
+        let principal = state.identity.verify(token.trim()).await?;
+        return Ok((principal.actor(), principal.scope()));
     }
     if state.config.dev_actor_header {
         let claimed = headers.get(DEV_ACTOR_HEADER).and_then(|v| v.to_str().ok()).or(query_actor);
         if let Some(value) = claimed {
-            return parse_actor(value).ok_or_else(|| {
+            // The test profile: a development actor is trusted with everything.
+            return parse_actor(value).map(|actor| (actor, Scope::Everything)).ok_or_else(|| {
                 ApiError::Unauthorized(format!(
                     "{DEV_ACTOR_HEADER} must be KIND:ID with KIND one of {}",
                     CLAIMABLE_KINDS.join(", ")
@@ -89,10 +96,10 @@ impl FromRequestParts<Arc<AppState>> for Ctx {
             .query()
             .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("actor=")))
             .map(|v| v.replace("%3A", ":").replace("%3a", ":"));
-        let actor = authenticate(state, &parts.headers, query_actor.as_deref()).await?;
+        let (actor, scope) = authenticate(state, &parts.headers, query_actor.as_deref()).await?;
         let request_id = parts.headers.get(crate::REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
         let idempotency = parts.extensions.get::<IdempotencyClaim>().cloned();
-        Ok(Ctx(RequestCtx { actor, request_id, idempotency }))
+        Ok(Ctx(RequestCtx { actor, scope, request_id, idempotency }))
     }
 }
 
@@ -193,10 +200,10 @@ async fn order_command(
 async fn get_order(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    Ctx(_ctx): Ctx,
+    Ctx(ctx): Ctx,
 ) -> ApiResult<axum::Json<OrderView>> {
     let id = resolve_order(&state, &id).await?;
-    Ok(axum::Json(state.service.view(id).await?.as_ref().clone()))
+    Ok(axum::Json(state.service.view_for(&ctx.scope, id).await?.as_ref().clone()))
 }
 
 /// An order's events in commit order.
@@ -206,9 +213,10 @@ async fn get_order(
 async fn order_events(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    Ctx(_ctx): Ctx,
+    Ctx(ctx): Ctx,
 ) -> ApiResult<axum::Json<Vec<StreamEvent>>> {
     let id = resolve_order(&state, &id).await?;
+    state.service.view_for(&ctx.scope, id).await?;
     let timeline = state.service.timeline(id).await?;
     if timeline.is_empty() {
         return Err(ApiError::NotFound(format!("no order {id}")));
@@ -221,10 +229,10 @@ async fn order_events(
     responses((status = 200, body = OrderPage), (status = 400, body = Problem)))]
 async fn list_orders(
     State(state): State<Arc<AppState>>,
-    Ctx(_ctx): Ctx,
+    Ctx(ctx): Ctx,
     ApiQuery(filter): ApiQuery<OrderFilter>,
 ) -> ApiResult<axum::Json<OrderPage>> {
-    Ok(axum::Json(state.service.list(&filter).await?))
+    Ok(axum::Json(state.service.list_for(&ctx.scope, &filter).await?))
 }
 
 /// Create a merchant: its order-number prefix and the time zone of its business dates.
@@ -297,10 +305,10 @@ async fn set_stock(
 async fn get_stock(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    Ctx(_ctx): Ctx,
+    Ctx(ctx): Ctx,
 ) -> ApiResult<axum::Json<Vec<StockLevel>>> {
     let warehouse: WarehouseId = parse_id(&id, "warehouse")?;
-    Ok(axum::Json(state.service.stock(warehouse).await?))
+    Ok(axum::Json(state.service.stock(&ctx.scope, warehouse).await?))
 }
 
 /// Walk every merchant's audit chain and report edited, inserted or deleted rows.
@@ -312,7 +320,7 @@ async fn audit_verify(State(state): State<Arc<AppState>>, Ctx(ctx): Ctx) -> ApiR
 }
 
 fn require_admin(ctx: &RequestCtx) -> ApiResult<()> {
-    if ctx.actor.kind == "admin" { Ok(()) } else { Err(ApiError::Forbidden("only an admin may do this".into())) }
+    crate::policy::check_admin(&ctx.scope)
 }
 
 /// Log in with a username and password. Failures never say whether the account exists.

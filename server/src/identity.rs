@@ -164,12 +164,19 @@ struct Claims {
 pub struct Principal {
     pub user_id: Uuid,
     pub session_id: Uuid,
-    pub role: Role,
+    pub links: crate::policy::Links,
 }
 
 impl Principal {
     pub fn actor(&self) -> Actor {
-        Actor { kind: self.role.as_str().to_owned(), id: self.user_id.to_string() }
+        Actor { kind: self.links.role.as_str().to_owned(), id: self.user_id.to_string() }
+    }
+
+    pub fn scope(&self) -> crate::policy::Scope {
+        match self.links.role {
+            Role::Admin => crate::policy::Scope::Everything,
+            _ => crate::policy::Scope::User(self.links.clone()),
+        }
     }
 }
 
@@ -253,6 +260,9 @@ pub struct Identity {
 }
 
 type UserRow = (Uuid, String, String, Option<Uuid>, Option<Uuid>, Option<Uuid>, Option<Uuid>, Option<DateTime<Utc>>);
+
+/// user id, role, merchant, warehouse, courier, customer
+type SessionUserRow = (Uuid, String, Option<Uuid>, Option<Uuid>, Option<Uuid>, Option<Uuid>);
 
 /// id, family, user, expires, replaced, revoked
 type SessionRow = (Uuid, Uuid, Uuid, DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
@@ -575,17 +585,29 @@ impl Identity {
             (Ok(u), Ok(s)) => (u, s),
             _ => return Err(refused()),
         };
-        let role = Role::parse(&claims.role).ok_or_else(refused)?;
-        let open: Option<(Uuid,)> = on_db!(&self.db, pool => {
-            sqlx::query_as("SELECT user_id FROM sessions WHERE id = $1 AND revoked_at IS NULL")
-                .bind(session_id)
-                .fetch_optional(pool)
-                .await?
+        // The session must still be open; the user's role and links are read fresh.
+        let row: Option<SessionUserRow> = on_db!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT u.id, u.role, u.merchant_id, u.warehouse_id, u.courier_id, u.customer_id FROM sessions s \
+                 JOIN users u ON u.id = s.user_id WHERE s.id = $1 AND s.revoked_at IS NULL",
+            )
+            .bind(session_id)
+            .fetch_optional(pool)
+            .await?
         });
-        if open.map(|(u,)| u) != Some(user_id) {
+        let Some((owner, role, merchant, warehouse, courier, customer)) = row else { return Err(refused()) };
+        if owner != user_id {
             return Err(refused());
         }
-        Ok(Principal { user_id, session_id, role })
+        let role = Role::parse(&role).ok_or_else(refused)?;
+        let links = crate::policy::Links {
+            role,
+            merchant: merchant.map(MerchantId),
+            warehouse: warehouse.map(WarehouseId),
+            courier: courier.map(CourierId),
+            customer: customer.map(CustomerId),
+        };
+        Ok(Principal { user_id, session_id, links })
     }
 }
 

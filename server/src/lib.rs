@@ -18,6 +18,7 @@ pub mod identity;
 pub mod metrics;
 pub mod parties;
 pub mod payments;
+pub mod policy;
 pub mod service;
 pub mod stream;
 pub mod writer;

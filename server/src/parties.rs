@@ -11,6 +11,7 @@ use crate::audit::{self, AuditEntry};
 use crate::db::Tx;
 use crate::error::{ApiError, ApiResult};
 use crate::on_tx;
+use crate::policy::{self, Action};
 use crate::service::{OrderService, RequestCtx, StockLevel};
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -173,6 +174,7 @@ impl OrderService {
     }
 
     pub async fn create_merchant(&self, ctx: &RequestCtx, new: NewMerchant) -> ApiResult<Merchant> {
+        policy::check_admin(&ctx.scope)?;
         check("name", &new.name, 200)?;
         let prefix_ok =
             (2..=8).contains(&new.order_prefix.len()) && new.order_prefix.bytes().all(|b| b.is_ascii_uppercase());
@@ -217,6 +219,7 @@ impl OrderService {
         merchant: MerchantId,
         new: NewWarehouse,
     ) -> ApiResult<Warehouse> {
+        policy::check_merchant_action(&ctx.scope, merchant, Action::ManageWarehousesAndCouriers)?;
         check("name", &new.name, 200)?;
         check("address", &new.address, 500)?;
         check_location(new.location)?;
@@ -255,6 +258,7 @@ impl OrderService {
         merchant: MerchantId,
         new: NewCustomer,
     ) -> ApiResult<Customer> {
+        policy::check_merchant_action(&ctx.scope, merchant, Action::ManageCustomers)?;
         check("businessName", &new.business_name, 200)?;
         check("address", &new.address, 500)?;
         check_location(new.location)?;
@@ -329,6 +333,7 @@ impl OrderService {
     }
 
     pub async fn create_courier(&self, ctx: &RequestCtx, merchant: MerchantId, new: NewCourier) -> ApiResult<Courier> {
+        policy::check_merchant_action(&ctx.scope, merchant, Action::ManageWarehousesAndCouriers)?;
         check("name", &new.name, 100)?;
         check("phone", &new.phone, 40)?;
         check("vehicle", &new.vehicle, 100)?;
@@ -381,6 +386,7 @@ impl OrderService {
             sqlx::query_as("SELECT merchant_id FROM warehouses WHERE id = $1").bind(warehouse.uuid()).fetch_optional(&mut *c).await?
         });
         let (merchant,) = merchant.ok_or_else(|| ApiError::NotFound(format!("no warehouse {warehouse}")))?;
+        policy::check_stock(&ctx.scope, MerchantId(merchant), warehouse, Action::CountStock)?;
         let (reserved,): (i64,) = on_tx!(&mut tx, c => {
             sqlx::query_as(
                 "INSERT INTO stock (warehouse_id, sku, name, dimension, on_hand_base, reserved_base) VALUES ($1, $2, $3, $4, $5, 0) \
@@ -415,7 +421,12 @@ impl OrderService {
         Ok(level)
     }
 
-    pub async fn stock(&self, warehouse: WarehouseId) -> ApiResult<Vec<StockLevel>> {
+    pub async fn stock(&self, scope: &policy::Scope, warehouse: WarehouseId) -> ApiResult<Vec<StockLevel>> {
+        let merchant: Option<(Uuid,)> = crate::on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT merchant_id FROM warehouses WHERE id = $1").bind(warehouse.uuid()).fetch_optional(pool).await?
+        });
+        let (merchant,) = merchant.ok_or_else(|| ApiError::NotFound(format!("no warehouse {warehouse}")))?;
+        policy::check_stock(scope, MerchantId(merchant), warehouse, Action::ReadStock)?;
         let rows: Vec<(String, String, String, i64, i64)> = crate::on_db!(&self.db, pool => {
             sqlx::query_as(
                 "SELECT sku, name, dimension, on_hand_base, reserved_base FROM stock WHERE warehouse_id = $1 ORDER BY sku",

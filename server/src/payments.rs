@@ -114,8 +114,12 @@ pub async fn webhook(
         return Err(ApiError::unprocessable("payment_not_succeeded", "only SUCCEEDED notifications secure payment"));
     }
     let request_id = headers.get(crate::REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
-    let ctx =
-        RequestCtx { actor: Actor { kind: "gateway".into(), id: gateway_name.clone() }, request_id, idempotency: None };
+    let ctx = RequestCtx {
+        actor: Actor { kind: "gateway".into(), id: gateway_name.clone() },
+        scope: crate::policy::Scope::Everything,
+        request_id,
+        idempotency: None,
+    };
     let inserted = on_db_write!(&state.db, pool => {
         sqlx::query(
             "INSERT INTO payment_notifications (gateway, reference, order_id, received_at) VALUES ($1, $2, $3, $4) \

@@ -23,6 +23,7 @@ use crate::db::{Backend, Db, Tx};
 use crate::error::{ApiError, ApiResult};
 use crate::feed::{EventRow, Feed};
 use crate::metrics::Metrics;
+use crate::policy::{self, Scope};
 use crate::writer::{Change, Job, MerchantInfo};
 use crate::{on_db, on_tx};
 use tokio::sync::{mpsc, oneshot};
@@ -31,6 +32,8 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Debug, Clone)]
 pub struct RequestCtx {
     pub actor: Actor,
+    /// What the caller may reach (see `policy`).
+    pub scope: Scope,
     pub request_id: String,
     pub idempotency: Option<IdempotencyClaim>,
 }
@@ -39,6 +42,7 @@ impl RequestCtx {
     pub fn system(request_id: impl Into<String>) -> Self {
         RequestCtx {
             actor: Actor { kind: "system".into(), id: "xianlu-server".into() },
+            scope: Scope::Everything,
             request_id: request_id.into(),
             idempotency: None,
         }
@@ -105,6 +109,7 @@ impl OrderService {
 
     /// Checks what the draft refers to, then hands it to the writer.
     pub async fn create_order(&self, ctx: &RequestCtx, draft: OrderDraft) -> ApiResult<Committed> {
+        policy::check_create(&ctx.scope, &draft)?;
         let merchant = self.merchant(draft.merchant_id).await?;
         let warehouse: Option<(Uuid,)> = on_db!(&self.db, pool => {
             sqlx::query_as("SELECT merchant_id FROM warehouses WHERE id = $1")
@@ -234,6 +239,21 @@ impl OrderService {
         Ok(view)
     }
 
+    /// The order's view, if the caller may see it (404 otherwise).
+    pub async fn view_for(&self, scope: &Scope, id: OrderId) -> ApiResult<Arc<OrderView>> {
+        let view = self.view(id).await?;
+        policy::check_read(scope, &view.order)?;
+        Ok(view)
+    }
+
+    /// The merchant a courier works for, if the courier exists.
+    pub async fn courier_merchant(&self, courier: xianlu_domain::CourierId) -> ApiResult<Option<MerchantId>> {
+        let row: Option<(Uuid,)> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT merchant_id FROM couriers WHERE id = $1").bind(courier.uuid()).fetch_optional(pool).await?
+        });
+        Ok(row.map(|(m,)| MerchantId(m)))
+    }
+
     pub async fn find_by_number(&self, number: &str) -> ApiResult<OrderId> {
         let row: Option<(Uuid,)> = on_db!(&self.db, pool => {
             sqlx::query_as("SELECT id FROM orders WHERE number = $1 ORDER BY id LIMIT 1")
@@ -306,6 +326,36 @@ impl OrderService {
             .await?
         });
         rows.into_iter().map(|r| r.into_stream_event().map_err(ApiError::Internal)).collect()
+    }
+
+    /// Lists what the caller may see: a role's own merchant, courier or
+    /// customer is forced into the filter.
+    pub async fn list_for(&self, scope: &Scope, filter: &OrderFilter) -> ApiResult<OrderPage> {
+        let mut filter = filter.clone();
+        if let Some(fixed) = policy::list_scope(scope)? {
+            if let Some(m) = fixed.merchant {
+                if filter.merchant_id.is_some_and(|asked| asked != m.uuid()) {
+                    return Ok(OrderPage { items: Vec::new(), next_cursor: None });
+                }
+                filter.merchant_id = Some(m.uuid());
+            }
+            if let Some(c) = fixed.courier {
+                if filter.courier_id.is_some_and(|asked| asked != c.uuid()) {
+                    return Ok(OrderPage { items: Vec::new(), next_cursor: None });
+                }
+                filter.courier_id = Some(c.uuid());
+            }
+            if let Some(c) = fixed.customer {
+                if filter.customer_id.is_some_and(|asked| asked != c.uuid()) {
+                    return Ok(OrderPage { items: Vec::new(), next_cursor: None });
+                }
+                filter.customer_id = Some(c.uuid());
+            }
+        }
+        let mut page = self.list(&filter).await?;
+        // Finer rules (a clerk's warehouse and picking stage) on what is left.
+        page.items.retain(|order| policy::may_see(scope, order));
+        Ok(page)
     }
 
     pub async fn list(&self, filter: &OrderFilter) -> ApiResult<OrderPage> {

@@ -20,6 +20,7 @@ use xianlu_domain::wire::{ClientMessage, ServerMessage, StreamEvent, Topic};
 
 use crate::AppState;
 use crate::feed::Subscription;
+use crate::policy::{self, Scope};
 
 const MAX_TOPICS: usize = 1000;
 const REPLAY_PAGE: i64 = 500;
@@ -39,16 +40,17 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     let authenticated = match &query.token {
-        Some(token) => state.identity.verify(token).await.map(|p| p.actor()),
+        Some(token) => state.identity.verify(token).await.map(|p| (p.actor(), p.scope())),
         None => crate::api::authenticate(&state, &headers, query.actor.as_deref()).await,
     };
-    if let Err(error) = authenticated {
-        return error.into_response();
-    }
+    let scope = match authenticated {
+        Ok((_, scope)) => scope,
+        Err(error) => return error.into_response(),
+    };
     ws.read_buffer_size(4 * 1024).write_buffer_size(0).max_message_size(64 * 1024).on_upgrade(
         move |socket| async move {
             state.metrics.stream_connections.inc();
-            Connection { state: state.clone(), subscription: None, last_sent: 0 }.run(socket).await;
+            Connection { state: state.clone(), scope, subscription: None, last_sent: 0 }.run(socket).await;
             state.metrics.stream_connections.dec();
         },
     )
@@ -56,6 +58,8 @@ pub async fn upgrade(
 
 struct Connection {
     state: Arc<AppState>,
+    /// What this caller may follow.
+    scope: Scope,
     subscription: Option<Subscription>,
     /// The newest sequence this client has been sent.
     last_sent: u64,
@@ -133,6 +137,9 @@ impl Connection {
                 if topics.is_empty() || topics.len() > MAX_TOPICS {
                     return Some(error("invalid_topics", "subscribe to 1–1000 topics"));
                 }
+                if let Err(refused) = self.check_topics(&topics).await {
+                    return Some(refused);
+                }
                 // Replace any earlier subscription; register before reading history
                 // so nothing committed in between is missed.
                 self.subscription = None;
@@ -168,6 +175,28 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Every topic must be within the caller's reach; a foreign one reads as unknown.
+    async fn check_topics(&self, topics: &[Topic]) -> Result<(), ServerMessage> {
+        if self.scope == Scope::Everything {
+            return Ok(());
+        }
+        let unknown = || error("unknown_topic", "no such order, merchant or courier");
+        for topic in topics {
+            let allowed = match topic {
+                Topic::Order(id) => self.state.service.view_for(&self.scope, *id).await.is_ok(),
+                Topic::Courier(id) => {
+                    let merchant = self.state.service.courier_merchant(*id).await.ok().flatten();
+                    policy::may_follow(&self.scope, topic, merchant) && merchant.is_some()
+                }
+                Topic::Merchant(_) => policy::may_follow(&self.scope, topic, None),
+            };
+            if !allowed {
+                return Err(unknown());
+            }
+        }
+        Ok(())
     }
 
     async fn replay(

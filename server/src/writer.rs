@@ -286,6 +286,9 @@ impl Writer {
     ) -> ApiResult<(Staged, Order)> {
         let at = self.clock.now();
         let before = &orders.get(&id).ok_or_else(|| ApiError::NotFound(format!("no order {id}")))?.order;
+        // Checked against the order as this group sees it, so a change of courier
+        // committed just before cannot be overtaken.
+        crate::policy::check_command(&ctx.scope, before, command)?;
         if let Some(expected) = expected_version
             && expected != before.version
         {

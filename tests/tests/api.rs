@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use serde_json::{Value, json};
-use xianlu_tests::{Backend, Client, SHA_A, ServerProcess, Shop, Stream, TestServer, signed_notification};
+use xianlu_tests::{Backend, Client, Reply, SHA_A, ServerProcess, Shop, Stream, TestServer, signed_notification};
 
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -49,6 +49,7 @@ on_both_backends!(
     failed_logins_say_nothing_and_lock_the_account_until_an_admin_clears_it,
     tokens_expire_and_only_our_signature_issuer_and_audience_are_accepted,
     the_command_line_creates_users_who_can_log_in,
+    each_role_reaches_only_its_own_objects_and_actions,
 );
 
 const PASSWORD: &str = "菠菜-spinach-2030!";
@@ -200,6 +201,155 @@ async fn tokens_expire_and_only_our_signature_issuer_and_audience_are_accepted(b
     ensure!(client.get("/api/v1/orders").await?.status == 200);
     tokio::time::sleep(Duration::from_millis(3100)).await;
     ensure!(client.get("/api/v1/orders").await?.status == 401, "expired");
+    server.stop().await;
+    Ok(())
+}
+
+/// Creates a user with the given links and logs in as them.
+async fn user(server: &TestServer, admin: &Client, username: &str, role: &str, links: Value) -> Result<Client> {
+    let mut body = json!({"username": username, "password": PASSWORD, "role": role});
+    if let (Some(body), Some(links)) = (body.as_object_mut(), links.as_object()) {
+        body.extend(links.clone());
+    }
+    admin.ok("/api/v1/admin/users", &body).await?;
+    Ok(Client::login(&server.url, username, PASSWORD).await?.0)
+}
+
+async fn each_role_reaches_only_its_own_objects_and_actions(backend: Backend) -> Result<()> {
+    let (server, admin, a) = setup(backend).await?;
+    let b = Shop::open(&admin).await?;
+    let owner = user(&server, &admin, "owner.a", "merchant_owner", json!({"merchantId": a.merchant})).await?;
+    let owner_b = user(&server, &admin, "owner.b", "merchant_owner", json!({"merchantId": b.merchant})).await?;
+    let staff = user(&server, &admin, "staff.a", "merchant_staff", json!({"merchantId": a.merchant})).await?;
+    let clerk = user(
+        &server,
+        &admin,
+        "clerk.a",
+        "warehouse_clerk",
+        json!({"merchantId": a.merchant, "warehouseId": a.warehouse}),
+    )
+    .await?;
+    let courier = user(&server, &admin, "courier.a", "courier", json!({"courierId": a.couriers[0]})).await?;
+    let customer = user(&server, &admin, "customer.a", "customer", json!({"customerId": a.prepaid_customer})).await?;
+    let service = user(&server, &admin, "service.a", "customer_service", json!({"merchantId": a.merchant})).await?;
+
+    // a1 is on the road with courier 0; a2 waits to be picked; b1 belongs to merchant B.
+    let a1 = a.place(&owner, &a.spinach()).await?;
+    deliver(&owner, &a, &a1).await?;
+    let a2 = a.place(&owner, &a.spinach()).await?;
+    owner.command(&a2, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+    let b1 = b.place(&owner_b, &b.spinach()).await?;
+    let status_of = |reply: Reply| reply.status;
+    let read = |client: &Client, id: &str| {
+        let (client, path) = (client.clone(), format!("/api/v1/orders/{id}"));
+        async move { client.get(&path).await.map(status_of) }
+    };
+    let act = |client: &Client, id: &str, command: Value| {
+        let (client, id) = (client.clone(), id.to_owned());
+        async move { client.command_reply(&id, command, None).await.map(status_of) }
+    };
+    let cancel = json!({"type": "CANCEL", "reason": "test"});
+    let assign = json!({"type": "ASSIGN_COURIER", "courierId": a.couriers[1]});
+
+    // A foreign object is not found, for reads and actions alike.
+    for (who, client) in [
+        ("owner A", &owner),
+        ("staff A", &staff),
+        ("service A", &service),
+        ("customer A", &customer),
+        ("courier A", &courier),
+        ("clerk A", &clerk),
+    ] {
+        ensure!(read(client, &b1).await? == 404, "{who} reads B's order");
+        ensure!(act(client, &b1, cancel.clone()).await? == 404, "{who} cancels B's order");
+    }
+    ensure!(read(&owner_b, &a1).await? == 404 && act(&owner_b, &a2, cancel.clone()).await? == 404);
+    // Object rules within the merchant.
+    ensure!(read(&courier, &a1).await? == 200 && read(&courier, &a2).await? == 404, "a courier sees only their orders");
+    ensure!(
+        read(&clerk, &a2).await? == 200 && read(&clerk, &a1).await? == 404,
+        "a clerk sees only picking-stage orders"
+    );
+    ensure!(read(&customer, &a1).await? == 200);
+    ensure!(read(&service, &a1).await? == 200 && read(&staff, &a2).await? == 200);
+    // Actions a role may never take on objects it can see are forbidden.
+    ensure!(act(&clerk, &a2, cancel.clone()).await? == 403, "a clerk changes only picking");
+    ensure!(act(&courier, &a1, cancel.clone()).await? == 403);
+    ensure!(act(&service, &a2, assign.clone()).await? == 403, "customer service changes only exceptions and claims");
+    ensure!(act(&customer, &a2, assign.clone()).await? == 403);
+    // …and allowed ones work.
+    ensure!(act(&clerk, &a2, json!({"type": "START_PICKING"})).await? == 200);
+    ensure!(act(&courier, &a1, json!({"type": "REPORT_EXCEPTION", "kind": "DELAY", "note": "堵车"})).await? == 200);
+    ensure!(act(&service, &a1, json!({"type": "RESUME_DELIVERY"})).await? == 200);
+    ensure!(act(&staff, &a2, json!({"type": "RECORD_PICK", "lineNo": 1, "base": 2000})).await? == 200);
+    // Lists hold only what the caller may see.
+    let listed = |client: &Client| {
+        let client = client.clone();
+        async move {
+            let page = client.get("/api/v1/orders").await?.json();
+            anyhow::Ok(
+                page["items"]
+                    .as_array()
+                    .map(|i| i.iter().map(|o| o["id"].as_str().unwrap_or_default().to_owned()).collect::<Vec<_>>())
+                    .unwrap_or_default(),
+            )
+        }
+    };
+    ensure!(listed(&owner).await?.len() == 2 && listed(&owner_b).await? == [b1.clone()]);
+    ensure!(listed(&courier).await? == [a1.clone()] && listed(&clerk).await? == [a2.clone()]);
+    ensure!(listed(&customer).await?.len() == 2, "both of the customer's orders");
+    // Creating orders: a customer only for itself.
+    let mut for_other = a.spinach();
+    for_other["customerId"] = json!(a.credit_customer);
+    for_other["paymentTerms"] = json!({"kind": "CREDIT", "days": 30});
+    ensure!(customer.post("/api/v1/orders", &for_other).await?.status == 422);
+    ensure!(customer.post("/api/v1/orders", &a.spinach()).await?.status == 201);
+    ensure!(courier.post("/api/v1/orders", &a.spinach()).await?.status == 403);
+    // Parties and stock.
+    let warehouse = json!({"name": "B 仓", "address": "x", "location": {"lat": 39.9, "lng": 116.4}});
+    let foreign = owner_b.post(&format!("/api/v1/merchants/{}/warehouses", a.merchant), &warehouse).await?;
+    ensure!(foreign.status == 404, "{foreign:?}");
+    ensure!(
+        staff
+            .post(
+                &format!("/api/v1/merchants/{}/couriers", a.merchant),
+                &json!({"name": "王", "phone": "1", "vehicle": "van"})
+            )
+            .await?
+            .status
+            == 403
+    );
+    ensure!(owner.post(&format!("/api/v1/merchants/{}/warehouses", a.merchant), &warehouse).await?.status == 201);
+    ensure!(owner_b.get(&format!("/api/v1/warehouses/{}/stock", a.warehouse)).await?.status == 404);
+    ensure!(clerk.get(&format!("/api/v1/warehouses/{}/stock", a.warehouse)).await?.status == 200);
+    ensure!(
+        owner
+            .post("/api/v1/merchants", &json!({"name": "x", "orderPrefix": "XX", "timeZone": "Asia/Shanghai"}))
+            .await?
+            .status
+            == 403
+    );
+    ensure!(owner.get("/api/v1/admin/audit/verify").await?.status == 403);
+    // Push subscriptions go through the same rules.
+    let token = |client: &str| {
+        let url = server.url.clone();
+        let name = client.to_owned();
+        async move {
+            anyhow::Ok(
+                Client::login(&url, &name, PASSWORD).await?.1["accessToken"].as_str().unwrap_or_default().to_owned(),
+            )
+        }
+    };
+    let mut stream = Stream::connect_with_token(&server.url, &token("courier.a").await?).await?;
+    stream.send(json!({"type": "SUBSCRIBE", "topics": [{"merchant": a.merchant}]})).await?;
+    ensure!(stream.next().await?["code"] == "unknown_topic", "a courier cannot follow the merchant");
+    stream.send(json!({"type": "SUBSCRIBE", "topics": [{"courier": a.couriers[0]}]})).await?;
+    ensure!(stream.next().await?["type"] == "SUBSCRIBED", "but can follow themself");
+    let mut stream = Stream::connect_with_token(&server.url, &token("owner.b").await?).await?;
+    stream.send(json!({"type": "SUBSCRIBE", "topics": [{"order": a1}]})).await?;
+    ensure!(stream.next().await?["code"] == "unknown_topic");
+    let mut stream = Stream::connect_with_token(&server.url, &token("owner.a").await?).await?;
+    ensure!(stream.subscribe(json!([{"merchant": a.merchant}]), None).await?["type"] == "SUBSCRIBED");
     server.stop().await;
     Ok(())
 }
@@ -790,7 +940,8 @@ async fn the_audit_chain_detects_edited_inserted_and_deleted_rows(backend: Backe
     admin.command(&id, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
     let report = admin.get("/api/v1/admin/audit/verify").await?.json();
     ensure!(report["problems"] == json!([]) && report["entries"].as_u64() >= Some(10), "{report}");
-    let forbidden = server.client("staff:x").get("/api/v1/admin/audit/verify").await?;
+    let owner = user(&server, &admin, "owner.audit", "merchant_owner", json!({"merchantId": shop.merchant})).await?;
+    let forbidden = owner.get("/api/v1/admin/audit/verify").await?;
     ensure!(forbidden.status == 403 && forbidden.code() == "forbidden");
 
     tamper(&server, "UPDATE audit_log SET actor_id = 'someone-else' WHERE chain_seq = 3").await?;

@@ -1,0 +1,290 @@
+//! Who may do what to which object: one table of role × action, and the
+//! object rules that tie a role to its merchant, warehouse, courier or
+//! customer. Every transport asks here; nothing else decides.
+//!
+//! An object outside the caller's reach is reported as not found (404), for
+//! reads and actions alike, so a refusal never confirms that it exists; an
+//! action the role may never take on an object it can see is forbidden (403).
+
+use xianlu_domain::wire::Topic;
+use xianlu_domain::{Command, CourierId, CustomerId, MerchantId, Order, OrderDraft, Status, WarehouseId};
+
+use crate::error::ApiError;
+use crate::identity::Role;
+
+/// What a caller may reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Administrators, the server itself, and development actors on a server
+    /// started for tests.
+    Everything,
+    User(Links),
+}
+
+/// A user's role and the objects it is tied to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Links {
+    pub role: Role,
+    pub merchant: Option<MerchantId>,
+    pub warehouse: Option<WarehouseId>,
+    pub courier: Option<CourierId>,
+    pub customer: Option<CustomerId>,
+}
+
+/// Everything a role can be allowed to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    ReadOrder,
+    CreateOrder,
+    /// Payment by an administrator (bank transfer, cash).
+    MarkPaid,
+    ResolveShortage,
+    AnswerSubstitution,
+    Pick,
+    Assign,
+    Dispatch,
+    ReportOnTheRoad,
+    Sign,
+    ResolveException,
+    SettleClaim,
+    Cancel,
+    ManageWarehousesAndCouriers,
+    ManageCustomers,
+    ReadStock,
+    CountStock,
+}
+
+use Action::*;
+
+/// The policy table: which role may take which action (on objects within its reach).
+pub const TABLE: &[(Role, &[Action])] = &[
+    (
+        Role::Admin,
+        &[
+            ReadOrder,
+            CreateOrder,
+            MarkPaid,
+            ResolveShortage,
+            AnswerSubstitution,
+            Pick,
+            Assign,
+            Dispatch,
+            ReportOnTheRoad,
+            Sign,
+            ResolveException,
+            SettleClaim,
+            Cancel,
+            ManageWarehousesAndCouriers,
+            ManageCustomers,
+            ReadStock,
+            CountStock,
+        ],
+    ),
+    (
+        Role::MerchantOwner,
+        &[
+            ReadOrder,
+            CreateOrder,
+            MarkPaid,
+            ResolveShortage,
+            AnswerSubstitution,
+            Pick,
+            Assign,
+            Dispatch,
+            ResolveException,
+            SettleClaim,
+            Cancel,
+            ManageWarehousesAndCouriers,
+            ManageCustomers,
+            ReadStock,
+            CountStock,
+        ],
+    ),
+    (
+        Role::MerchantStaff,
+        &[
+            ReadOrder,
+            CreateOrder,
+            MarkPaid,
+            ResolveShortage,
+            AnswerSubstitution,
+            Pick,
+            Assign,
+            Dispatch,
+            ResolveException,
+            Cancel,
+            ManageCustomers,
+            ReadStock,
+            CountStock,
+        ],
+    ),
+    // The seed's example: a clerk sees picking-stage orders of their warehouse and changes only picking.
+    (Role::WarehouseClerk, &[ReadOrder, Pick, ReadStock, CountStock]),
+    (Role::Courier, &[ReadOrder, Dispatch, ReportOnTheRoad, Sign]),
+    (Role::Customer, &[ReadOrder, CreateOrder, AnswerSubstitution, Sign, Cancel]),
+    // Customer service reads its merchant's orders and changes only exception and claim state.
+    (Role::CustomerService, &[ReadOrder, ResolveException, SettleClaim]),
+];
+
+pub fn role_may(role: Role, action: Action) -> bool {
+    TABLE.iter().any(|(r, actions)| *r == role && actions.contains(&action))
+}
+
+/// The action a command is.
+pub fn action_of(command: &Command) -> Action {
+    match command {
+        Command::MarkPaid { .. } => MarkPaid,
+        Command::CheckStock { .. } | Command::ProposeSubstitution { .. } | Command::ShortShip { .. } => ResolveShortage,
+        Command::ExpireSubstitution { .. } => ResolveShortage,
+        Command::AnswerSubstitution { .. } => AnswerSubstitution,
+        Command::StartPicking | Command::RecordPick { .. } | Command::Pack => Pick,
+        Command::AssignCourier { .. } => Assign,
+        Command::Dispatch => Dispatch,
+        Command::ReportException { .. } | Command::RecordFailedAttempt { .. } => ReportOnTheRoad,
+        Command::Sign { .. } | Command::DropOffUnattended { .. } => Sign,
+        Command::ResumeDelivery { .. }
+        | Command::ScheduleRedelivery { .. }
+        | Command::StartReturn { .. }
+        | Command::ConfirmReturned
+        | Command::OpenClaim { .. } => ResolveException,
+        Command::SettleClaim { .. } => SettleClaim,
+        Command::Cancel { .. } => Cancel,
+    }
+}
+
+/// Statuses a warehouse clerk works on.
+const PICKING_STAGE: [Status; 3] = [Status::AwaitingPick, Status::Picking, Status::Packed];
+
+fn not_found() -> ApiError {
+    ApiError::NotFound("no such order".into())
+}
+
+fn forbidden(action: Action) -> ApiError {
+    ApiError::Forbidden(format!("your role may not {action:?} here"))
+}
+
+/// Whether the caller can see this order at all.
+pub fn may_see(scope: &Scope, order: &Order) -> bool {
+    let Scope::User(links) = scope else { return true };
+    match links.role {
+        Role::Admin => true,
+        Role::MerchantOwner | Role::MerchantStaff | Role::CustomerService => links.merchant == Some(order.merchant_id),
+        Role::WarehouseClerk => {
+            links.merchant == Some(order.merchant_id)
+                && links.warehouse == Some(order.warehouse_id)
+                && PICKING_STAGE.contains(&order.status)
+        }
+        Role::Courier => links.courier.is_some() && links.courier == order.courier_id,
+        Role::Customer => links.customer == Some(order.customer_id),
+    }
+}
+
+/// 404 unless the caller can see the order.
+pub fn check_read(scope: &Scope, order: &Order) -> Result<(), ApiError> {
+    if may_see(scope, order) { Ok(()) } else { Err(not_found()) }
+}
+
+/// 404 for an order out of reach, 403 for a command the role may not give.
+pub fn check_command(scope: &Scope, order: &Order, command: &Command) -> Result<(), ApiError> {
+    check_read(scope, order)?;
+    let Scope::User(links) = scope else { return Ok(()) };
+    let action = action_of(command);
+    if !role_may(links.role, action) {
+        return Err(forbidden(action));
+    }
+    // A courier works only with their own name on the order.
+    if links.role == Role::Courier
+        && let Command::ResumeDelivery { courier_id: Some(other) } = command
+        && Some(*other) != links.courier
+    {
+        return Err(forbidden(action));
+    }
+    Ok(())
+}
+
+pub fn check_create(scope: &Scope, draft: &OrderDraft) -> Result<(), ApiError> {
+    let Scope::User(links) = scope else { return Ok(()) };
+    if !role_may(links.role, CreateOrder) {
+        return Err(forbidden(CreateOrder));
+    }
+    let within = match links.role {
+        Role::Admin => true,
+        Role::Customer => links.customer == Some(draft.customer_id),
+        _ => links.merchant == Some(draft.merchant_id),
+    };
+    if within { Ok(()) } else { Err(ApiError::unprocessable("unknown_customer", "no such customer")) }
+}
+
+/// Narrows a list to what the caller may see: the fixed filters a role gets.
+pub struct ListScope {
+    pub merchant: Option<MerchantId>,
+    pub courier: Option<CourierId>,
+    pub customer: Option<CustomerId>,
+}
+
+pub fn list_scope(scope: &Scope) -> Result<Option<ListScope>, ApiError> {
+    let Scope::User(links) = scope else { return Ok(None) };
+    Ok(match links.role {
+        Role::Admin => None,
+        Role::MerchantOwner | Role::MerchantStaff | Role::CustomerService | Role::WarehouseClerk => {
+            Some(ListScope { merchant: Some(links.merchant.ok_or_else(not_found)?), courier: None, customer: None })
+        }
+        Role::Courier => {
+            Some(ListScope { merchant: None, courier: Some(links.courier.ok_or_else(not_found)?), customer: None })
+        }
+        Role::Customer => {
+            Some(ListScope { merchant: None, courier: None, customer: Some(links.customer.ok_or_else(not_found)?) })
+        }
+    })
+}
+
+/// For warehouses, couriers, customers and stock of one merchant.
+pub fn check_merchant_action(scope: &Scope, merchant: MerchantId, action: Action) -> Result<(), ApiError> {
+    let Scope::User(links) = scope else { return Ok(()) };
+    if links.role != Role::Admin && links.merchant != Some(merchant) {
+        return Err(ApiError::NotFound("no such merchant".into()));
+    }
+    if !role_may(links.role, action) {
+        return Err(forbidden(action));
+    }
+    Ok(())
+}
+
+/// Stock of one warehouse: its merchant's office roles, or its own clerk.
+pub fn check_stock(
+    scope: &Scope,
+    merchant: MerchantId,
+    warehouse: WarehouseId,
+    action: Action,
+) -> Result<(), ApiError> {
+    let Scope::User(links) = scope else { return Ok(()) };
+    if links.role == Role::WarehouseClerk && links.warehouse != Some(warehouse) {
+        return Err(ApiError::NotFound("no such warehouse".into()));
+    }
+    check_merchant_action(scope, merchant, action)
+}
+
+/// Only administrators (or the server itself).
+pub fn check_admin(scope: &Scope) -> Result<(), ApiError> {
+    match scope {
+        Scope::Everything => Ok(()),
+        Scope::User(links) if links.role == Role::Admin => Ok(()),
+        Scope::User(_) => Err(ApiError::Forbidden("only an admin may do this".into())),
+    }
+}
+
+/// Whether a push subscription to `topic` is within reach. Order topics are
+/// checked against the order itself by the caller.
+pub fn may_follow(scope: &Scope, topic: &Topic, courier_merchant: Option<MerchantId>) -> bool {
+    let Scope::User(links) = scope else { return true };
+    let office = matches!(links.role, Role::MerchantOwner | Role::MerchantStaff | Role::CustomerService);
+    match topic {
+        Topic::Order(_) => true,
+        Topic::Merchant(m) => links.role == Role::Admin || (office && links.merchant == Some(*m)),
+        Topic::Courier(c) => {
+            links.role == Role::Admin
+                || (links.role == Role::Courier && links.courier == Some(*c))
+                || (office && courier_merchant.is_some() && links.merchant == courier_merchant)
+        }
+    }
+}
