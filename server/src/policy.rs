@@ -57,67 +57,20 @@ pub enum Action {
 use Action::*;
 
 /// The policy table: which role may take which action (on objects within its reach).
+#[rustfmt::skip]
 pub const TABLE: &[(Role, &[Action])] = &[
-    (
-        Role::Admin,
-        &[
-            ReadOrder,
-            CreateOrder,
-            MarkPaid,
-            ResolveShortage,
-            AnswerSubstitution,
-            Pick,
-            Assign,
-            Dispatch,
-            ReportOnTheRoad,
-            Sign,
-            ResolveException,
-            SettleClaim,
-            Cancel,
-            ManageWarehousesAndCouriers,
-            ManageCustomers,
-            ReadStock,
-            CountStock,
-        ],
-    ),
-    (
-        Role::MerchantOwner,
-        &[
-            ReadOrder,
-            CreateOrder,
-            MarkPaid,
-            ResolveShortage,
-            AnswerSubstitution,
-            Pick,
-            Assign,
-            Dispatch,
-            ResolveException,
-            SettleClaim,
-            Cancel,
-            ManageWarehousesAndCouriers,
-            ManageCustomers,
-            ReadStock,
-            CountStock,
-        ],
-    ),
-    (
-        Role::MerchantStaff,
-        &[
-            ReadOrder,
-            CreateOrder,
-            MarkPaid,
-            ResolveShortage,
-            AnswerSubstitution,
-            Pick,
-            Assign,
-            Dispatch,
-            ResolveException,
-            Cancel,
-            ManageCustomers,
-            ReadStock,
-            CountStock,
-        ],
-    ),
+    (Role::Admin, &[
+        ReadOrder, CreateOrder, MarkPaid, ResolveShortage, AnswerSubstitution, Pick, Assign, Dispatch, ReportOnTheRoad,
+        Sign, ResolveException, SettleClaim, Cancel, ManageWarehousesAndCouriers, ManageCustomers, ReadStock, CountStock,
+    ]),
+    (Role::MerchantOwner, &[
+        ReadOrder, CreateOrder, MarkPaid, ResolveShortage, AnswerSubstitution, Pick, Assign, Dispatch, ResolveException,
+        SettleClaim, Cancel, ManageWarehousesAndCouriers, ManageCustomers, ReadStock, CountStock,
+    ]),
+    (Role::MerchantStaff, &[
+        ReadOrder, CreateOrder, MarkPaid, ResolveShortage, AnswerSubstitution, Pick, Assign, Dispatch, ResolveException,
+        Cancel, ManageCustomers, ReadStock, CountStock,
+    ]),
     // The seed's example: a clerk sees picking-stage orders of their warehouse and changes only picking.
     (Role::WarehouseClerk, &[ReadOrder, Pick, ReadStock, CountStock]),
     (Role::Courier, &[ReadOrder, Dispatch, ReportOnTheRoad, Sign]),
@@ -204,15 +157,20 @@ pub fn check_command(scope: &Scope, order: &Order, command: &Command) -> Result<
 
 pub fn check_create(scope: &Scope, draft: &OrderDraft) -> Result<(), ApiError> {
     let Scope::User(links) = scope else { return Ok(()) };
-    if !role_may(links.role, CreateOrder) {
-        return Err(forbidden(CreateOrder));
-    }
+    // Reach first: a refusal must not tell whether a foreign merchant exists.
     let within = match links.role {
         Role::Admin => true,
         Role::Customer => links.customer == Some(draft.customer_id),
+        Role::Courier => false,
         _ => links.merchant == Some(draft.merchant_id),
     };
-    if within { Ok(()) } else { Err(ApiError::unprocessable("unknown_customer", "no such customer")) }
+    if !within {
+        return Err(ApiError::NotFound("no such merchant or customer".into()));
+    }
+    if !role_may(links.role, CreateOrder) {
+        return Err(forbidden(CreateOrder));
+    }
+    Ok(())
 }
 
 /// Narrows a list to what the caller may see: the fixed filters a role gets.

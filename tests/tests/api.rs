@@ -50,6 +50,7 @@ on_both_backends!(
     tokens_expire_and_only_our_signature_issuer_and_audience_are_accepted,
     the_command_line_creates_users_who_can_log_in,
     each_role_reaches_only_its_own_objects_and_actions,
+    every_route_refuses_every_role_what_it_may_not_reach,
 );
 
 const PASSWORD: &str = "菠菜-spinach-2030!";
@@ -302,9 +303,12 @@ async fn each_role_reaches_only_its_own_objects_and_actions(backend: Backend) ->
     let mut for_other = a.spinach();
     for_other["customerId"] = json!(a.credit_customer);
     for_other["paymentTerms"] = json!({"kind": "CREDIT", "days": 30});
-    ensure!(customer.post("/api/v1/orders", &for_other).await?.status == 422);
+    ensure!(customer.post("/api/v1/orders", &for_other).await?.status == 404);
     ensure!(customer.post("/api/v1/orders", &a.spinach()).await?.status == 201);
-    ensure!(courier.post("/api/v1/orders", &a.spinach()).await?.status == 403);
+    ensure!(
+        courier.post("/api/v1/orders", &a.spinach()).await?.status == 404,
+        "a merchant is out of a courier's reach"
+    );
     // Parties and stock.
     let warehouse = json!({"name": "B 仓", "address": "x", "location": {"lat": 39.9, "lng": 116.4}});
     let foreign = owner_b.post(&format!("/api/v1/merchants/{}/warehouses", a.merchant), &warehouse).await?;
@@ -350,6 +354,165 @@ async fn each_role_reaches_only_its_own_objects_and_actions(backend: Backend) ->
     ensure!(stream.next().await?["code"] == "unknown_topic");
     let mut stream = Stream::connect_with_token(&server.url, &token("owner.a").await?).await?;
     ensure!(stream.subscribe(json!([{"merchant": a.merchant}]), None).await?["type"] == "SUBSCRIBED");
+    server.stop().await;
+    Ok(())
+}
+
+/// What a role gets from a route: on its own object, and on another merchant's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    /// Allowed on its own object; a foreign one is not found.
+    Ok,
+    /// Forbidden on its own object; a foreign one is not found.
+    Forbidden,
+    /// Not within its reach at all: not found either way.
+    Hidden,
+    /// Only administrators: forbidden for everyone else (there is no foreign object).
+    AdminOnly,
+}
+
+const ROLES: [&str; 7] =
+    ["admin", "merchant_owner", "merchant_staff", "warehouse_clerk", "courier", "customer", "customer_service"];
+
+/// Every route of the API, and what each role gets from it, in the order of `ROLES`.
+/// Routes that authenticate differently are listed with why.
+fn route_matrix() -> Vec<(&'static str, &'static str, Option<[Expect; 7]>)> {
+    use Expect::*;
+    vec![
+        ("get", "/orders/{id}", Some([Ok, Ok, Ok, Ok, Ok, Ok, Ok])),
+        ("get", "/orders/{id}/events", Some([Ok, Ok, Ok, Ok, Ok, Ok, Ok])),
+        // The command sent is ASSIGN_COURIER.
+        ("post", "/orders/{id}/commands", Some([Ok, Ok, Ok, Forbidden, Forbidden, Forbidden, Forbidden])),
+        ("post", "/orders", Some([Ok, Ok, Ok, Forbidden, Hidden, Ok, Forbidden])),
+        ("get", "/orders", Some([Ok, Ok, Ok, Ok, Ok, Ok, Ok])),
+        ("post", "/merchants", Some([AdminOnly; 7])),
+        ("post", "/merchants/{id}/warehouses", Some([Ok, Ok, Forbidden, Forbidden, Hidden, Hidden, Forbidden])),
+        ("post", "/merchants/{id}/couriers", Some([Ok, Ok, Forbidden, Forbidden, Hidden, Hidden, Forbidden])),
+        ("post", "/merchants/{id}/customers", Some([Ok, Ok, Ok, Forbidden, Hidden, Hidden, Forbidden])),
+        ("put", "/warehouses/{id}/stock/{sku}", Some([Ok, Ok, Ok, Ok, Hidden, Hidden, Forbidden])),
+        ("get", "/warehouses/{id}/stock", Some([Ok, Ok, Ok, Ok, Hidden, Hidden, Forbidden])),
+        ("get", "/admin/audit/verify", Some([AdminOnly; 7])),
+        ("get", "/admin/users", Some([AdminOnly; 7])),
+        ("post", "/admin/users", Some([AdminOnly; 7])),
+        ("post", "/admin/users/{id}/password", Some([AdminOnly; 7])),
+        ("post", "/admin/users/{id}/revoke", Some([AdminOnly; 7])),
+        ("post", "/admin/users/{id}/unlock", Some([AdminOnly; 7])),
+        // Authenticated by the gateway's signature, tested on its own.
+        ("post", "/payments/{gateway}/notifications", None),
+        // Public: they are how one gets a token.
+        ("post", "/auth/login", None),
+        ("post", "/auth/refresh", None),
+        ("post", "/auth/logout", None),
+    ]
+}
+
+async fn every_route_refuses_every_role_what_it_may_not_reach(backend: Backend) -> Result<()> {
+    let (server, admin, a) = setup(backend).await?;
+    let b = Shop::open(&admin).await?;
+    // The matrix must name every route the server has.
+    let doc = admin.get("/api/v1/openapi.json").await?.json();
+    let mut routes = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().cloned().unwrap_or_default() {
+        for method in item.as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default() {
+            routes.insert((method, path.clone()));
+        }
+    }
+    let matrix = route_matrix();
+    let listed: std::collections::BTreeSet<(String, String)> =
+        matrix.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
+    ensure!(
+        routes == listed,
+        "routes without a case: {:?}; cases without a route: {:?}",
+        routes.difference(&listed).collect::<Vec<_>>(),
+        listed.difference(&routes).collect::<Vec<_>>()
+    );
+
+    let links = |role: &str| match role {
+        "admin" => json!({}),
+        "warehouse_clerk" => json!({"merchantId": a.merchant, "warehouseId": a.warehouse}),
+        "courier" => json!({"courierId": a.couriers[0]}),
+        "customer" => json!({"customerId": a.prepaid_customer}),
+        _ => json!({"merchantId": a.merchant}),
+    };
+    let mut clients = Vec::new();
+    for role in ROLES {
+        clients.push(user(&server, &admin, &format!("m.{role}"), role, links(role)).await?);
+    }
+    let spare = user(&server, &admin, "m.spare", "merchant_staff", json!({"merchantId": a.merchant})).await;
+    let spare_id =
+        admin.get("/api/v1/admin/users").await?.json().as_array().and_then(|u| {
+            u.iter().find(|u| u["username"] == "m.spare").and_then(|u| u["id"].as_str().map(str::to_owned))
+        });
+    ensure!(spare.is_ok() && spare_id.is_some());
+    let spare_id = spare_id.unwrap_or_default();
+
+    // Own object: awaiting picking in A's warehouse, for A's customer, with courier 0.
+    let own = a.place(&admin, &a.spinach()).await?;
+    admin.command(&own, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+    admin.command(&own, json!({"type": "ASSIGN_COURIER", "courierId": a.couriers[0]})).await?;
+    let foreign = b.place(&admin, &b.spinach()).await?;
+    admin.command(&foreign, json!({"type": "ASSIGN_COURIER", "courierId": b.couriers[0]})).await?;
+
+    for (method, path, expectations) in &matrix {
+        let Some(expectations) = expectations else { continue };
+        for (i, role) in ROLES.iter().enumerate() {
+            let client = &clients[i];
+            for mine in [true, false] {
+                let (shop, order) = if mine { (&a, &own) } else { (&b, &foreign) };
+                let concrete = path
+                    .replace("/orders/{id}", &format!("/orders/{order}"))
+                    .replace("/merchants/{id}", &format!("/merchants/{}", shop.merchant))
+                    .replace("/warehouses/{id}", &format!("/warehouses/{}", shop.warehouse))
+                    .replace("{sku}", "SPINACH")
+                    .replace("/users/{id}", &format!("/users/{spare_id}"));
+                let body = match *path {
+                    "/orders/{id}/commands" => {
+                        json!({"command": {"type": "ASSIGN_COURIER", "courierId": shop.couriers[0]}})
+                    }
+                    "/orders" => shop.spinach(),
+                    "/merchants" => json!({"name": "新商户", "orderPrefix": "NW", "timeZone": "Asia/Shanghai"}),
+                    "/merchants/{id}/warehouses" => {
+                        json!({"name": "仓", "address": "地址", "location": {"lat": 39.9, "lng": 116.4}})
+                    }
+                    "/merchants/{id}/couriers" => json!({"name": "王", "phone": "13900000000", "vehicle": "van"}),
+                    "/merchants/{id}/customers" => json!({"businessName": "店", "kind": "SHOP", "address": "地址",
+                        "location": {"lat": 39.9, "lng": 116.4}, "paymentTerms": {"kind": "PREPAID"}}),
+                    "/warehouses/{id}/stock/{sku}" => {
+                        json!({"name": "有机菠菜", "dimension": "grams", "onHandBase": 50_000})
+                    }
+                    "/admin/users" => {
+                        json!({"username": format!("new.{role}.{mine}"), "password": PASSWORD, "role": "admin"})
+                    }
+                    "/admin/users/{id}/password" => json!({"password": PASSWORD}),
+                    _ => json!({}),
+                };
+                let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes())?;
+                let body = (method != reqwest::Method::GET).then_some(&body);
+                let reply = client.send(method.clone(), &format!("/api/v1{concrete}"), body, None).await?;
+                let expected = expectations[i];
+                let ok = match (expected, mine) {
+                    (Expect::AdminOnly, _) if *role == "admin" => (200..300).contains(&reply.status),
+                    (Expect::AdminOnly, _) => reply.status == 403,
+                    // An administrator reaches every merchant.
+                    (_, false) if *role == "admin" => (200..300).contains(&reply.status),
+                    (Expect::Ok, true) => (200..300).contains(&reply.status),
+                    (Expect::Forbidden, true) => reply.status == 403,
+                    // Lists never fail: they hold nothing foreign.
+                    (_, false) if *path == "/orders" && method == reqwest::Method::GET => {
+                        reply.status == 200 && !String::from_utf8_lossy(&reply.bytes).contains(foreign.as_str())
+                    }
+                    _ => reply.status == 404,
+                };
+                ensure!(
+                    ok,
+                    "{method} {path} as {role} on {} object: expected {expected:?}, got {} {}",
+                    if mine { "its own" } else { "a foreign" },
+                    reply.status,
+                    String::from_utf8_lossy(&reply.bytes)
+                );
+            }
+        }
+    }
     server.stop().await;
     Ok(())
 }
