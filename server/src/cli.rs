@@ -35,6 +35,8 @@ or ./xianlu.toml when present), then environment variables XIANLU_<KEY>
                                  the same on every replica)     [random per start]
   access_token_ttl_secs          access token lifetime          [900]
   refresh_token_ttl_days         refresh token lifetime         [30]
+  tls_cert, tls_key              PEM files: serve HTTPS (with HSTS) instead of HTTP
+  tls13_only                     with TLS, accept TLS 1.3 only  [false]
 
 Run `xianlu-server print-config` to see the result (secrets redacted).
 Logs go to stderr; RUST_LOG filters them (default info).";

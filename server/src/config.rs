@@ -48,6 +48,12 @@ pub struct Config {
     pub access_token_ttl_secs: i64,
     /// Days a refresh token is valid.
     pub refresh_token_ttl_days: i64,
+    /// Serve HTTPS with this PEM certificate chain (and `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// With TLS: refuse every protocol version but TLS 1.3.
+    pub tls13_only: bool,
 }
 
 impl Default for Config {
@@ -71,6 +77,9 @@ impl Default for Config {
             token_secret: None,
             access_token_ttl_secs: 900,
             refresh_token_ttl_days: 30,
+            tls_cert: None,
+            tls_key: None,
+            tls13_only: false,
         }
     }
 }
@@ -113,6 +122,9 @@ impl Config {
         }
         if self.access_token_ttl_secs <= 0 || self.refresh_token_ttl_days <= 0 {
             return Err(ConfigError::Invalid("token lifetimes must be positive".into()));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid("tls_cert and tls_key go together".into()));
         }
         if self.stream_buffer == 0 || self.audit_anchor_every <= 0 {
             return Err(ConfigError::Invalid("stream_buffer and audit_anchor_every must be positive".into()));

@@ -21,6 +21,7 @@ pub mod payments;
 pub mod policy;
 pub mod service;
 pub mod stream;
+pub mod tls;
 pub mod writer;
 
 use std::net::SocketAddr;
@@ -142,6 +143,7 @@ pub fn app(state: Arc<AppState>) -> Router {
                 message: "this endpoint does not take that method".into(),
             }
         })
+        .layer(middleware::from_fn_with_state(state.clone(), strict_transport))
         .layer(middleware::from_fn(problem_request_id))
         .layer(middleware::from_fn_with_state(state.clone(), idempotency::middleware))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
@@ -154,6 +156,17 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(SetRequestIdLayer::new(header::HeaderName::from_static(REQUEST_ID), MakeId))
         .layer(CatchPanicLayer::custom(|_| ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()))
         .with_state(state)
+}
+
+/// Over HTTPS, tells browsers to use nothing else for a year (HSTS).
+async fn strict_transport(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if state.config.tls_cert.is_some() {
+        response
+            .headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000; includeSubDomains"));
+    }
+    response
 }
 
 /// Puts the request id into problem documents.
@@ -279,21 +292,41 @@ impl Server {
         }));
         let router = app(state.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(async move {
-            let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move {
+        let tls = tls::server_config(&state.config)?;
+        let handle = match tls {
+            None => tokio::spawn(async move {
+                let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.await;
+                    });
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "server stopped");
+                }
+            }),
+            Some(tls) => {
+                let server = axum_server::from_tcp_rustls(listener.into_std()?, tls)?;
+                let shutdown = axum_server::Handle::new();
+                let stopper = shutdown.clone();
+                tokio::spawn(async move {
                     let _ = rx.await;
+                    stopper.graceful_shutdown(Some(Duration::from_secs(2)));
                 });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "server stopped");
+                tokio::spawn(async move {
+                    let serve =
+                        server.handle(shutdown).serve(router.into_make_service_with_connect_info::<SocketAddr>());
+                    if let Err(e) = serve.await {
+                        tracing::error!(error = %e, "server stopped");
+                    }
+                })
             }
-        });
+        };
         tracing::info!(%addr, backend = service::backend_name(&state.db), "xianlu-server listening");
         Ok(Server { addr, state, shutdown: Some(tx), handle, background })
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.state.config.tls_cert.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops accepting, lets requests finish, stops background tasks, closes the pool.

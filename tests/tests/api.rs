@@ -51,6 +51,7 @@ on_both_backends!(
     the_command_line_creates_users_who_can_log_in,
     each_role_reaches_only_its_own_objects_and_actions,
     every_route_refuses_every_role_what_it_may_not_reach,
+    https_speaks_tls_1_3_with_hsts_and_can_refuse_tls_1_2,
 );
 
 const PASSWORD: &str = "菠菜-spinach-2030!";
@@ -514,6 +515,56 @@ async fn every_route_refuses_every_role_what_it_may_not_reach(backend: Backend) 
         }
     }
     server.stop().await;
+    Ok(())
+}
+
+/// A TLS client that accepts `cert` and speaks only `version`.
+fn tls_client(
+    cert: &rcgen::CertifiedKey<rcgen::KeyPair>,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> Result<tokio_rustls::TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone())?;
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[version])?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)))
+}
+
+async fn https_speaks_tls_1_3_with_hsts_and_can_refuse_tls_1_2(backend: Backend) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    let dir = std::env::temp_dir().join(format!("xianlu-tls-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem())?;
+    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem())?;
+    let db = xianlu_tests::TestDb::create(backend).await?;
+    let server = TestServer::spawn_with(db, |c| {
+        c.tls_cert = Some(dir.join("cert.pem"));
+        c.tls_key = Some(dir.join("key.pem"));
+        c.tls13_only = true;
+    })
+    .await?;
+    ensure!(server.url.starts_with("https://"));
+    let address = server.url.trim_start_matches("https://").to_owned();
+    let name = rustls::pki_types::ServerName::try_from("localhost")?;
+
+    let tcp = tokio::net::TcpStream::connect(&address).await?;
+    let mut tls = tls_client(&cert, &rustls::version::TLS13)?.connect(name.clone(), tcp).await?;
+    ensure!(tls.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3));
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await?;
+    let mut answer = String::new();
+    let _ = tls.read_to_string(&mut answer).await;
+    ensure!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    ensure!(answer.to_lowercase().contains("strict-transport-security: max-age=31536000"), "HSTS: {answer}");
+
+    let tcp = tokio::net::TcpStream::connect(&address).await?;
+    let refused = tls_client(&cert, &rustls::version::TLS12)?.connect(name, tcp).await;
+    ensure!(refused.is_err(), "a TLS 1.2 handshake must fail in TLS-1.3-only mode");
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
