@@ -23,7 +23,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::idempotency::SAVED_MARKER;
 use crate::identity::{Credentials, NewPassword, NewUser, RefreshRequest, Tokens, User};
 use crate::parties::{
-    Courier, Customer, Merchant, NewCourier, NewCustomer, NewMerchant, NewWarehouse, StockCount, Warehouse,
+    Courier, Customer, CustomerExport, Merchant, NewCourier, NewCustomer, NewMerchant, NewWarehouse, StockCount,
+    Warehouse,
 };
 use crate::policy::Scope;
 use crate::service::{Committed, IdempotencyClaim, OrderFilter, RequestCtx, StockLevel};
@@ -319,6 +320,29 @@ async fn audit_verify(State(state): State<Arc<AppState>>, Ctx(ctx): Ctx) -> ApiR
     Ok(axum::Json(crate::audit::verify(&state.db).await?))
 }
 
+/// Everything held about a customer (GDPR/CCPA access).
+#[utoipa::path(get, path = "/customers/{id}/export", tag = "parties",
+    params(("id" = String, Path)), responses((status = 200, body = CustomerExport), (status = 404, body = Problem)))]
+async fn export_customer(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+) -> ApiResult<axum::Json<CustomerExport>> {
+    Ok(axum::Json(state.service.export_customer(&ctx, parse_id(&id, "customer")?).await?))
+}
+
+/// Erase a customer's personal data for good (crypto-shredding); orders stay, anonymised.
+#[utoipa::path(post, path = "/customers/{id}/erase", tag = "parties",
+    params(("id" = String, Path)), responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn erase_customer(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+) -> ApiResult<StatusCode> {
+    state.service.erase_customer(&ctx, parse_id(&id, "customer")?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 fn require_admin(ctx: &RequestCtx) -> ApiResult<()> {
     crate::policy::check_admin(&ctx.scope)
 }
@@ -441,6 +465,8 @@ pub fn router() -> (axum::Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(get_stock))
         .routes(routes!(audit_verify))
         .routes(routes!(crate::payments::webhook))
+        .routes(routes!(export_customer))
+        .routes(routes!(erase_customer))
         .routes(routes!(login))
         .routes(routes!(refresh))
         .routes(routes!(logout))

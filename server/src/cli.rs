@@ -37,6 +37,8 @@ or ./xianlu.toml when present), then environment variables XIANLU_<KEY>
   refresh_token_ttl_days         refresh token lifetime         [30]
   tls_cert, tls_key              PEM files: serve HTTPS (with HSTS) instead of HTTP
   tls13_only                     with TLS, accept TLS 1.3 only  [false]
+  data_keys_file                 master keys for personal data, outside the
+                                 database   [DATA_DIR/keys/personal-data.keys]
 
 Run `xianlu-server print-config` to see the result (secrets redacted).
 Logs go to stderr; RUST_LOG filters them (default info).";

@@ -54,6 +54,10 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// With TLS: refuse every protocol version but TLS 1.3.
     pub tls13_only: bool,
+    /// Master keys for personal data (`KEY_ID BASE64` lines; the last wraps new
+    /// data). Never inside the database. Default: `DATA_DIR/keys/personal-data.keys`,
+    /// created on first start.
+    pub data_keys_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -80,6 +84,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             tls13_only: false,
+            data_keys_file: None,
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod policy;
 pub mod service;
 pub mod stream;
 pub mod tls;
+pub mod vault;
 pub mod writer;
 
 use std::net::SocketAddr;
@@ -75,7 +76,7 @@ impl MakeRequestId for MakeId {
 }
 
 /// Builds the state and starts the order writer (it stops when the state is dropped).
-pub fn state(config: Config, db: Db, clock: Arc<dyn Clock>, head: u64) -> Arc<AppState> {
+pub fn state(config: Config, db: Db, clock: Arc<dyn Clock>, head: u64, vault: Arc<vault::Vault>) -> Arc<AppState> {
     let metrics = Metrics::new();
     let hub = Hub::new(head, metrics.clone());
     let cache = Arc::new(OrderCache::new(config.cache_capacity));
@@ -98,6 +99,7 @@ pub fn state(config: Config, db: Db, clock: Arc<dyn Clock>, head: u64) -> Arc<Ap
         metrics: metrics.clone(),
         anchor_every: config.audit_anchor_every,
         writer,
+        vault,
     };
     let mut gateways: Vec<Box<dyn Gateway>> = Vec::new();
     if let Some(secret) = &config.payment_webhook_secret {
@@ -250,10 +252,16 @@ impl Server {
         })
         .await?;
         db.migrate().await?;
+        let key_file = config.data_keys_file.clone().unwrap_or_else(|| vault::default_key_file(&config.data_dir));
+        let vault = Arc::new(vault::Vault::load_or_create(&key_file)?);
+        let encrypted = vault.encrypt_plaintext_rows(&db).await?;
+        if encrypted > 0 {
+            tracing::info!(rows = encrypted, "encrypted personal data stored in plaintext by an older version");
+        }
         let head = feed::stored_head(&db).await?;
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let state = state(config, db, clock, head);
+        let state = state(config, db, clock, head, vault);
         let mut background = Vec::new();
         background.push(tokio::spawn(state.service.feed.clone().run()));
         let purger = state.clone();

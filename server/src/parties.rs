@@ -13,6 +13,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::on_tx;
 use crate::policy::{self, Action};
 use crate::service::{OrderService, RequestCtx, StockLevel};
+use crate::vault::Personal;
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -299,13 +300,9 @@ impl OrderService {
                     .bind(id.uuid())
                     .execute(&mut *c)
                     .await?;
-                sqlx::query("INSERT INTO personal_data (subject_id, name, phone) VALUES ($1, $2, $3)")
-                    .bind(contact_id.uuid())
-                    .bind(&contact.name)
-                    .bind(&contact.phone)
-                    .execute(&mut *c)
-                    .await?;
             });
+            let personal = Personal { name: contact.name.clone(), phone: contact.phone.clone() };
+            self.vault.store(&mut tx, contact_id.uuid(), &personal).await.map_err(ApiError::Internal)?;
             contact_ids.push(contact_id);
         }
         let customer = Customer {
@@ -348,13 +345,9 @@ impl OrderService {
                 .bind(new.refrigerated)
                 .execute(&mut *c)
                 .await?;
-            sqlx::query("INSERT INTO personal_data (subject_id, name, phone) VALUES ($1, $2, $3)")
-                .bind(id.uuid())
-                .bind(&new.name)
-                .bind(&new.phone)
-                .execute(&mut *c)
-                .await?;
         });
+        let personal = Personal { name: new.name.clone(), phone: new.phone.clone() };
+        self.vault.store(&mut tx, id.uuid(), &personal).await.map_err(ApiError::Internal)?;
         let courier = Courier { id, merchant_id: merchant, vehicle: new.vehicle, refrigerated: new.refrigerated };
         self.audit_admin(
             &mut tx,
@@ -445,5 +438,102 @@ impl OrderService {
                 reserved_base,
             })
             .collect())
+    }
+}
+
+/// A contact person as exported: absent fields were erased.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportedContact {
+    pub id: ContactId,
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    pub erased: bool,
+}
+
+/// Everything held about a customer.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerExport {
+    pub customer_id: CustomerId,
+    pub merchant_id: MerchantId,
+    pub business_name: String,
+    pub address: String,
+    pub contacts: Vec<ExportedContact>,
+    pub orders: Vec<xianlu_domain::Order>,
+}
+
+impl OrderService {
+    async fn customer_merchant(&self, customer: CustomerId) -> ApiResult<(MerchantId, String, String)> {
+        let row: Option<(Uuid, String, String)> = crate::on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT merchant_id, business_name, address FROM customers WHERE id = $1")
+                .bind(customer.uuid())
+                .fetch_optional(pool)
+                .await?
+        });
+        let (merchant, name, address) = row.ok_or_else(|| ApiError::NotFound("no such customer".into()))?;
+        Ok((MerchantId(merchant), name, address))
+    }
+
+    async fn contact_ids(&self, customer: CustomerId) -> ApiResult<Vec<ContactId>> {
+        let rows: Vec<(Uuid,)> = crate::on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT id FROM contacts WHERE customer_id = $1 ORDER BY id")
+                .bind(customer.uuid())
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows.into_iter().map(|(id,)| ContactId(id)).collect())
+    }
+
+    /// Everything held about a customer, as JSON.
+    pub async fn export_customer(&self, ctx: &RequestCtx, customer: CustomerId) -> ApiResult<CustomerExport> {
+        let (merchant, business_name, address) = self.customer_merchant(customer).await?;
+        policy::check_customer_data(&ctx.scope, merchant, customer, false)?;
+        let mut contacts = Vec::new();
+        for id in self.contact_ids(customer).await? {
+            let personal = self.vault.load(&self.db, id.uuid()).await.map_err(ApiError::Internal)?;
+            contacts.push(ExportedContact {
+                id,
+                erased: personal.is_none(),
+                name: personal.as_ref().map(|p| p.name.clone()),
+                phone: personal.map(|p| p.phone),
+            });
+        }
+        let mut orders = Vec::new();
+        let mut filter =
+            crate::service::OrderFilter { customer_id: Some(customer.uuid()), limit: Some(200), ..Default::default() };
+        loop {
+            let page = self.list(&filter).await?;
+            orders.extend(page.items);
+            match page.next_cursor {
+                Some(cursor) => filter.cursor = Some(cursor),
+                None => break,
+            }
+        }
+        Ok(CustomerExport { customer_id: customer, merchant_id: merchant, business_name, address, contacts, orders })
+    }
+
+    /// Erases a customer's personal data by destroying each contact's data
+    /// key. Orders stay, as anonymised business records; the erasure is audited.
+    pub async fn erase_customer(&self, ctx: &RequestCtx, customer: CustomerId) -> ApiResult<()> {
+        let (merchant, _, _) = self.customer_merchant(customer).await?;
+        policy::check_customer_data(&ctx.scope, merchant, customer, true)?;
+        let contacts = self.contact_ids(customer).await?;
+        let mut tx = self.db.begin().await?;
+        for id in &contacts {
+            crate::vault::Vault::shred(&mut tx, id.uuid()).await.map_err(ApiError::Internal)?;
+        }
+        self.audit_admin(
+            &mut tx,
+            ctx,
+            merchant.uuid(),
+            "ERASE_CUSTOMER",
+            customer.to_string(),
+            serde_json::json!({"contactsErased": contacts.len()}),
+        )
+        .await?;
+        tx.commit().await?;
+        self.cache.clear();
+        Ok(())
     }
 }

@@ -246,3 +246,40 @@ pub fn may_follow(scope: &Scope, topic: &Topic, courier_merchant: Option<Merchan
         }
     }
 }
+
+/// A customer's personal data (export) or its erasure: administrators, the
+/// merchant's owner (and staff, for export), or the customer themself.
+pub fn check_customer_data(
+    scope: &Scope,
+    merchant: MerchantId,
+    customer: CustomerId,
+    erase: bool,
+) -> Result<(), ApiError> {
+    let Scope::User(links) = scope else { return Ok(()) };
+    let reach = match links.role {
+        Role::Admin => true,
+        Role::Customer => links.customer == Some(customer),
+        Role::MerchantOwner | Role::MerchantStaff | Role::CustomerService | Role::WarehouseClerk => {
+            links.merchant == Some(merchant)
+        }
+        Role::Courier => false,
+    };
+    if !reach {
+        return Err(ApiError::NotFound("no such customer".into()));
+    }
+    let allowed = match links.role {
+        Role::Admin | Role::Customer | Role::MerchantOwner => true,
+        Role::MerchantStaff => !erase,
+        _ => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden("your role may not handle this customer's personal data".into()))
+    }
+}
+
+/// Roles that see the courier's phone masked rather than in full.
+pub fn masks_courier_phone(scope: &Scope) -> bool {
+    matches!(scope, Scope::User(links) if matches!(links.role, Role::Customer | Role::WarehouseClerk))
+}

@@ -72,6 +72,7 @@ pub struct OrderService {
     pub metrics: Metrics,
     pub anchor_every: i64,
     pub writer: mpsc::Sender<Job>,
+    pub vault: Arc<crate::vault::Vault>,
 }
 
 /// Filters for listing orders.
@@ -243,6 +244,15 @@ impl OrderService {
     pub async fn view_for(&self, scope: &Scope, id: OrderId) -> ApiResult<Arc<OrderView>> {
         let view = self.view(id).await?;
         policy::check_read(scope, &view.order)?;
+        if policy::masks_courier_phone(scope) {
+            // A customer sees the courier's phone masked (a telephony provider's
+            // privacy number would be handed out here instead).
+            let mut masked = view.as_ref().clone();
+            if let Some(driver) = masked.driver_info.as_mut() {
+                driver.phone = crate::vault::mask_phone(&driver.phone);
+            }
+            return Ok(Arc::new(masked));
+        }
         Ok(view)
     }
 
@@ -281,13 +291,8 @@ impl OrderService {
         });
         let driver_info = match order.courier_id {
             Some(courier) => {
-                let person: Option<(String, String)> = on_db!(&self.db, pool => {
-                    sqlx::query_as("SELECT name, phone FROM personal_data WHERE subject_id = $1")
-                        .bind(courier.uuid())
-                        .fetch_optional(pool)
-                        .await?
-                });
-                let (name, phone) = person.unwrap_or_default();
+                let person = self.vault.load(&self.db, courier.uuid()).await.map_err(ApiError::Internal)?;
+                let (name, phone) = person.map(|p| (p.name, p.phone)).unwrap_or_default();
                 Some(DriverInfo { id: courier, name, phone, location: None })
             }
             None => None,

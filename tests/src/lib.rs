@@ -31,23 +31,22 @@ pub fn postgres_admin_url() -> String {
 /// A database that exists for one test.
 pub struct TestDb {
     pub url: String,
-    dir: Option<PathBuf>,
+    pub dir: Option<PathBuf>,
     pg_name: Option<String>,
 }
 
 impl TestDb {
     pub async fn create(backend: Backend) -> Result<TestDb> {
         let unique = uuid::Uuid::now_v7().simple().to_string();
+        // Every test server gets its own directory (the SQLite file, the personal-data key file).
+        let dir = std::env::temp_dir().join(format!("xianlu-test-{unique}"));
+        std::fs::create_dir_all(&dir)?;
         match backend {
-            Backend::Sqlite => {
-                let dir = std::env::temp_dir().join(format!("xianlu-test-{unique}"));
-                std::fs::create_dir_all(&dir)?;
-                Ok(TestDb {
-                    url: format!("sqlite://{}", dir.join("xianlu.db").display()),
-                    dir: Some(dir),
-                    pg_name: None,
-                })
-            }
+            Backend::Sqlite => Ok(TestDb {
+                url: format!("sqlite://{}", dir.join("xianlu.db").display()),
+                dir: Some(dir),
+                pg_name: None,
+            }),
             Backend::Postgres => {
                 let admin = postgres_admin_url();
                 let prefix = std::env::var("TEST_XIANLU_DB_PREFIX").unwrap_or_else(|_| "xianlu_t".into());
@@ -60,7 +59,7 @@ impl TestDb {
                     Some(i) => format!("{}/{name}", &admin[..i]),
                     None => bail!("TEST_XIANLU_POSTGRES_URL must end in /DATABASE"),
                 };
-                Ok(TestDb { url, dir: None, pg_name: Some(name) })
+                Ok(TestDb { url, dir: Some(dir), pg_name: Some(name) })
             }
         }
     }
@@ -94,6 +93,7 @@ impl Drop for TestDb {
 pub fn test_config(db: &TestDb) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().expect("a valid address"),
+        data_dir: db.dir.clone().unwrap_or_else(std::env::temp_dir),
         database_url: Some(db.url.clone()),
         payment_webhook_secret: Some(PAYMENT_SECRET.into()),
         sqlite_synchronous: "NORMAL".into(),

@@ -52,6 +52,7 @@ on_both_backends!(
     each_role_reaches_only_its_own_objects_and_actions,
     every_route_refuses_every_role_what_it_may_not_reach,
     https_speaks_tls_1_3_with_hsts_and_can_refuse_tls_1_2,
+    personal_data_is_encrypted_at_rest_and_erasure_shreds_it_but_keeps_the_orders,
 );
 
 const PASSWORD: &str = "菠菜-spinach-2030!";
@@ -273,6 +274,9 @@ async fn each_role_reaches_only_its_own_objects_and_actions(backend: Backend) ->
         "a clerk sees only picking-stage orders"
     );
     ensure!(read(&customer, &a1).await? == 200);
+    let seen_by_customer = customer.order(&a1).await?;
+    ensure!(seen_by_customer["driverInfo"]["phone"] == "138****0001", "{}", seen_by_customer["driverInfo"]);
+    ensure!(owner.order(&a1).await?["driverInfo"]["phone"] == "13812340001", "the merchant sees it in full");
     ensure!(read(&service, &a1).await? == 200 && read(&staff, &a2).await? == 200);
     // Actions a role may never take on objects it can see are forbidden.
     ensure!(act(&clerk, &a2, cancel.clone()).await? == 403, "a clerk changes only picking");
@@ -398,6 +402,8 @@ fn route_matrix() -> Vec<(&'static str, &'static str, Option<[Expect; 7]>)> {
         ("post", "/admin/users/{id}/password", Some([AdminOnly; 7])),
         ("post", "/admin/users/{id}/revoke", Some([AdminOnly; 7])),
         ("post", "/admin/users/{id}/unlock", Some([AdminOnly; 7])),
+        ("get", "/customers/{id}/export", Some([Ok, Ok, Ok, Forbidden, Hidden, Ok, Forbidden])),
+        ("post", "/customers/{id}/erase", Some([Ok, Ok, Forbidden, Forbidden, Hidden, Ok, Forbidden])),
         // Authenticated by the gateway's signature, tested on its own.
         ("post", "/payments/{gateway}/notifications", None),
         // Public: they are how one gets a token.
@@ -465,6 +471,7 @@ async fn every_route_refuses_every_role_what_it_may_not_reach(backend: Backend) 
                     .replace("/merchants/{id}", &format!("/merchants/{}", shop.merchant))
                     .replace("/warehouses/{id}", &format!("/warehouses/{}", shop.warehouse))
                     .replace("{sku}", "SPINACH")
+                    .replace("/customers/{id}", &format!("/customers/{}", shop.prepaid_customer))
                     .replace("/users/{id}", &format!("/users/{spare_id}"));
                 let body = match *path {
                     "/orders/{id}/commands" => {
@@ -565,6 +572,70 @@ async fn https_speaks_tls_1_3_with_hsts_and_can_refuse_tls_1_2(backend: Backend)
     ensure!(refused.is_err(), "a TLS 1.2 handshake must fail in TLS-1.3-only mode");
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Every personal-data ciphertext, and for SQLite the raw database files.
+async fn stored_bytes(server: &TestServer) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    if server.db.url.starts_with("sqlite") {
+        let path = server.db.url.trim_start_matches("sqlite://").to_owned();
+        for suffix in ["", "-wal"] {
+            if let Ok(bytes) = std::fs::read(format!("{path}{suffix}")) {
+                out.extend(bytes);
+            }
+        }
+    } else {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&server.db.url).await?;
+        let rows: Vec<(Vec<u8>, Vec<u8>)> =
+            sqlx::query_as("SELECT name_ct, phone_ct FROM personal_data").fetch_all(&mut conn).await?;
+        for (name, phone) in rows {
+            out.extend(name);
+            out.extend(phone);
+        }
+        let text: Vec<(String,)> = sqlx::query_as(
+            "SELECT coalesce(string_agg(t::text, ' '), '') FROM (SELECT * FROM customers) t UNION ALL \
+             SELECT coalesce(string_agg(t::text, ' '), '') FROM (SELECT * FROM events) t UNION ALL \
+             SELECT coalesce(string_agg(t::text, ' '), '') FROM (SELECT * FROM audit_log) t",
+        )
+        .fetch_all(&mut conn)
+        .await?;
+        for (t,) in text {
+            out.extend(t.into_bytes());
+        }
+    }
+    Ok(out)
+}
+
+fn holds(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+async fn personal_data_is_encrypted_at_rest_and_erasure_shreds_it_but_keeps_the_orders(backend: Backend) -> Result<()> {
+    let (server, admin, shop) = setup(backend).await?;
+    let id = shop.place(&admin, &shop.spinach()).await?;
+    deliver(&admin, &shop, &id).await?;
+    let view = admin.order(&id).await?;
+    ensure!(view["driverInfo"]["phone"] == "13812340001", "the API decrypts for those who may see it");
+    let stored = stored_bytes(&server).await?;
+    ensure!(!stored.is_empty());
+    for plaintext in ["13812340001", "13800000001", "王五", "张三"] {
+        ensure!(!holds(&stored, plaintext), "{plaintext} is stored in plaintext");
+    }
+    ensure!(holds(&stored, "老王饭店"), "business names are business data, stored as they are");
+
+    let export = admin.get(&format!("/api/v1/customers/{}/export", shop.prepaid_customer)).await?.json();
+    ensure!(export["contacts"][0]["phone"] == "13800000001" && export["contacts"][0]["name"] == "王五", "{export}");
+    ensure!(export["orders"].as_array().map_or(0, Vec::len) == 1);
+    let erase = admin.post(&format!("/api/v1/customers/{}/erase", shop.prepaid_customer), &json!({})).await?;
+    ensure!(erase.status == 204);
+    let export = admin.get(&format!("/api/v1/customers/{}/export", shop.prepaid_customer)).await?.json();
+    ensure!(export["contacts"][0]["erased"] == true && export["contacts"][0]["phone"].is_null(), "{export}");
+    ensure!(export["orders"].as_array().map_or(0, Vec::len) == 1, "orders stay");
+    ensure!(admin.order(&id).await?["status"] == "DELIVERING");
+    let report = admin.get("/api/v1/admin/audit/verify").await?.json();
+    ensure!(report["problems"] == json!([]), "the audit chain still verifies: {report}");
+    server.stop().await;
     Ok(())
 }
 
@@ -1268,7 +1339,10 @@ async fn operations_endpoints_answer(backend: Backend) -> Result<()> {
 async fn two_server_processes_on_one_postgres_agree_on_every_change() -> Result<()> {
     let db = xianlu_tests::TestDb::create(Backend::Postgres).await?;
     let program = std::path::Path::new(env!("CARGO_BIN_EXE_xianlu-server-under-test"));
-    let settings = [("XIANLU_DATABASE_URL", db.url.as_str())];
+    // Replicas share the master key file for personal data, as they must.
+    let keys = db.dir.clone().unwrap_or_else(std::env::temp_dir).join("shared.keys");
+    let keys = keys.display().to_string();
+    let settings = [("XIANLU_DATABASE_URL", db.url.as_str()), ("XIANLU_DATA_KEYS_FILE", keys.as_str())];
     let (a, b) = tokio::try_join!(ServerProcess::start(program, &settings), ServerProcess::start(program, &settings))?;
     let admin_a = Client::new(&a.url, "admin:root");
     let admin_b = Client::new(&b.url, "admin:root");
