@@ -495,6 +495,7 @@ pub fn signed_notification(body: &str, timestamp: i64) -> String {
 pub struct ServerProcess {
     process: tokio::process::Child,
     pub url: String,
+    logs: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl ServerProcess {
@@ -509,11 +510,24 @@ impl ServerProcess {
             .env("XIANLU_DATA_DIR", &dir)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
         for (key, value) in settings {
             command.env(key, value);
         }
         let mut process = command.spawn().with_context(|| format!("starting {}", program.display()))?;
+        // Everything the server logs, kept for inspection.
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = process.stderr.take().context("no stderr")?;
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut logs = sink.lock().unwrap_or_else(|e| e.into_inner());
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        });
         let stdout = process.stdout.take().context("no stdout")?;
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
@@ -521,7 +535,12 @@ impl ServerProcess {
             .context("the server exited before listening")?;
         let url = line.rsplit(' ').next().unwrap_or_default().to_owned();
         anyhow::ensure!(url.starts_with("http://"), "unexpected first line {line}");
-        Ok(ServerProcess { process, url })
+        Ok(ServerProcess { process, url, logs })
+    }
+
+    /// What the server has written to its log so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn pid(&self) -> Option<u32> {

@@ -53,6 +53,7 @@ on_both_backends!(
     every_route_refuses_every_role_what_it_may_not_reach,
     https_speaks_tls_1_3_with_hsts_and_can_refuse_tls_1_2,
     personal_data_is_encrypted_at_rest_and_erasure_shreds_it_but_keeps_the_orders,
+    the_logs_of_a_whole_order_lifecycle_hold_no_phone_address_or_token,
 );
 
 const PASSWORD: &str = "菠菜-spinach-2030!";
@@ -636,6 +637,49 @@ async fn personal_data_is_encrypted_at_rest_and_erasure_shreds_it_but_keeps_the_
     let report = admin.get("/api/v1/admin/audit/verify").await?.json();
     ensure!(report["problems"] == json!([]), "the audit chain still verifies: {report}");
     server.stop().await;
+    Ok(())
+}
+
+async fn the_logs_of_a_whole_order_lifecycle_hold_no_phone_address_or_token(backend: Backend) -> Result<()> {
+    let db = xianlu_tests::TestDb::create(backend).await?;
+    let program = std::path::Path::new(env!("CARGO_BIN_EXE_xianlu-server-under-test"));
+    // As talkative as the server gets.
+    let process =
+        ServerProcess::start(program, &[("XIANLU_DATABASE_URL", db.url.as_str()), ("RUST_LOG", "trace")]).await?;
+    let admin = Client::new(&process.url, "admin:root");
+    let shop = Shop::open(&admin).await?;
+    admin.ok("/api/v1/admin/users", &json!({"username": "owner.log", "password": PASSWORD, "role": "merchant_owner", "merchantId": shop.merchant})).await?;
+    let (owner, tokens) = Client::login(&process.url, "owner.log", PASSWORD).await?;
+    let id = shop.place(&owner, &shop.spinach()).await?;
+    deliver(&owner, &shop, &id).await?;
+    admin.command(&id, json!({"type": "SIGN", "signatureSha256": SHA_A})).await?;
+    owner.get(&format!("/api/v1/orders/{id}")).await?;
+    owner.get(&format!("/api/v1/customers/{}/export", shop.prepaid_customer)).await?;
+    let refreshed = Client::new(&process.url, "-")
+        .ok("/api/v1/auth/refresh", &json!({"refreshToken": tokens["refreshToken"]}))
+        .await?;
+    let mut stream =
+        Stream::connect_with_token(&process.url, refreshed["accessToken"].as_str().unwrap_or_default()).await?;
+    stream.subscribe(json!([{"order": id}]), Some(0)).await?;
+    stream.close().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let logs = process.logs();
+    ensure!(logs.len() > 10_000 && logs.contains("http"), "the server logged ({} bytes)", logs.len());
+    let secrets = [
+        ("a contact's phone", "13800000001".to_owned()),
+        ("a courier's phone", "13812340001".to_owned()),
+        ("a contact's name", "王五".to_owned()),
+        ("a courier's name", "张三".to_owned()),
+        ("an address", "东四北大街".to_owned()),
+        ("a password", PASSWORD.to_owned()),
+        ("an access token", tokens["accessToken"].as_str().unwrap_or_default().to_owned()),
+        ("a refresh token", tokens["refreshToken"].as_str().unwrap_or_default().to_owned()),
+        ("a refreshed access token", refreshed["accessToken"].as_str().unwrap_or_default().to_owned()),
+    ];
+    for (what, secret) in secrets {
+        ensure!(!secret.is_empty() && !logs.contains(&secret), "the log holds {what}");
+    }
+    process.stop().await;
     Ok(())
 }
 
