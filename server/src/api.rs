@@ -21,7 +21,7 @@ use crate::AppState;
 use crate::audit::VerifyReport;
 use crate::error::{ApiError, ApiResult};
 use crate::idempotency::SAVED_MARKER;
-use crate::identity::{Credentials, NewPassword, NewUser, RefreshRequest, Tokens, User};
+use crate::identity::{Credentials, DeviceCredential, NewDevice, NewPassword, NewUser, RefreshRequest, Tokens, User};
 use crate::parties::{
     Courier, Customer, CustomerExport, Merchant, NewCourier, NewCustomer, NewMerchant, NewWarehouse, StockCount,
     Warehouse,
@@ -67,6 +67,15 @@ pub async fn authenticate(
     if let Some(token) = bearer {
         let principal = state.identity.verify(token.trim()).await?;
         return Ok((principal.actor(), principal.scope()));
+    }
+    // A device key: valid, but good for nothing here; readings have their own endpoints.
+    let device = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Device "));
+    if let Some(key) = device {
+        state.identity.verify_device(key.trim()).await?;
+        return Err(ApiError::Forbidden("a device key may only post its own readings".into()));
     }
     if state.config.dev_actor_header {
         let claimed = headers.get(DEV_ACTOR_HEADER).and_then(|v| v.to_str().ok()).or(query_actor);
@@ -343,6 +352,20 @@ async fn erase_customer(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Register a scale or temperature sensor of a warehouse or vehicle; its API key is shown once.
+#[utoipa::path(post, path = "/merchants/{id}/devices", tag = "parties", request_body = NewDevice,
+    params(("id" = String, Path)), responses((status = 201, body = DeviceCredential), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn create_device(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+    ApiJson(new): ApiJson<NewDevice>,
+) -> ApiResult<(StatusCode, axum::Json<DeviceCredential>)> {
+    let merchant: MerchantId = parse_id(&id, "merchant")?;
+    crate::policy::check_merchant_action(&ctx.scope, merchant, crate::policy::Action::ManageWarehousesAndCouriers)?;
+    Ok((StatusCode::CREATED, axum::Json(state.identity.create_device(merchant, new).await?)))
+}
+
 fn require_admin(ctx: &RequestCtx) -> ApiResult<()> {
     crate::policy::check_admin(&ctx.scope)
 }
@@ -465,6 +488,7 @@ pub fn router() -> (axum::Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(get_stock))
         .routes(routes!(audit_verify))
         .routes(routes!(crate::payments::webhook))
+        .routes(routes!(create_device))
         .routes(routes!(export_customer))
         .routes(routes!(erase_customer))
         .routes(routes!(login))

@@ -637,3 +637,100 @@ mod tests {
         assert!(limiter.allow(address, now + Duration::seconds(61)), "the window moves on");
     }
 }
+
+/// What kind of device a key belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    Scale,
+    TemperatureSensor,
+}
+
+/// A device to register: scoped to one warehouse or one vehicle (its courier).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewDevice {
+    pub kind: DeviceKind,
+    #[serde(default)]
+    pub warehouse_id: Option<WarehouseId>,
+    #[serde(default)]
+    pub courier_id: Option<CourierId>,
+}
+
+/// A registered device and its API key, shown once.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceCredential {
+    pub id: Uuid,
+    pub kind: DeviceKind,
+    pub warehouse_id: Option<WarehouseId>,
+    pub courier_id: Option<CourierId>,
+    /// Send as `Authorization: Device <apiKey>`. It is not stored and cannot be shown again.
+    pub api_key: String,
+}
+
+/// A device that presented a valid key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevicePrincipal {
+    pub id: Uuid,
+    pub merchant: MerchantId,
+    pub warehouse: Option<WarehouseId>,
+    pub courier: Option<CourierId>,
+}
+
+impl Identity {
+    /// Registers a device and returns its key (stored only as a hash).
+    pub async fn create_device(&self, merchant: MerchantId, new: NewDevice) -> ApiResult<DeviceCredential> {
+        if new.warehouse_id.is_some() == new.courier_id.is_some() {
+            return Err(ApiError::unprocessable(
+                "device_scope",
+                "a device belongs to exactly one warehouse or one vehicle",
+            ));
+        }
+        let id = Uuid::now_v7();
+        let api_key = format!("xld_{}", random_token());
+        let kind = serde_json::to_value(new.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let result = on_db_write!(&self.db, pool => {
+            sqlx::query(
+                "INSERT INTO devices (id, merchant_id, kind, warehouse_id, courier_id, key_hash, created_at) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7 WHERE \
+                 ($4 IS NULL OR EXISTS (SELECT 1 FROM warehouses WHERE id = $4 AND merchant_id = $2)) AND \
+                 ($5 IS NULL OR EXISTS (SELECT 1 FROM couriers WHERE id = $5 AND merchant_id = $2))",
+            )
+            .bind(id)
+            .bind(merchant.uuid())
+            .bind(kind)
+            .bind(new.warehouse_id.map(WarehouseId::uuid))
+            .bind(new.courier_id.map(CourierId::uuid))
+            .bind(token_hash(&api_key))
+            .bind(wall_now())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if result != 1 {
+            return Err(ApiError::unprocessable("unknown_link", "the warehouse or courier is not this merchant's"));
+        }
+        Ok(DeviceCredential { id, kind: new.kind, warehouse_id: new.warehouse_id, courier_id: new.courier_id, api_key })
+    }
+
+    /// Checks a device key.
+    pub async fn verify_device(&self, key: &str) -> ApiResult<DevicePrincipal> {
+        let row: Option<(Uuid, Uuid, Option<Uuid>, Option<Uuid>)> = on_db!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT id, merchant_id, warehouse_id, courier_id FROM devices WHERE key_hash = $1 AND revoked_at IS NULL",
+            )
+            .bind(token_hash(key))
+            .fetch_optional(pool)
+            .await?
+        });
+        let (id, merchant, warehouse, courier) =
+            row.ok_or_else(|| ApiError::Unauthorized("the device key is not valid".into()))?;
+        Ok(DevicePrincipal {
+            id,
+            merchant: MerchantId(merchant),
+            warehouse: warehouse.map(WarehouseId),
+            courier: courier.map(CourierId),
+        })
+    }
+}

@@ -54,6 +54,7 @@ on_both_backends!(
     https_speaks_tls_1_3_with_hsts_and_can_refuse_tls_1_2,
     personal_data_is_encrypted_at_rest_and_erasure_shreds_it_but_keeps_the_orders,
     the_logs_of_a_whole_order_lifecycle_hold_no_phone_address_or_token,
+    a_device_key_is_stored_hashed_and_opens_nothing_but_readings,
 );
 
 const PASSWORD: &str = "菠菜-spinach-2030!";
@@ -394,6 +395,7 @@ fn route_matrix() -> Vec<(&'static str, &'static str, Option<[Expect; 7]>)> {
         ("post", "/merchants", Some([AdminOnly; 7])),
         ("post", "/merchants/{id}/warehouses", Some([Ok, Ok, Forbidden, Forbidden, Hidden, Hidden, Forbidden])),
         ("post", "/merchants/{id}/couriers", Some([Ok, Ok, Forbidden, Forbidden, Hidden, Hidden, Forbidden])),
+        ("post", "/merchants/{id}/devices", Some([Ok, Ok, Forbidden, Forbidden, Hidden, Hidden, Forbidden])),
         ("post", "/merchants/{id}/customers", Some([Ok, Ok, Ok, Forbidden, Hidden, Hidden, Forbidden])),
         ("put", "/warehouses/{id}/stock/{sku}", Some([Ok, Ok, Ok, Ok, Hidden, Hidden, Forbidden])),
         ("get", "/warehouses/{id}/stock", Some([Ok, Ok, Ok, Ok, Hidden, Hidden, Forbidden])),
@@ -484,6 +486,7 @@ async fn every_route_refuses_every_role_what_it_may_not_reach(backend: Backend) 
                         json!({"name": "仓", "address": "地址", "location": {"lat": 39.9, "lng": 116.4}})
                     }
                     "/merchants/{id}/couriers" => json!({"name": "王", "phone": "13900000000", "vehicle": "van"}),
+                    "/merchants/{id}/devices" => json!({"kind": "scale", "warehouseId": shop.warehouse}),
                     "/merchants/{id}/customers" => json!({"businessName": "店", "kind": "SHOP", "address": "地址",
                         "location": {"lat": 39.9, "lng": 116.4}, "paymentTerms": {"kind": "PREPAID"}}),
                     "/warehouses/{id}/stock/{sku}" => {
@@ -597,7 +600,9 @@ async fn stored_bytes(server: &TestServer) -> Result<Vec<u8>> {
         let text: Vec<(String,)> = sqlx::query_as(
             "SELECT coalesce(string_agg(t::text, ' '), '') FROM (SELECT * FROM customers) t UNION ALL \
              SELECT coalesce(string_agg(t::text, ' '), '') FROM (SELECT * FROM events) t UNION ALL \
-             SELECT coalesce(string_agg(t::text, ' '), '') FROM (SELECT * FROM audit_log) t",
+             SELECT coalesce(string_agg(t::text, ' '), '') FROM (SELECT * FROM audit_log) t UNION ALL \
+             SELECT coalesce(string_agg(t::text, ' '), '') FROM (SELECT * FROM devices) t UNION ALL \
+             SELECT coalesce(string_agg(t::text, ' '), '') FROM (SELECT * FROM sessions) t",
         )
         .fetch_all(&mut conn)
         .await?;
@@ -680,6 +685,48 @@ async fn the_logs_of_a_whole_order_lifecycle_hold_no_phone_address_or_token(back
         ensure!(!secret.is_empty() && !logs.contains(&secret), "the log holds {what}");
     }
     process.stop().await;
+    Ok(())
+}
+
+async fn a_device_key_is_stored_hashed_and_opens_nothing_but_readings(backend: Backend) -> Result<()> {
+    let (server, admin, shop) = setup(backend).await?;
+    let owner = user(&server, &admin, "owner.dev", "merchant_owner", json!({"merchantId": shop.merchant})).await?;
+    let both = owner
+        .post(
+            &format!("/api/v1/merchants/{}/devices", shop.merchant),
+            &json!({"kind": "scale", "warehouseId": shop.warehouse, "courierId": shop.couriers[0]}),
+        )
+        .await?;
+    ensure!(both.status == 422 && both.code() == "device_scope", "one warehouse or one vehicle");
+    let device = owner
+        .ok(
+            &format!("/api/v1/merchants/{}/devices", shop.merchant),
+            &json!({"kind": "scale", "warehouseId": shop.warehouse}),
+        )
+        .await?;
+    let key = device["apiKey"].as_str().unwrap_or_default().to_owned();
+    ensure!(key.starts_with("xld_") && key.len() > 40);
+    let http = reqwest::Client::new();
+    let id = shop.place(&admin, &shop.spinach()).await?;
+    for (method, path) in [
+        (reqwest::Method::GET, "/api/v1/orders".to_owned()),
+        (reqwest::Method::GET, format!("/api/v1/orders/{id}")),
+        (reqwest::Method::GET, format!("/api/v1/warehouses/{}/stock", shop.warehouse)),
+        (reqwest::Method::POST, format!("/api/v1/orders/{id}/commands")),
+    ] {
+        let reply = http
+            .request(method.clone(), format!("{}{path}", server.url))
+            .header("authorization", format!("Device {key}"))
+            .json(&json!({"command": {"type": "CANCEL", "reason": "device"}}))
+            .send()
+            .await?;
+        ensure!(reply.status() == 403, "{method} {path} let a device in: {}", reply.status());
+    }
+    let forged =
+        http.get(format!("{}/api/v1/orders", server.url)).header("authorization", "Device xld_nope").send().await?;
+    ensure!(forged.status() == 401);
+    ensure!(!holds(&stored_bytes(&server).await?, &key), "the key is stored only as a hash");
+    server.stop().await;
     Ok(())
 }
 
