@@ -100,6 +100,7 @@ pub fn state(config: Config, db: Db, clock: Arc<dyn Clock>, head: u64, vault: Ar
         anchor_every: config.audit_anchor_every,
         writer,
         vault,
+        phones: Arc::new(service::MaskedPhones),
     };
     let mut gateways: Vec<Box<dyn Gateway>> = Vec::new();
     if let Some(secret) = &config.payment_webhook_secret {

@@ -279,7 +279,42 @@ pub fn check_customer_data(
     }
 }
 
-/// Roles that see the courier's phone masked rather than in full.
-pub fn masks_courier_phone(scope: &Scope) -> bool {
-    matches!(scope, Scope::User(links) if matches!(links.role, Role::Customer | Role::WarehouseClerk))
+/// How much of a phone number a viewer gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disclose {
+    Full,
+    Masked,
+    Nothing,
+}
+
+/// What a viewer sees of the courier's and the contact's phones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PhoneDisclosure {
+    pub courier: Disclose,
+    pub contact: Disclose,
+}
+
+impl PhoneDisclosure {
+    pub const FULL: PhoneDisclosure = PhoneDisclosure { courier: Disclose::Full, contact: Disclose::Full };
+}
+
+/// The merchant's office sees both phones; a customer sees the courier's
+/// masked and its own contact's; a courier sees the contact's full phone
+/// only while delivering that order; a clerk sees neither in full.
+pub fn phones_for(scope: &Scope, order: &Order) -> PhoneDisclosure {
+    let Scope::User(links) = scope else { return PhoneDisclosure::FULL };
+    match links.role {
+        Role::Admin | Role::MerchantOwner | Role::MerchantStaff | Role::CustomerService => PhoneDisclosure::FULL,
+        Role::Customer => PhoneDisclosure { courier: Disclose::Masked, contact: Disclose::Full },
+        Role::Courier => {
+            let delivering = matches!(order.status, Status::Delivering | Status::DeliveryFailed)
+                && links.courier.is_some()
+                && links.courier == order.courier_id;
+            PhoneDisclosure {
+                courier: Disclose::Full,
+                contact: if delivering { Disclose::Full } else { Disclose::Masked },
+            }
+        }
+        Role::WarehouseClerk => PhoneDisclosure { courier: Disclose::Masked, contact: Disclose::Nothing },
+    }
 }

@@ -12,7 +12,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
-use xianlu_domain::wire::{Actor, CustomerSummary, DriverInfo, Item, LatLng, OrderPage, OrderView, StreamEvent};
+use xianlu_domain::wire::{
+    Actor, ContactInfo, CustomerSummary, DriverInfo, Item, LatLng, OrderPage, OrderView, StreamEvent,
+};
 use xianlu_domain::{
     Command, MerchantId, Order, OrderDraft, OrderId, PaymentMethod, PaymentTerms, ShortageResolution, Status,
 };
@@ -73,6 +75,27 @@ pub struct OrderService {
     pub anchor_every: i64,
     pub writer: mpsc::Sender<Job>,
     pub vault: Arc<crate::vault::Vault>,
+    /// How phone numbers are shown to those who may not see them in full.
+    pub phones: Arc<dyn PhoneDisplay>,
+}
+
+/// How a phone number is shown when the viewer may not have it in full. Real
+/// deployments hand out a telephony provider's privacy (virtual) number here.
+pub trait PhoneDisplay: Send + Sync {
+    fn show(&self, phone: &str, how: policy::Disclose) -> String;
+}
+
+/// Masks to the first three and last four digits.
+#[derive(Debug, Default)]
+pub struct MaskedPhones;
+
+impl PhoneDisplay for MaskedPhones {
+    fn show(&self, phone: &str, how: policy::Disclose) -> String {
+        match how {
+            policy::Disclose::Full => phone.to_owned(),
+            policy::Disclose::Masked | policy::Disclose::Nothing => crate::vault::mask_phone(phone),
+        }
+    }
 }
 
 /// Filters for listing orders.
@@ -244,16 +267,23 @@ impl OrderService {
     pub async fn view_for(&self, scope: &Scope, id: OrderId) -> ApiResult<Arc<OrderView>> {
         let view = self.view(id).await?;
         policy::check_read(scope, &view.order)?;
-        if policy::masks_courier_phone(scope) {
-            // A customer sees the courier's phone masked (a telephony provider's
-            // privacy number would be handed out here instead).
-            let mut masked = view.as_ref().clone();
-            if let Some(driver) = masked.driver_info.as_mut() {
-                driver.phone = crate::vault::mask_phone(&driver.phone);
-            }
-            return Ok(Arc::new(masked));
+        let disclosure = policy::phones_for(scope, &view.order);
+        if disclosure == policy::PhoneDisclosure::FULL {
+            return Ok(view);
         }
-        Ok(view)
+        let mut shown = view.as_ref().clone();
+        if let Some(driver) = shown.driver_info.as_mut() {
+            driver.phone = self.phones.show(&driver.phone, disclosure.courier);
+        }
+        shown.contact = match (shown.contact.take(), disclosure.contact) {
+            (_, policy::Disclose::Nothing) => None,
+            (Some(mut contact), how) => {
+                contact.phone = self.phones.show(&contact.phone, how);
+                Some(contact)
+            }
+            (None, _) => None,
+        };
+        Ok(Arc::new(shown))
     }
 
     /// The merchant a courier works for, if the courier exists.
@@ -297,8 +327,18 @@ impl OrderService {
             }
             None => None,
         };
+        let contact = match order.contact_id {
+            Some(contact) => self
+                .vault
+                .load(&self.db, contact.uuid())
+                .await
+                .map_err(ApiError::Internal)?
+                .map(|p| ContactInfo { id: contact, name: p.name, phone: p.phone }),
+            None => None,
+        };
         let timeline = self.timeline(id).await?;
         Ok(OrderView {
+            contact,
             order_id: order.number.clone(),
             status: order.status,
             driver_info,

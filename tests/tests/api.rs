@@ -306,6 +306,14 @@ async fn each_role_reaches_only_its_own_objects_and_actions(backend: Backend) ->
     ensure!(listed(&owner).await?.len() == 2 && listed(&owner_b).await? == [b1.clone()]);
     ensure!(listed(&courier).await? == [a1.clone()] && listed(&clerk).await? == [a2.clone()]);
     ensure!(listed(&customer).await?.len() == 2, "both of the customer's orders");
+    // Contact phones: the courier gets the full number only while delivering the order.
+    let contact_phone = |view: Value| view["contact"]["phone"].as_str().map(str::to_owned);
+    ensure!(contact_phone(courier.order(&a1).await?) == Some("13800000001".into()), "delivering: full");
+    owner.command(&a2, json!({"type": "ASSIGN_COURIER", "courierId": a.couriers[0]})).await?;
+    ensure!(contact_phone(courier.order(&a2).await?) == Some("138****0001".into()), "not yet on the road: masked");
+    ensure!(clerk.order(&a2).await?["contact"].is_null(), "a clerk sees no contact");
+    ensure!(contact_phone(customer.order(&a1).await?) == Some("13800000001".into()));
+    ensure!(contact_phone(service.order(&a1).await?) == Some("13800000001".into()));
     // Creating orders: a customer only for itself.
     let mut for_other = a.spinach();
     for_other["customerId"] = json!(a.credit_customer);

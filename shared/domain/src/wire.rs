@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{CourierId, CustomerId, MerchantId, OrderId, OrderNumber};
+use crate::ids::{ContactId, CourierId, CustomerId, MerchantId, OrderId, OrderNumber};
 use crate::machine::{Command, Event};
 use crate::order::{Order, Status};
 use crate::quantity::{Quantity, Unit};
@@ -34,6 +34,16 @@ pub struct DriverInfo {
     pub name: String,
     pub phone: String,
     pub location: Option<LatLng>,
+}
+
+/// A customer's contact person (personal data: shown only to those who need it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ContactInfo {
+    pub id: ContactId,
+    pub name: String,
+    pub phone: String,
 }
 
 /// A line in the requirements' compact form.
@@ -98,6 +108,8 @@ pub struct OrderView {
     pub eta: Option<DateTime<Utc>>,
     pub items: Vec<Item>,
     pub customer: Option<CustomerSummary>,
+    /// The customer's contact person for this order, as far as the viewer may see them.
+    pub contact: Option<ContactInfo>,
     /// The whole aggregate: lines with their quantities, totals, payment, exceptions.
     pub order: Order,
     pub timeline: Vec<StreamEvent>,
