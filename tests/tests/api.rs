@@ -55,6 +55,7 @@ on_both_backends!(
     personal_data_is_encrypted_at_rest_and_erasure_shreds_it_but_keeps_the_orders,
     the_logs_of_a_whole_order_lifecycle_hold_no_phone_address_or_token,
     a_device_key_is_stored_hashed_and_opens_nothing_but_readings,
+    after_a_demo_run_the_database_holds_no_plaintext_phone_number,
 );
 
 const PASSWORD: &str = "菠菜-spinach-2030!";
@@ -589,16 +590,20 @@ async fn https_speaks_tls_1_3_with_hsts_and_can_refuse_tls_1_2(backend: Backend)
 
 /// Every personal-data ciphertext, and for SQLite the raw database files.
 async fn stored_bytes(server: &TestServer) -> Result<Vec<u8>> {
+    database_bytes(&server.db.url).await
+}
+
+async fn database_bytes(url: &str) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    if server.db.url.starts_with("sqlite") {
-        let path = server.db.url.trim_start_matches("sqlite://").to_owned();
+    if url.starts_with("sqlite") {
+        let path = url.trim_start_matches("sqlite://").to_owned();
         for suffix in ["", "-wal"] {
             if let Ok(bytes) = std::fs::read(format!("{path}{suffix}")) {
                 out.extend(bytes);
             }
         }
     } else {
-        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&server.db.url).await?;
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
         let rows: Vec<(Vec<u8>, Vec<u8>)> =
             sqlx::query_as("SELECT name_ct, phone_ct FROM personal_data").fetch_all(&mut conn).await?;
         for (name, phone) in rows {
@@ -735,6 +740,42 @@ async fn a_device_key_is_stored_hashed_and_opens_nothing_but_readings(backend: B
     ensure!(forged.status() == 401);
     ensure!(!holds(&stored_bytes(&server).await?, &key), "the key is stored only as a hash");
     server.stop().await;
+    Ok(())
+}
+
+async fn after_a_demo_run_the_database_holds_no_plaintext_phone_number(backend: Backend) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let db = xianlu_tests::TestDb::create(backend).await?;
+    let program = std::path::Path::new(env!("CARGO_BIN_EXE_xianlu-server-under-test"));
+    let settings = [("XIANLU_DATABASE_URL", db.url.as_str()), ("XIANLU_PAYMENT_WEBHOOK_SECRET", "demo-gateway-secret")];
+    let process = ServerProcess::start(program, &settings).await?;
+    let mut create = tokio::process::Command::new(program)
+        .args(["user", "create", "admin", "--role", "admin", "--password-stdin"])
+        .env("XIANLU_DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    create
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdin"))?
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .await?;
+    ensure!(create.wait().await?.success());
+    let demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_xianlu-demo"))
+        .args([process.url.as_str(), "--once"])
+        .env("DEMO_ADMIN_PASSWORD", PASSWORD)
+        .output()
+        .await?;
+    ensure!(demo.status.success(), "the demo failed: {}", String::from_utf8_lossy(&demo.stderr));
+    ensure!(String::from_utf8_lossy(&demo.stdout).contains("KL"), "the demo placed orders");
+    let stored = database_bytes(&db.url).await?;
+    for phone in ["13800000001", "13812340001", "13812340002"] {
+        ensure!(!holds(&stored, phone), "{phone} is stored in plaintext after the demo");
+    }
+    ensure!(holds(&stored, "老王饭店"), "the scan reads the stored data");
+    process.stop().await;
     Ok(())
 }
 
