@@ -27,8 +27,6 @@ or ./xianlu.toml when present), then environment variables XIANLU_<KEY>
   stream_buffer                  events queued per push client  [256]
   cache_capacity                 orders in the hot cache        [10000]
   audit_anchor_every             audit anchor every N entries   [1000]
-  dev_actor_header               also trust X-Xianlu-Dev-Actor
-                                 (tests only; nothing checks it) [false]
   log_format                     text or json                   [text]
   timer_interval_ms              how often timers run           [5000]
   token_secret                   HS256 secret for access tokens (>= 32 bytes;
@@ -129,7 +127,20 @@ async fn open(config: &Config) -> anyhow::Result<Db> {
 
 /// Runs the command line; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
-    let config = Config::load(cli.config.as_deref())?;
+    run_with(cli, Profile::Normal).await
+}
+
+/// How the program was built to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Normal,
+    /// The test build: requests may also name their actor in the development header.
+    Test,
+}
+
+pub async fn run_with(cli: Cli, profile: Profile) -> anyhow::Result<i32> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    config.dev_actor_header = profile == Profile::Test;
     init_logging(&config);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
@@ -258,6 +269,10 @@ async fn terminate() {
 
 /// The whole program: parse arguments, run, map the outcome to an exit code.
 pub fn main() -> std::process::ExitCode {
+    main_with(Profile::Normal)
+}
+
+pub fn main_with(profile: Profile) -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -266,7 +281,7 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run_with(cli, profile)) {
         Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(error) => {
             eprintln!("xianlu-server: {error:#}");

@@ -35,7 +35,9 @@ pub struct Config {
     /// An audit anchor record every this many entries of a merchant's chain.
     pub audit_anchor_every: i64,
     /// Also accept the `X-Xianlu-Dev-Actor` header as the caller's identity.
-    /// For tests only: nothing checks who sends it. Off unless asked for.
+    /// For tests only: nothing checks who sends it. No file or environment
+    /// variable can turn it on; only the test build of the server does.
+    #[serde(skip)]
     pub dev_actor_header: bool,
     /// `text` or `json`.
     pub log_format: String,
@@ -187,6 +189,14 @@ fn redact_url_password(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_development_header_cannot_be_switched_on_by_configuration() {
+        let figment =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string("dev_actor_header = true"));
+        assert!(figment.extract::<Config>().is_err(), "refused as an unknown setting");
+        assert!(!Config::default().dev_actor_header);
+    }
 
     #[test]
     fn database_passwords_never_appear_in_printed_config() {

@@ -506,7 +506,6 @@ impl ServerProcess {
         let mut command = tokio::process::Command::new(program);
         command
             .env("XIANLU_LISTEN", "127.0.0.1:0")
-            .env("XIANLU_DEV_ACTOR_HEADER", "true")
             .env("XIANLU_DATA_DIR", &dir)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
