@@ -363,7 +363,36 @@ async fn create_device(
 ) -> ApiResult<(StatusCode, axum::Json<DeviceCredential>)> {
     let merchant: MerchantId = parse_id(&id, "merchant")?;
     crate::policy::check_merchant_action(&ctx.scope, merchant, crate::policy::Action::ManageWarehousesAndCouriers)?;
-    Ok((StatusCode::CREATED, axum::Json(state.identity.create_device(merchant, new).await?)))
+    let device = state.identity.create_device(merchant, new).await?;
+    let record =
+        serde_json::json!({"kind": device.kind, "warehouseId": device.warehouse_id, "courierId": device.courier_id});
+    audit_identity(&state, &ctx, Some(merchant), "REGISTER_DEVICE", device.id.to_string(), record).await?;
+    Ok((StatusCode::CREATED, axum::Json(device)))
+}
+
+/// Records a change to users or devices in the audit log: the merchant's
+/// chain, or the platform's for what belongs to no merchant.
+async fn audit_identity(
+    state: &AppState,
+    ctx: &RequestCtx,
+    merchant: Option<MerchantId>,
+    action: &str,
+    subject: String,
+    after: serde_json::Value,
+) -> ApiResult<()> {
+    let entry = crate::audit::AuditEntry {
+        merchant_id: merchant.map_or(crate::audit::PLATFORM_CHAIN, MerchantId::uuid),
+        at: crate::clock::wall_now(),
+        actor_kind: ctx.actor.kind.clone(),
+        actor_id: ctx.actor.id.clone(),
+        request_id: ctx.request_id.clone(),
+        action: action.to_owned(),
+        subject_id: subject,
+        before: serde_json::Value::Null,
+        after,
+    };
+    crate::audit::record(&state.db, entry, state.config.audit_anchor_every).await?;
+    Ok(())
 }
 
 fn require_admin(ctx: &RequestCtx) -> ApiResult<()> {
@@ -413,7 +442,11 @@ async fn create_user(
     ApiJson(new): ApiJson<NewUser>,
 ) -> ApiResult<(StatusCode, axum::Json<User>)> {
     require_admin(&ctx)?;
-    Ok((StatusCode::CREATED, axum::Json(state.identity.create_user(new).await?)))
+    let user = state.identity.create_user(new).await?;
+    let record = serde_json::json!({"username": user.username, "role": user.role, "merchantId": user.merchant_id,
+        "warehouseId": user.warehouse_id, "courierId": user.courier_id, "customerId": user.customer_id});
+    audit_identity(&state, &ctx, user.merchant_id, "CREATE_USER", user.id.to_string(), record).await?;
+    Ok((StatusCode::CREATED, axum::Json(user)))
 }
 
 /// Every user (admin only).
@@ -433,7 +466,10 @@ async fn reset_password(
     ApiJson(new): ApiJson<NewPassword>,
 ) -> ApiResult<StatusCode> {
     require_admin(&ctx)?;
-    state.identity.set_password(parse_id(&id, "user")?, &new.password).await?;
+    let user = state.identity.user(parse_id(&id, "user")?).await?;
+    state.identity.set_password(user.id, &new.password).await?;
+    audit_identity(&state, &ctx, user.merchant_id, "RESET_PASSWORD", user.id.to_string(), serde_json::json!({}))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -446,7 +482,10 @@ async fn revoke_user(
     Ctx(ctx): Ctx,
 ) -> ApiResult<StatusCode> {
     require_admin(&ctx)?;
-    state.identity.revoke_user(parse_id(&id, "user")?).await?;
+    let user = state.identity.user(parse_id(&id, "user")?).await?;
+    state.identity.revoke_user(user.id).await?;
+    audit_identity(&state, &ctx, user.merchant_id, "REVOKE_SESSIONS", user.id.to_string(), serde_json::json!({}))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -459,7 +498,9 @@ async fn unlock_user(
     Ctx(ctx): Ctx,
 ) -> ApiResult<StatusCode> {
     require_admin(&ctx)?;
-    state.identity.unlock(parse_id(&id, "user")?).await?;
+    let user = state.identity.user(parse_id(&id, "user")?).await?;
+    state.identity.unlock(user.id).await?;
+    audit_identity(&state, &ctx, user.merchant_id, "UNLOCK_USER", user.id.to_string(), serde_json::json!({})).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

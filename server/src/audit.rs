@@ -166,6 +166,16 @@ pub async fn append_all(tx: &mut Tx, entries: &[AuditEntry], anchor_every: i64) 
     Ok(())
 }
 
+/// The chain of platform-wide actions (users and roles not tied to a merchant).
+pub const PLATFORM_CHAIN: Uuid = Uuid::nil();
+
+/// Appends one entry in a transaction of its own.
+pub async fn record(db: &Db, entry: AuditEntry, anchor_every: i64) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    append_all(&mut tx, &[entry], anchor_every).await?;
+    tx.commit().await
+}
+
 /// What `audit verify` found.
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]

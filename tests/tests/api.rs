@@ -101,8 +101,12 @@ async fn logging_in_gives_tokens_that_work_and_logout_ends_them_at_once(backend:
     // So does an admin's revocation.
     let (third, _) = Client::login(&server.url, "owner.wang", PASSWORD).await?;
     let user_id = user["id"].as_str().unwrap_or_default();
+    let audited =
+        || async { anyhow::Ok(admin.get("/api/v1/admin/audit/verify").await?.json()["entries"].as_u64().unwrap_or(0)) };
+    let before = audited().await?;
     ensure!(admin.post(&format!("/api/v1/admin/users/{user_id}/revoke"), &json!({})).await?.status == 204);
     ensure!(third.get("/api/v1/orders").await?.status == 401);
+    ensure!(audited().await? == before + 1, "the revocation is audited");
     // Only admins manage users.
     let (owner, _) = Client::login(&server.url, "owner.wang", PASSWORD).await?;
     let denied =
