@@ -380,17 +380,8 @@ async fn audit_identity(
     subject: String,
     after: serde_json::Value,
 ) -> ApiResult<()> {
-    let entry = crate::audit::AuditEntry {
-        merchant_id: merchant.map_or(crate::audit::PLATFORM_CHAIN, MerchantId::uuid),
-        at: crate::clock::wall_now(),
-        actor_kind: ctx.actor.kind.clone(),
-        actor_id: ctx.actor.id.clone(),
-        request_id: ctx.request_id.clone(),
-        action: action.to_owned(),
-        subject_id: subject,
-        before: serde_json::Value::Null,
-        after,
-    };
+    let merchant = merchant.map_or(crate::audit::PLATFORM_CHAIN, MerchantId::uuid);
+    let entry = ctx.audit_entry(merchant, crate::clock::wall_now(), action, subject, after);
     crate::audit::record(&state.db, entry, state.config.audit_anchor_every).await?;
     Ok(())
 }
@@ -473,6 +464,29 @@ async fn reset_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
+enum SessionAction {
+    Revoke,
+    Unlock,
+}
+
+/// An administrator ends a user's sessions or clears a lockout, audited.
+async fn session_action(state: &AppState, ctx: &RequestCtx, id: &str, action: SessionAction) -> ApiResult<StatusCode> {
+    require_admin(ctx)?;
+    let user = state.identity.user(parse_id(id, "user")?).await?;
+    let name = match action {
+        SessionAction::Revoke => {
+            state.identity.revoke_user(user.id).await?;
+            "REVOKE_SESSIONS"
+        }
+        SessionAction::Unlock => {
+            state.identity.unlock(user.id).await?;
+            "UNLOCK_USER"
+        }
+    };
+    audit_identity(state, ctx, user.merchant_id, name, user.id.to_string(), serde_json::json!({})).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// End every session of a user at once (admin only).
 #[utoipa::path(post, path = "/admin/users/{id}/revoke", tag = "admin",
     params(("id" = String, Path)), responses((status = 204), (status = 403, body = Problem)))]
@@ -481,12 +495,7 @@ async fn revoke_user(
     Path(id): Path<String>,
     Ctx(ctx): Ctx,
 ) -> ApiResult<StatusCode> {
-    require_admin(&ctx)?;
-    let user = state.identity.user(parse_id(&id, "user")?).await?;
-    state.identity.revoke_user(user.id).await?;
-    audit_identity(&state, &ctx, user.merchant_id, "REVOKE_SESSIONS", user.id.to_string(), serde_json::json!({}))
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+    session_action(&state, &ctx, &id, SessionAction::Revoke).await
 }
 
 /// Clear a lockout after repeated failed logins (admin only).
@@ -497,11 +506,7 @@ async fn unlock_user(
     Path(id): Path<String>,
     Ctx(ctx): Ctx,
 ) -> ApiResult<StatusCode> {
-    require_admin(&ctx)?;
-    let user = state.identity.user(parse_id(&id, "user")?).await?;
-    state.identity.unlock(user.id).await?;
-    audit_identity(&state, &ctx, user.merchant_id, "UNLOCK_USER", user.id.to_string(), serde_json::json!({})).await?;
-    Ok(StatusCode::NO_CONTENT)
+    session_action(&state, &ctx, &id, SessionAction::Unlock).await
 }
 
 #[derive(OpenApi)]

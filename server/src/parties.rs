@@ -7,7 +7,7 @@ use uuid::Uuid;
 use xianlu_domain::wire::LatLng;
 use xianlu_domain::{ContactId, CourierId, CustomerId, Dimension, MerchantId, PaymentTerms, WarehouseId};
 
-use crate::audit::{self, AuditEntry};
+use crate::audit;
 use crate::db::Tx;
 use crate::error::{ApiError, ApiResult};
 use crate::on_tx;
@@ -152,17 +152,7 @@ impl OrderService {
         subject: String,
         after: serde_json::Value,
     ) -> ApiResult<()> {
-        let entry = AuditEntry {
-            merchant_id: merchant,
-            at: self.clock.now(),
-            actor_kind: ctx.actor.kind.clone(),
-            actor_id: ctx.actor.id.clone(),
-            request_id: ctx.request_id.clone(),
-            action: action.to_owned(),
-            subject_id: subject,
-            before: serde_json::Value::Null,
-            after,
-        };
+        let entry = ctx.audit_entry(merchant, self.clock.now(), action, subject, after);
         audit::append_all(tx, &[entry], self.anchor_every).await?;
         Ok(())
     }

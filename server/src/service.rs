@@ -41,6 +41,28 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// An audit entry for a change this caller made.
+    pub fn audit_entry(
+        &self,
+        merchant: Uuid,
+        at: DateTime<Utc>,
+        action: &str,
+        subject: String,
+        after: serde_json::Value,
+    ) -> crate::audit::AuditEntry {
+        crate::audit::AuditEntry {
+            merchant_id: merchant,
+            at,
+            actor_kind: self.actor.kind.clone(),
+            actor_id: self.actor.id.clone(),
+            request_id: self.request_id.clone(),
+            action: action.to_owned(),
+            subject_id: subject,
+            before: serde_json::Value::Null,
+            after,
+        }
+    }
+
     pub fn system(request_id: impl Into<String>) -> Self {
         RequestCtx {
             actor: Actor { kind: "system".into(), id: "xianlu-server".into() },
