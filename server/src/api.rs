@@ -23,8 +23,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::idempotency::SAVED_MARKER;
 use crate::identity::{Credentials, DeviceCredential, NewDevice, NewPassword, NewUser, RefreshRequest, Tokens, User};
 use crate::parties::{
-    Courier, Customer, CustomerExport, Merchant, NewCourier, NewCustomer, NewMerchant, NewWarehouse, StockCount,
-    Warehouse,
+    ContactMatch, Courier, Customer, CustomerExport, Merchant, NewCourier, NewCustomer, NewMerchant, NewWarehouse,
+    StockCount, Warehouse,
 };
 use crate::policy::Scope;
 use crate::service::{Committed, IdempotencyClaim, OrderFilter, RequestCtx, StockLevel};
@@ -329,6 +329,26 @@ async fn audit_verify(State(state): State<Arc<AppState>>, Ctx(ctx): Ctx) -> ApiR
     Ok(axum::Json(crate::audit::verify(&state.db).await?))
 }
 
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PhoneQuery {
+    /// The phone number, in any usual spelling (`+86 138-0000-0001`).
+    phone: String,
+}
+
+/// Find a merchant's contact people by phone number (through a blind index).
+#[utoipa::path(get, path = "/merchants/{id}/contacts", tag = "parties", params(("id" = String, Path), PhoneQuery),
+    responses((status = 200, body = Vec<ContactMatch>), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn find_contacts(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+    ApiQuery(query): ApiQuery<PhoneQuery>,
+) -> ApiResult<axum::Json<Vec<ContactMatch>>> {
+    let merchant: MerchantId = parse_id(&id, "merchant")?;
+    Ok(axum::Json(state.service.find_contacts_by_phone(&ctx, merchant, &query.phone).await?))
+}
+
 /// Everything held about a customer (GDPR/CCPA access).
 #[utoipa::path(get, path = "/customers/{id}/export", tag = "parties",
     params(("id" = String, Path)), responses((status = 200, body = CustomerExport), (status = 404, body = Problem)))]
@@ -535,6 +555,7 @@ pub fn router() -> (axum::Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(audit_verify))
         .routes(routes!(crate::payments::webhook))
         .routes(routes!(create_device))
+        .routes(routes!(find_contacts))
         .routes(routes!(export_customer))
         .routes(routes!(erase_customer))
         .routes(routes!(login))

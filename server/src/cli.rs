@@ -37,6 +37,8 @@ or ./xianlu.toml when present), then environment variables XIANLU_<KEY>
   tls13_only                     with TLS, accept TLS 1.3 only  [false]
   data_keys_file                 master keys for personal data, outside the
                                  database   [DATA_DIR/keys/personal-data.keys]
+  data_keys                      the same keys inline, `ID BASE64` entries split by `;`,
+                                 e.g. XIANLU_DATA_KEYS from a secret store
 
 Run `xianlu-server print-config` to see the result (secrets redacted).
 Logs go to stderr; RUST_LOG filters them (default info).";

@@ -60,6 +60,9 @@ pub struct Config {
     /// data). Never inside the database. Default: `DATA_DIR/keys/personal-data.keys`,
     /// created on first start.
     pub data_keys_file: Option<PathBuf>,
+    /// The same keys given directly (`KEY_ID BASE64` entries separated by `;`),
+    /// e.g. from a secret store through `XIANLU_DATA_KEYS`; wins over the file.
+    pub data_keys: Option<String>,
 }
 
 impl Default for Config {
@@ -87,6 +90,7 @@ impl Default for Config {
             tls_key: None,
             tls13_only: false,
             data_keys_file: None,
+            data_keys: None,
         }
     }
 }
@@ -151,6 +155,9 @@ impl Config {
         }
         if shown.token_secret.is_some() {
             shown.token_secret = Some("<redacted>".into());
+        }
+        if shown.data_keys.is_some() {
+            shown.data_keys = Some("<redacted>".into());
         }
         if let Some(url) = &shown.database_url {
             shown.database_url = Some(redact_url_password(url));

@@ -254,7 +254,10 @@ impl Server {
         .await?;
         db.migrate().await?;
         let key_file = config.data_keys_file.clone().unwrap_or_else(|| vault::default_key_file(&config.data_dir));
-        let vault = Arc::new(vault::Vault::load_or_create(&key_file)?);
+        let vault = Arc::new(match &config.data_keys {
+            Some(keys) => vault::Vault::parse(&keys.replace(';', "\n"))?,
+            None => vault::Vault::load_or_create(&key_file)?,
+        });
         let encrypted = vault.encrypt_plaintext_rows(&db).await?;
         if encrypted > 0 {
             tracing::info!(rows = encrypted, "encrypted personal data stored in plaintext by an older version");

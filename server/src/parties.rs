@@ -527,3 +527,47 @@ impl OrderService {
         Ok(())
     }
 }
+
+/// A contact found by phone number.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactMatch {
+    pub contact_id: ContactId,
+    pub customer_id: CustomerId,
+    pub business_name: String,
+}
+
+impl OrderService {
+    /// The merchant's contacts with this phone number, found through the
+    /// blind index (the number itself is never compared in the database).
+    pub async fn find_contacts_by_phone(
+        &self,
+        ctx: &RequestCtx,
+        merchant: MerchantId,
+        phone: &str,
+    ) -> ApiResult<Vec<ContactMatch>> {
+        policy::check_merchant_action(&ctx.scope, merchant, Action::ManageCustomers)?;
+        let subjects = self.vault.find_by_phone(&self.db, phone).await.map_err(ApiError::Internal)?;
+        let mut found = Vec::new();
+        for subject in subjects {
+            let row: Option<(Uuid, String)> = crate::on_db!(&self.db, pool => {
+                sqlx::query_as(
+                    "SELECT c.id, c.business_name FROM contacts k JOIN customers c ON c.id = k.customer_id \
+                     WHERE k.id = $1 AND c.merchant_id = $2",
+                )
+                .bind(subject)
+                .bind(merchant.uuid())
+                .fetch_optional(pool)
+                .await?
+            });
+            if let Some((customer, business_name)) = row {
+                found.push(ContactMatch {
+                    contact_id: ContactId(subject),
+                    customer_id: CustomerId(customer),
+                    business_name,
+                });
+            }
+        }
+        Ok(found)
+    }
+}
