@@ -21,7 +21,9 @@ use crate::AppState;
 use crate::audit::VerifyReport;
 use crate::error::{ApiError, ApiResult};
 use crate::idempotency::SAVED_MARKER;
-use crate::identity::{Credentials, DeviceCredential, NewDevice, NewPassword, NewUser, RefreshRequest, Tokens, User};
+use crate::identity::{
+    CourierLink, Credentials, DeviceCredential, NewDevice, NewPassword, NewUser, RefreshRequest, Tokens, User,
+};
 use crate::parties::{
     ContactMatch, Courier, Customer, CustomerExport, Merchant, NewCourier, NewCustomer, NewMerchant, NewWarehouse,
     StockCount, Warehouse,
@@ -484,6 +486,24 @@ async fn reset_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Let a courier user also drive for another merchant, as that merchant's courier record (admin only).
+#[utoipa::path(post, path = "/admin/users/{id}/couriers", tag = "admin", request_body = CourierLink,
+    params(("id" = String, Path)), responses((status = 204), (status = 403, body = Problem), (status = 422, body = Problem)))]
+async fn link_courier(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+    ApiJson(link): ApiJson<CourierLink>,
+) -> ApiResult<StatusCode> {
+    require_admin(&ctx)?;
+    let user = state.identity.user(parse_id(&id, "user")?).await?;
+    state.identity.link_courier(user.id, link.courier_id).await?;
+    let merchant = state.service.courier_merchant(link.courier_id).await?;
+    let record = serde_json::json!({"courierId": link.courier_id});
+    audit_identity(&state, &ctx, merchant, "LINK_COURIER", user.id.to_string(), record).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 enum SessionAction {
     Revoke,
     Unlock,
@@ -565,6 +585,7 @@ pub fn router() -> (axum::Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(reset_password))
         .routes(routes!(revoke_user))
         .routes(routes!(unlock_user))
+        .routes(routes!(link_courier))
         .split_for_parts();
     doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
     (router, doc)

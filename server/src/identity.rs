@@ -600,11 +600,25 @@ impl Identity {
             return Err(refused());
         }
         let role = Role::parse(&role).ok_or_else(refused)?;
+        let mut couriers: Vec<CourierId> = courier.map(CourierId).into_iter().collect();
+        if role == Role::Courier {
+            let more: Vec<(Uuid,)> = on_db!(&self.db, pool => {
+                sqlx::query_as("SELECT courier_id FROM user_couriers WHERE user_id = $1")
+                    .bind(user_id)
+                    .fetch_all(pool)
+                    .await?
+            });
+            for (c,) in more {
+                if !couriers.contains(&CourierId(c)) {
+                    couriers.push(CourierId(c));
+                }
+            }
+        }
         let links = crate::policy::Links {
             role,
             merchant: merchant.map(MerchantId),
             warehouse: warehouse.map(WarehouseId),
-            courier: courier.map(CourierId),
+            couriers,
             customer: customer.map(CustomerId),
         };
         Ok(Principal { user_id, session_id, links })
@@ -733,4 +747,33 @@ impl Identity {
             courier: courier.map(CourierId),
         })
     }
+}
+
+impl Identity {
+    /// Lets a courier user also drive as another merchant's courier record.
+    pub async fn link_courier(&self, user: Uuid, courier: CourierId) -> ApiResult<()> {
+        let found = self.user(user).await?;
+        if found.role != Role::Courier {
+            return Err(ApiError::unprocessable("not_a_courier", "only courier users drive for merchants"));
+        }
+        let result = on_db_write!(&self.db, pool => {
+            sqlx::query(
+                "INSERT INTO user_couriers (user_id, courier_id) SELECT $1, $2 WHERE EXISTS \
+                 (SELECT 1 FROM couriers WHERE id = $2) ON CONFLICT (user_id, courier_id) DO NOTHING",
+            )
+            .bind(user)
+            .bind(courier.uuid())
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        });
+        result.map(|_| ()).map_err(ApiError::from)
+    }
+}
+
+/// Links a courier user to another courier record.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CourierLink {
+    pub courier_id: CourierId,
 }

@@ -27,8 +27,16 @@ pub struct Links {
     pub role: Role,
     pub merchant: Option<MerchantId>,
     pub warehouse: Option<WarehouseId>,
-    pub courier: Option<CourierId>,
+    /// The courier records a courier drives as (one per merchant served).
+    pub couriers: Vec<CourierId>,
     pub customer: Option<CustomerId>,
+}
+
+impl Links {
+    /// Whether the order's courier is this user.
+    pub fn drives(&self, courier: Option<CourierId>) -> bool {
+        courier.is_some_and(|c| self.couriers.contains(&c))
+    }
 }
 
 /// Everything a role can be allowed to do.
@@ -127,7 +135,7 @@ pub fn may_see(scope: &Scope, order: &Order) -> bool {
                 && links.warehouse == Some(order.warehouse_id)
                 && PICKING_STAGE.contains(&order.status)
         }
-        Role::Courier => links.courier.is_some() && links.courier == order.courier_id,
+        Role::Courier => links.drives(order.courier_id),
         Role::Customer => links.customer == Some(order.customer_id),
     }
 }
@@ -148,7 +156,7 @@ pub fn check_command(scope: &Scope, order: &Order, command: &Command) -> Result<
     // A courier works only with their own name on the order.
     if links.role == Role::Courier
         && let Command::ResumeDelivery { courier_id: Some(other) } = command
-        && Some(*other) != links.courier
+        && !links.couriers.contains(other)
     {
         return Err(forbidden(action));
     }
@@ -176,7 +184,8 @@ pub fn check_create(scope: &Scope, draft: &OrderDraft) -> Result<(), ApiError> {
 /// Narrows a list to what the caller may see: the fixed filters a role gets.
 pub struct ListScope {
     pub merchant: Option<MerchantId>,
-    pub courier: Option<CourierId>,
+    /// Any of these couriers (empty: no courier condition).
+    pub couriers: Vec<CourierId>,
     pub customer: Option<CustomerId>,
 }
 
@@ -184,15 +193,22 @@ pub fn list_scope(scope: &Scope) -> Result<Option<ListScope>, ApiError> {
     let Scope::User(links) = scope else { return Ok(None) };
     Ok(match links.role {
         Role::Admin => None,
-        Role::MerchantOwner | Role::MerchantStaff | Role::CustomerService | Role::WarehouseClerk => {
-            Some(ListScope { merchant: Some(links.merchant.ok_or_else(not_found)?), courier: None, customer: None })
-        }
+        Role::MerchantOwner | Role::MerchantStaff | Role::CustomerService | Role::WarehouseClerk => Some(ListScope {
+            merchant: Some(links.merchant.ok_or_else(not_found)?),
+            couriers: Vec::new(),
+            customer: None,
+        }),
         Role::Courier => {
-            Some(ListScope { merchant: None, courier: Some(links.courier.ok_or_else(not_found)?), customer: None })
+            if links.couriers.is_empty() {
+                return Err(not_found());
+            }
+            Some(ListScope { merchant: None, couriers: links.couriers.clone(), customer: None })
         }
-        Role::Customer => {
-            Some(ListScope { merchant: None, courier: None, customer: Some(links.customer.ok_or_else(not_found)?) })
-        }
+        Role::Customer => Some(ListScope {
+            merchant: None,
+            couriers: Vec::new(),
+            customer: Some(links.customer.ok_or_else(not_found)?),
+        }),
     })
 }
 
@@ -241,7 +257,7 @@ pub fn may_follow(scope: &Scope, topic: &Topic, courier_merchant: Option<Merchan
         Topic::Merchant(m) => links.role == Role::Admin || (office && links.merchant == Some(*m)),
         Topic::Courier(c) => {
             links.role == Role::Admin
-                || (links.role == Role::Courier && links.courier == Some(*c))
+                || (links.role == Role::Courier && links.couriers.contains(c))
                 || (office && courier_merchant.is_some() && links.merchant == courier_merchant)
         }
     }
@@ -307,9 +323,8 @@ pub fn phones_for(scope: &Scope, order: &Order) -> PhoneDisclosure {
         Role::Admin | Role::MerchantOwner | Role::MerchantStaff | Role::CustomerService => PhoneDisclosure::FULL,
         Role::Customer => PhoneDisclosure { courier: Disclose::Masked, contact: Disclose::Full },
         Role::Courier => {
-            let delivering = matches!(order.status, Status::Delivering | Status::DeliveryFailed)
-                && links.courier.is_some()
-                && links.courier == order.courier_id;
+            let delivering =
+                matches!(order.status, Status::Delivering | Status::DeliveryFailed) && links.drives(order.courier_id);
             PhoneDisclosure {
                 courier: Disclose::Full,
                 contact: if delivering { Disclose::Full } else { Disclose::Masked },

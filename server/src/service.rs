@@ -399,27 +399,50 @@ impl OrderService {
     /// customer is forced into the filter.
     pub async fn list_for(&self, scope: &Scope, filter: &OrderFilter) -> ApiResult<OrderPage> {
         let mut filter = filter.clone();
+        let empty = || Ok(OrderPage { items: Vec::new(), next_cursor: None });
+        let mut couriers = Vec::new();
         if let Some(fixed) = policy::list_scope(scope)? {
             if let Some(m) = fixed.merchant {
                 if filter.merchant_id.is_some_and(|asked| asked != m.uuid()) {
-                    return Ok(OrderPage { items: Vec::new(), next_cursor: None });
+                    return empty();
                 }
                 filter.merchant_id = Some(m.uuid());
             }
-            if let Some(c) = fixed.courier {
-                if filter.courier_id.is_some_and(|asked| asked != c.uuid()) {
-                    return Ok(OrderPage { items: Vec::new(), next_cursor: None });
+            if !fixed.couriers.is_empty() {
+                couriers = fixed.couriers.iter().map(|c| c.uuid()).collect();
+                if let Some(asked) = filter.courier_id {
+                    if !couriers.contains(&asked) {
+                        return empty();
+                    }
+                    couriers = vec![asked];
                 }
-                filter.courier_id = Some(c.uuid());
             }
             if let Some(c) = fixed.customer {
                 if filter.customer_id.is_some_and(|asked| asked != c.uuid()) {
-                    return Ok(OrderPage { items: Vec::new(), next_cursor: None });
+                    return empty();
                 }
                 filter.customer_id = Some(c.uuid());
             }
         }
-        let mut page = self.list(&filter).await?;
+        let mut page = if couriers.len() > 1 {
+            // A courier driving for several merchants: merge their lists, newest first.
+            let limit = filter.limit.unwrap_or(50).clamp(1, 200) as usize;
+            let mut items = Vec::new();
+            for courier in &couriers {
+                let mut one = filter.clone();
+                one.courier_id = Some(*courier);
+                items.extend(self.list(&one).await?.items);
+            }
+            items.sort_by_key(|o| std::cmp::Reverse(o.id));
+            let next_cursor = (items.len() > limit).then(|| items[limit - 1].id.to_string());
+            items.truncate(limit);
+            OrderPage { items, next_cursor }
+        } else {
+            if let Some(only) = couriers.first() {
+                filter.courier_id = Some(*only);
+            }
+            self.list(&filter).await?
+        };
         // Finer rules (a clerk's warehouse and picking stage) on what is left.
         page.items.retain(|order| policy::may_see(scope, order));
         Ok(page)

@@ -324,6 +324,19 @@ async fn each_role_reaches_only_its_own_objects_and_actions(backend: Backend) ->
     ensure!(clerk.order(&a2).await?["contact"].is_null(), "a clerk sees no contact");
     ensure!(contact_phone(customer.order(&a1).await?) == Some("13800000001".into()));
     ensure!(contact_phone(service.order(&a1).await?) == Some("13800000001".into()));
+    // A courier who also drives for merchant B sees B's orders assigned to that record.
+    let courier_user = admin.get("/api/v1/admin/users").await?.json().as_array().and_then(|u| {
+        u.iter().find(|u| u["username"] == "courier.a").and_then(|u| u["id"].as_str().map(str::to_owned))
+    });
+    let courier_user = courier_user.unwrap_or_default();
+    owner_b.command(&b1, json!({"type": "ASSIGN_COURIER", "courierId": b.couriers[0]})).await?;
+    ensure!(read(&courier, &b1).await? == 404, "not yet driving for B");
+    let link = admin
+        .post(&format!("/api/v1/admin/users/{courier_user}/couriers"), &json!({"courierId": b.couriers[0]}))
+        .await?;
+    ensure!(link.status == 204);
+    ensure!(read(&courier, &b1).await? == 200, "now driving for A and B");
+    ensure!(listed(&courier).await?.contains(&b1) && listed(&courier).await?.contains(&a1));
     // Creating orders: a customer only for itself.
     let mut for_other = a.spinach();
     for_other["customerId"] = json!(a.credit_customer);
@@ -423,6 +436,7 @@ fn route_matrix() -> Vec<(&'static str, &'static str, Option<[Expect; 7]>)> {
         ("post", "/admin/users/{id}/password", Some([AdminOnly; 7])),
         ("post", "/admin/users/{id}/revoke", Some([AdminOnly; 7])),
         ("post", "/admin/users/{id}/unlock", Some([AdminOnly; 7])),
+        ("post", "/admin/users/{id}/couriers", Some([AdminOnly; 7])),
         ("get", "/customers/{id}/export", Some([Ok, Ok, Ok, Forbidden, Hidden, Ok, Forbidden])),
         ("get", "/merchants/{id}/contacts", Some([Ok, Ok, Ok, Forbidden, Hidden, Hidden, Forbidden])),
         ("post", "/customers/{id}/erase", Some([Ok, Ok, Forbidden, Forbidden, Hidden, Ok, Forbidden])),
@@ -467,7 +481,7 @@ async fn every_route_refuses_every_role_what_it_may_not_reach(backend: Backend) 
     for role in ROLES {
         clients.push(user(&server, &admin, &format!("m.{role}"), role, links(role)).await?);
     }
-    let spare = user(&server, &admin, "m.spare", "merchant_staff", json!({"merchantId": a.merchant})).await;
+    let spare = user(&server, &admin, "m.spare", "courier", json!({"courierId": a.couriers[1]})).await;
     let spare_id =
         admin.get("/api/v1/admin/users").await?.json().as_array().and_then(|u| {
             u.iter().find(|u| u["username"] == "m.spare").and_then(|u| u["id"].as_str().map(str::to_owned))
@@ -515,6 +529,7 @@ async fn every_route_refuses_every_role_what_it_may_not_reach(backend: Backend) 
                         json!({"username": format!("new.{role}.{mine}"), "password": PASSWORD, "role": "admin"})
                     }
                     "/admin/users/{id}/password" => json!({"password": PASSWORD}),
+                    "/admin/users/{id}/couriers" => json!({"courierId": shop.couriers[1]}),
                     _ => json!({}),
                 };
                 let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes())?;
