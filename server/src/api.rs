@@ -22,7 +22,8 @@ use crate::audit::VerifyReport;
 use crate::error::{ApiError, ApiResult};
 use crate::idempotency::SAVED_MARKER;
 use crate::identity::{
-    CourierLink, Credentials, DeviceCredential, NewDevice, NewPassword, NewUser, RefreshRequest, Tokens, User,
+    CourierLink, Credentials, DeviceCredential, NewDevice, NewPassword, NewUser, RefreshRequest, RoleAssignment,
+    Tokens, User,
 };
 use crate::parties::{
     ContactMatch, Courier, Customer, CustomerExport, Merchant, NewCourier, NewCustomer, NewMerchant, NewWarehouse,
@@ -504,6 +505,23 @@ async fn link_courier(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Give a user another role and links; it applies from the user's next request (admin only).
+#[utoipa::path(put, path = "/admin/users/{id}/role", tag = "admin", request_body = RoleAssignment,
+    params(("id" = String, Path)), responses((status = 200, body = User), (status = 403, body = Problem), (status = 422, body = Problem)))]
+async fn assign_role(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+    ApiJson(assignment): ApiJson<RoleAssignment>,
+) -> ApiResult<axum::Json<User>> {
+    require_admin(&ctx)?;
+    let user = state.identity.assign_role(parse_id(&id, "user")?, assignment).await?;
+    let record = serde_json::json!({"role": user.role, "merchantId": user.merchant_id, "warehouseId": user.warehouse_id,
+        "courierId": user.courier_id, "customerId": user.customer_id});
+    audit_identity(&state, &ctx, user.merchant_id, "ASSIGN_ROLE", user.id.to_string(), record).await?;
+    Ok(axum::Json(user))
+}
+
 enum SessionAction {
     Revoke,
     Unlock,
@@ -586,6 +604,7 @@ pub fn router() -> (axum::Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(revoke_user))
         .routes(routes!(unlock_user))
         .routes(routes!(link_courier))
+        .routes(routes!(assign_role))
         .split_for_parts();
     doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
     (router, doc)

@@ -308,21 +308,13 @@ impl Identity {
             ));
         }
         check_password_rules(&new.password)?;
-        if new.role.needs_merchant() && new.merchant_id.is_none() {
-            return Err(ApiError::unprocessable(
-                "merchant_required",
-                "this role works for a merchant: give merchantId",
-            ));
-        }
-        if new.role == Role::WarehouseClerk && new.warehouse_id.is_none() {
-            return Err(ApiError::unprocessable("warehouse_required", "a warehouse clerk needs warehouseId"));
-        }
-        if new.role == Role::Courier && new.courier_id.is_none() {
-            return Err(ApiError::unprocessable("courier_required", "a courier user needs courierId"));
-        }
-        if new.role == Role::Customer && new.customer_id.is_none() {
-            return Err(ApiError::unprocessable("customer_required", "a customer user needs customerId"));
-        }
+        check_links(
+            new.role,
+            new.merchant_id.is_some(),
+            new.warehouse_id.is_some(),
+            new.courier_id.is_some(),
+            new.customer_id.is_some(),
+        )?;
         let hash = hash_password(&new.password)?;
         let id = Uuid::now_v7();
         let result = on_db_write!(&self.db, pool => {
@@ -776,4 +768,72 @@ impl Identity {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CourierLink {
     pub courier_id: CourierId,
+}
+
+/// A new role for an existing user, with the links the role needs.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoleAssignment {
+    pub role: Role,
+    #[serde(default)]
+    pub merchant_id: Option<MerchantId>,
+    #[serde(default)]
+    pub warehouse_id: Option<WarehouseId>,
+    #[serde(default)]
+    pub courier_id: Option<CourierId>,
+    #[serde(default)]
+    pub customer_id: Option<CustomerId>,
+}
+
+fn check_links(role: Role, merchant: bool, warehouse: bool, courier: bool, customer: bool) -> ApiResult<()> {
+    if role.needs_merchant() && !merchant {
+        return Err(ApiError::unprocessable("merchant_required", "this role works for a merchant: give merchantId"));
+    }
+    if role == Role::WarehouseClerk && !warehouse {
+        return Err(ApiError::unprocessable("warehouse_required", "a warehouse clerk needs warehouseId"));
+    }
+    if role == Role::Courier && !courier {
+        return Err(ApiError::unprocessable("courier_required", "a courier user needs courierId"));
+    }
+    if role == Role::Customer && !customer {
+        return Err(ApiError::unprocessable("customer_required", "a customer user needs customerId"));
+    }
+    Ok(())
+}
+
+impl Identity {
+    /// Gives a user another role; it takes effect on the user's next request.
+    pub async fn assign_role(&self, id: Uuid, assignment: RoleAssignment) -> ApiResult<User> {
+        let a = &assignment;
+        check_links(
+            a.role,
+            a.merchant_id.is_some(),
+            a.warehouse_id.is_some(),
+            a.courier_id.is_some(),
+            a.customer_id.is_some(),
+        )?;
+        let changed = on_db_write!(&self.db, pool => {
+            sqlx::query(
+                "UPDATE users SET role = $2, merchant_id = $3, warehouse_id = $4, courier_id = $5, customer_id = $6 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(a.role.as_str())
+            .bind(a.merchant_id.map(MerchantId::uuid))
+            .bind(a.warehouse_id.map(WarehouseId::uuid))
+            .bind(a.courier_id.map(CourierId::uuid))
+            .bind(a.customer_id.map(CustomerId::uuid))
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        });
+        match changed {
+            Ok(0) => Err(ApiError::NotFound(format!("no user {id}"))),
+            Ok(_) => self.user(id).await,
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => Err(ApiError::unprocessable(
+                "unknown_link",
+                "the merchant, warehouse, courier or customer does not exist",
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
 }

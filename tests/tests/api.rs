@@ -107,6 +107,17 @@ async fn logging_in_gives_tokens_that_work_and_logout_ends_them_at_once(backend:
     ensure!(admin.post(&format!("/api/v1/admin/users/{user_id}/revoke"), &json!({})).await?.status == 204);
     ensure!(third.get("/api/v1/orders").await?.status == 401);
     ensure!(audited().await? == before + 1, "the revocation is audited");
+    // A new role applies from the next request.
+    let (owner, _) = Client::login(&server.url, "owner.wang", PASSWORD).await?;
+    let stock = format!("/api/v1/warehouses/{}/stock", shop.warehouse);
+    ensure!(owner.get(&stock).await?.status == 200);
+    let role_path = format!("/api/v1/admin/users/{user_id}/role");
+    let service = json!({"role": "customer_service", "merchantId": shop.merchant});
+    let demoted = admin.send(reqwest::Method::PUT, &role_path, Some(&service), None).await?;
+    ensure!(demoted.status == 200 && demoted.json()["role"] == "customer_service");
+    ensure!(owner.get(&stock).await?.status == 403, "no longer an owner");
+    let owner_again = json!({"role": "merchant_owner", "merchantId": shop.merchant});
+    ensure!(admin.send(reqwest::Method::PUT, &role_path, Some(&owner_again), None).await?.status == 200);
     // Only admins manage users.
     let (owner, _) = Client::login(&server.url, "owner.wang", PASSWORD).await?;
     let denied =
@@ -437,6 +448,7 @@ fn route_matrix() -> Vec<(&'static str, &'static str, Option<[Expect; 7]>)> {
         ("post", "/admin/users/{id}/revoke", Some([AdminOnly; 7])),
         ("post", "/admin/users/{id}/unlock", Some([AdminOnly; 7])),
         ("post", "/admin/users/{id}/couriers", Some([AdminOnly; 7])),
+        ("put", "/admin/users/{id}/role", Some([AdminOnly; 7])),
         ("get", "/customers/{id}/export", Some([Ok, Ok, Ok, Forbidden, Hidden, Ok, Forbidden])),
         ("get", "/merchants/{id}/contacts", Some([Ok, Ok, Ok, Forbidden, Hidden, Hidden, Forbidden])),
         ("post", "/customers/{id}/erase", Some([Ok, Ok, Forbidden, Forbidden, Hidden, Ok, Forbidden])),
@@ -530,6 +542,7 @@ async fn every_route_refuses_every_role_what_it_may_not_reach(backend: Backend) 
                     }
                     "/admin/users/{id}/password" => json!({"password": PASSWORD}),
                     "/admin/users/{id}/couriers" => json!({"courierId": shop.couriers[1]}),
+                    "/admin/users/{id}/role" => json!({"role": "courier", "courierId": shop.couriers[1]}),
                     _ => json!({}),
                 };
                 let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes())?;
