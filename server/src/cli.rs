@@ -95,6 +95,20 @@ pub enum UserCommand {
     },
     /// Set a new password (first line of standard input) and end the user's sessions.
     SetPassword { username: String },
+    /// Give the user another role (and the links the role needs).
+    Role {
+        username: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        merchant: Option<uuid::Uuid>,
+        #[arg(long)]
+        warehouse: Option<uuid::Uuid>,
+        #[arg(long)]
+        courier: Option<uuid::Uuid>,
+        #[arg(long)]
+        customer: Option<uuid::Uuid>,
+    },
     /// End every session of the user at once.
     Revoke { username: String },
     /// Clear a lockout after repeated failed logins.
@@ -233,6 +247,19 @@ async fn user_command(identity: &crate::identity::Identity, command: UserCommand
             let user = identity.find(&username).await.map_err(fail)?;
             identity.set_password(user.id, &read_password()?).await.map_err(fail)?;
             println!("password of {username} changed; its sessions ended");
+        }
+        UserCommand::Role { username, role, merchant, warehouse, courier, customer } => {
+            let role = Role::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role {role}"))?;
+            let user = identity.find(&username).await.map_err(fail)?;
+            let assignment = crate::identity::RoleAssignment {
+                role,
+                merchant_id: merchant.map(MerchantId),
+                warehouse_id: warehouse.map(WarehouseId),
+                courier_id: courier.map(CourierId),
+                customer_id: customer.map(CustomerId),
+            };
+            let user = identity.assign_role(user.id, assignment).await.map_err(fail)?;
+            println!("{username} is now {}", user.role.as_str());
         }
         UserCommand::Revoke { username } => {
             let user = identity.find(&username).await.map_err(fail)?;

@@ -829,7 +829,7 @@ async fn after_a_demo_run_the_database_holds_no_plaintext_phone_number(backend: 
 }
 
 async fn the_command_line_creates_users_who_can_log_in(backend: Backend) -> Result<()> {
-    let (server, _admin, _shop) = setup(backend).await?;
+    let (server, _admin, shop) = setup(backend).await?;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_xianlu-server-under-test"))
         .args(["user", "create", "ops.root", "--role", "admin", "--password-stdin"])
         .env("XIANLU_DATABASE_URL", &server.db.url)
@@ -847,8 +847,17 @@ async fn the_command_line_creates_users_who_can_log_in(backend: Backend) -> Resu
     ensure!(!String::from_utf8_lossy(&output.stdout).contains(PASSWORD), "the password is not echoed");
     let (root, tokens) = Client::login(&server.url, "ops.root", PASSWORD).await?;
     ensure!(tokens["user"]["role"] == "admin");
+
     let users = root.get("/api/v1/admin/users").await?.json();
     ensure!(users.as_array().is_some_and(|u| u.iter().any(|u| u["username"] == "ops.root")));
+    let role = tokio::process::Command::new(env!("CARGO_BIN_EXE_xianlu-server-under-test"))
+        .args(["user", "role", "ops.root", "--role", "customer_service", "--merchant", &shop.merchant])
+        .env("XIANLU_DATABASE_URL", &server.db.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await?;
+    ensure!(role.status.success(), "{}", String::from_utf8_lossy(&role.stderr));
+    ensure!(root.get("/api/v1/admin/users").await?.status == 403, "the new role applies at once");
     server.stop().await;
     Ok(())
 }
