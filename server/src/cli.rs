@@ -73,22 +73,43 @@ pub enum Command {
     },
 }
 
+/// A role and the objects it works on.
+#[derive(Debug, clap::Args)]
+pub struct RoleArgs {
+    /// admin, merchant_owner, merchant_staff, warehouse_clerk, courier, customer, customer_service
+    #[arg(long)]
+    role: String,
+    #[arg(long)]
+    merchant: Option<uuid::Uuid>,
+    #[arg(long)]
+    warehouse: Option<uuid::Uuid>,
+    #[arg(long)]
+    courier: Option<uuid::Uuid>,
+    #[arg(long)]
+    customer: Option<uuid::Uuid>,
+}
+
+impl RoleArgs {
+    fn assignment(&self) -> anyhow::Result<crate::identity::RoleAssignment> {
+        use xianlu_domain::{CourierId, CustomerId, MerchantId, WarehouseId};
+        Ok(crate::identity::RoleAssignment {
+            role: crate::identity::Role::parse(&self.role)
+                .ok_or_else(|| anyhow::anyhow!("unknown role {}", self.role))?,
+            merchant_id: self.merchant.map(MerchantId),
+            warehouse_id: self.warehouse.map(WarehouseId),
+            courier_id: self.courier.map(CourierId),
+            customer_id: self.customer.map(CustomerId),
+        })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Create a user. Without --password-stdin a random password is made and printed once.
     Create {
         username: String,
-        /// admin, merchant_owner, merchant_staff, warehouse_clerk, courier, customer, customer_service
-        #[arg(long)]
-        role: String,
-        #[arg(long)]
-        merchant: Option<uuid::Uuid>,
-        #[arg(long)]
-        warehouse: Option<uuid::Uuid>,
-        #[arg(long)]
-        courier: Option<uuid::Uuid>,
-        #[arg(long)]
-        customer: Option<uuid::Uuid>,
+        #[command(flatten)]
+        grant: RoleArgs,
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
@@ -98,16 +119,8 @@ pub enum UserCommand {
     /// Give the user another role (and the links the role needs).
     Role {
         username: String,
-        #[arg(long)]
-        role: String,
-        #[arg(long)]
-        merchant: Option<uuid::Uuid>,
-        #[arg(long)]
-        warehouse: Option<uuid::Uuid>,
-        #[arg(long)]
-        courier: Option<uuid::Uuid>,
-        #[arg(long)]
-        customer: Option<uuid::Uuid>,
+        #[command(flatten)]
+        grant: RoleArgs,
     },
     /// End every session of the user at once.
     Revoke { username: String },
@@ -213,12 +226,11 @@ fn read_password() -> anyhow::Result<String> {
 }
 
 async fn user_command(identity: &crate::identity::Identity, command: UserCommand) -> anyhow::Result<i32> {
-    use crate::identity::{NewUser, Role};
-    use xianlu_domain::{CourierId, CustomerId, MerchantId, WarehouseId};
+    use crate::identity::NewUser;
     let fail = |e: crate::error::ApiError| anyhow::anyhow!("{e}");
     match command {
-        UserCommand::Create { username, role, merchant, warehouse, courier, customer, password_stdin } => {
-            let role = Role::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role {role}"))?;
+        UserCommand::Create { username, grant, password_stdin } => {
+            let grant = grant.assignment()?;
             let (password, generated) = if password_stdin {
                 (read_password()?, false)
             } else {
@@ -230,11 +242,11 @@ async fn user_command(identity: &crate::identity::Identity, command: UserCommand
                 .create_user(NewUser {
                     username,
                     password: password.clone(),
-                    role,
-                    merchant_id: merchant.map(MerchantId),
-                    warehouse_id: warehouse.map(WarehouseId),
-                    courier_id: courier.map(CourierId),
-                    customer_id: customer.map(CustomerId),
+                    role: grant.role,
+                    merchant_id: grant.merchant_id,
+                    warehouse_id: grant.warehouse_id,
+                    courier_id: grant.courier_id,
+                    customer_id: grant.customer_id,
                 })
                 .await
                 .map_err(fail)?;
@@ -248,16 +260,9 @@ async fn user_command(identity: &crate::identity::Identity, command: UserCommand
             identity.set_password(user.id, &read_password()?).await.map_err(fail)?;
             println!("password of {username} changed; its sessions ended");
         }
-        UserCommand::Role { username, role, merchant, warehouse, courier, customer } => {
-            let role = Role::parse(&role).ok_or_else(|| anyhow::anyhow!("unknown role {role}"))?;
+        UserCommand::Role { username, grant } => {
+            let assignment = grant.assignment()?;
             let user = identity.find(&username).await.map_err(fail)?;
-            let assignment = crate::identity::RoleAssignment {
-                role,
-                merchant_id: merchant.map(MerchantId),
-                warehouse_id: warehouse.map(WarehouseId),
-                courier_id: courier.map(CourierId),
-                customer_id: customer.map(CustomerId),
-            };
             let user = identity.assign_role(user.id, assignment).await.map_err(fail)?;
             println!("{username} is now {}", user.role.as_str());
         }
