@@ -231,7 +231,7 @@ async fn openapi_json(State(state): State<Arc<AppState>>) -> Response {
 
 /// A self-contained docs page (no CDN: deployments may be offline).
 async fn docs_page() -> Html<&'static str> {
-    Html(include_str!("docs.html"))
+    Html(include_str!("../../assets/api-docs.html"))
 }
 
 /// A running server.
