@@ -231,13 +231,8 @@ async fn user_command(identity: &crate::identity::Identity, command: UserCommand
     match command {
         UserCommand::Create { username, grant, password_stdin } => {
             let grant = grant.assignment()?;
-            let (password, generated) = if password_stdin {
-                (read_password()?, false)
-            } else {
-                let mut bytes = [0u8; 18];
-                rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-                (base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes), true)
-            };
+            let (password, generated) =
+                if password_stdin { (read_password()?, false) } else { (crate::identity::random_token(), true) };
             let user = identity
                 .create_user(NewUser {
                     username,

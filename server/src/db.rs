@@ -215,13 +215,6 @@ impl Tx {
         }
     }
 
-    pub fn backend(&self) -> Backend {
-        match self {
-            Tx::Sqlite(_) => Backend::Sqlite,
-            Tx::Postgres(_) => Backend::Postgres,
-        }
-    }
-
     /// `FOR UPDATE` where the backend has row locks (SQLite's write lock is
     /// already held by `BEGIN IMMEDIATE`).
     pub fn lock_clause(&self) -> &'static str {

@@ -213,7 +213,8 @@ fn check_password_rules(password: &str) -> ApiResult<()> {
     Ok(())
 }
 
-fn random_token() -> String {
+/// 32 random bytes, URL-safe base64: refresh tokens, device keys, generated passwords.
+pub(crate) fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)

@@ -54,6 +54,12 @@ use crate::service::OrderService;
 
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// An HMAC-SHA256 keyed with `key` (webhook signatures, the phone blind index).
+pub(crate) fn hmac_sha256(key: &[u8]) -> hmac::Hmac<sha2::Sha256> {
+    // HMAC takes keys of any length; this cannot fail.
+    <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(key).unwrap_or_else(|_| panic!("HMAC rejected a key"))
+}
+
 /// Everything a request handler can reach.
 pub struct AppState {
     pub config: Config,

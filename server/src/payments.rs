@@ -49,17 +49,17 @@ pub struct HmacGateway {
     pub tolerance_secs: i64,
 }
 
-pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable_hmac());
+/// The MAC over `timestamp.body` that signs a notification.
+fn notification_mac(secret: &str, timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
+    let mut mac = crate::hmac_sha256(secret.as_bytes());
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
+    mac
 }
 
-/// HMAC accepts keys of any length.
-fn unreachable_hmac<T>() -> T {
-    panic!("HMAC rejected a key")
+pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    format!("v1={}", hex::encode(notification_mac(secret, timestamp, body).finalize().into_bytes()))
 }
 
 impl Gateway for HmacGateway {
@@ -83,12 +83,7 @@ impl Gateway for HmacGateway {
             .and_then(|v| v.strip_prefix("v1="))
             .and_then(|v| hex::decode(v).ok())
             .ok_or_else(|| unauthorized("missing or malformed X-Xianlu-Signature"))?;
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(self.secret.as_bytes()).unwrap_or_else(|_| unreachable_hmac());
-        mac.update(timestamp.to_string().as_bytes());
-        mac.update(b".");
-        mac.update(body);
-        mac.verify_slice(&given).map_err(|_| unauthorized("bad signature"))
+        notification_mac(&self.secret, timestamp, body).verify_slice(&given).map_err(|_| unauthorized("bad signature"))
     }
 }
 

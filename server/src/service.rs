@@ -21,13 +21,13 @@ use xianlu_domain::{
 
 use crate::cache::OrderCache;
 use crate::clock::Clock;
-use crate::db::{Backend, Db, Tx};
+use crate::db::{Backend, Db};
 use crate::error::{ApiError, ApiResult};
 use crate::feed::{EventRow, Feed};
 use crate::metrics::Metrics;
+use crate::on_db;
 use crate::policy::{self, Scope};
 use crate::writer::{Change, Job, MerchantInfo};
-use crate::{on_db, on_tx};
 use tokio::sync::{mpsc, oneshot};
 
 /// Who is asking, and under which request.
@@ -535,26 +535,6 @@ impl OrderService {
 }
 
 // ----- storage helpers -----
-
-pub async fn save_idempotent_response(
-    tx: &mut Tx,
-    claim: &IdempotencyClaim,
-    status: u16,
-    content_type: &str,
-    body: &[u8],
-) -> Result<(), sqlx::Error> {
-    on_tx!(tx, c => {
-        sqlx::query("UPDATE idempotency SET status = $3, content_type = $4, body = $5 WHERE scope = $1 AND key = $2")
-            .bind(&claim.scope)
-            .bind(&claim.key)
-            .bind(i32::from(status))
-            .bind(content_type)
-            .bind(body)
-            .execute(&mut *c)
-            .await?;
-    });
-    Ok(())
-}
 
 /// Which database the service runs on (for health output).
 pub fn backend_name(db: &Db) -> &'static str {

@@ -15,9 +15,8 @@ use std::path::{Path, PathBuf};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use rand::RngCore;
-use sha2::Sha256;
 use uuid::Uuid;
 
 use crate::db::{Db, Tx};
@@ -93,7 +92,7 @@ impl Vault {
         }
         let first = keys.first().ok_or_else(|| anyhow::anyhow!("the key file holds no key"))?.1;
         // The blind index stays stable across rotations: it hangs off the first key.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&first).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut mac = crate::hmac_sha256(&first);
         mac.update(b"xianlu phone index v1");
         let index_key: [u8; 32] = mac.finalize().into_bytes().into();
         Ok(Vault { keys, index_key })
@@ -132,7 +131,7 @@ impl Vault {
     }
 
     pub fn phone_index(&self, phone: &str) -> String {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.index_key).unwrap_or_else(|_| unreachable_hmac());
+        let mut mac = crate::hmac_sha256(&self.index_key);
         mac.update(normalise_phone(phone).as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
@@ -256,11 +255,6 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     {
         std::fs::write(path, text)
     }
-}
-
-/// HMAC accepts keys of any length.
-fn unreachable_hmac<T>() -> T {
-    panic!("HMAC rejected a key")
 }
 
 /// Where the key file is when the configuration does not say.
