@@ -15,7 +15,8 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use xianlu_domain::wire::{Actor, CommandRequest, OrderPage, OrderView, Problem, StreamEvent};
-use xianlu_domain::{MerchantId, Order, OrderDraft, OrderId, WarehouseId};
+use xianlu_domain::evidence::{EvidenceRecord, EvidenceUpload, PositionBatch, PositionFix, PositionReceipt};
+use xianlu_domain::{CourierId, MerchantId, Order, OrderDraft, OrderId, WarehouseId};
 
 use crate::AppState;
 use crate::audit::VerifyReport;
@@ -46,13 +47,18 @@ pub fn parse_actor(value: &str) -> Option<Actor> {
     (CLAIMABLE_KINDS.contains(&kind) && valid_id).then(|| Actor { kind: kind.to_owned(), id: id.to_owned() })
 }
 
-/// The caller as recorded in idempotency scopes (before any handler runs).
-pub fn actor_label(headers: &HeaderMap) -> String {
-    headers
-        .get(DEV_ACTOR_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_actor)
-        .map_or_else(|| "anonymous".to_owned(), |a| format!("{}:{}", a.kind, a.id))
+/// The caller as recorded in idempotency scopes (before any handler runs):
+/// the authenticated user, whichever token they hold now.
+pub async fn actor_label(state: &AppState, headers: &HeaderMap) -> String {
+    match authenticate(state, headers, None).await {
+        Ok((actor, _)) => format!("{}:{}", actor.kind, actor.id),
+        Err(_) => "anonymous".to_owned(),
+    }
+}
+
+/// Evidence uploads carry images and have their own body limit.
+pub fn is_evidence_path(path: &str) -> bool {
+    path.contains("/evidence/")
 }
 
 /// Who is calling: the holder of a valid bearer token, or, on a server
@@ -204,6 +210,105 @@ async fn order_command(
     let saved = ctx.idempotency.is_some();
     let committed = state.service.execute(&ctx, id, request.expected_version, &request.command).await?;
     Ok(committed_response(StatusCode::OK, committed, saved))
+}
+
+/// Upload a signature, photo or delivery-note image for an order. The
+/// address is the content's digest (see `evidence_digest`), so an upload is
+/// idempotent: the same content again answers 200 with the stored record.
+#[utoipa::path(put, path = "/orders/{id}/evidence/{sha256}", tag = "evidence", request_body = EvidenceUpload,
+    params(("id" = String, Path, description = "Order id (UUID) or number"),
+           ("sha256" = String, Path, description = "The content's digest, lowercase hex")),
+    responses((status = 201, body = EvidenceRecord), (status = 200, body = EvidenceRecord, description = "Already stored"),
+              (status = 422, body = Problem, description = "Digest mismatch, unreadable image"),
+              (status = 404, body = Problem), (status = 413, body = Problem)))]
+async fn put_evidence(
+    State(state): State<Arc<AppState>>,
+    Path((id, sha256)): Path<(String, String)>,
+    Ctx(ctx): Ctx,
+    request: Request,
+) -> ApiResult<(StatusCode, axum::Json<EvidenceRecord>)> {
+    // Images are larger than other bodies: this route has its own limit.
+    let body = axum::body::to_bytes(request.into_body(), state.config.max_evidence_bytes)
+        .await
+        .map_err(|_| ApiError::TooLarge)?;
+    let upload: EvidenceUpload = serde_json::from_slice(&body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::unprocessable("invalid_body", e.to_string()),
+        _ => ApiError::bad_request("malformed_json", e.to_string()),
+    })?;
+    let id = resolve_order(&state, &id).await?;
+    let (created, record) = state.service.put_evidence(&ctx, id, &sha256, upload).await?;
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, axum::Json(record)))
+}
+
+/// An order's evidence records.
+#[utoipa::path(get, path = "/orders/{id}/evidence", tag = "evidence",
+    params(("id" = String, Path, description = "Order id (UUID) or number")),
+    responses((status = 200, body = Vec<EvidenceRecord>), (status = 404, body = Problem)))]
+async fn list_evidence(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+) -> ApiResult<axum::Json<Vec<EvidenceRecord>>> {
+    let id = resolve_order(&state, &id).await?;
+    Ok(axum::Json(state.service.list_evidence(&ctx.scope, id).await?))
+}
+
+/// The stored image (the server's re-encoding, PNG or JPEG).
+#[utoipa::path(get, path = "/orders/{id}/evidence/{sha256}", tag = "evidence",
+    params(("id" = String, Path), ("sha256" = String, Path)),
+    responses((status = 200, content_type = "image/*", description = "The image"), (status = 404, body = Problem)))]
+async fn get_evidence(
+    State(state): State<Arc<AppState>>,
+    Path((id, sha256)): Path<(String, String)>,
+    Ctx(ctx): Ctx,
+) -> ApiResult<Response> {
+    let id = resolve_order(&state, &id).await?;
+    let (content_type, image) = state.service.evidence_image(&ctx.scope, id, &sha256).await?;
+    let mut response = image.into_response();
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&content_type) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    // Content-addressed: it never changes, but it is private.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=31536000, immutable"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    Ok(response)
+}
+
+/// Send a batch of the courier's own position fixes. Replays are counted,
+/// not stored twice; impossible jumps are stored flagged.
+#[utoipa::path(post, path = "/couriers/{id}/positions", tag = "couriers", request_body = PositionBatch,
+    params(("id" = String, Path)),
+    responses((status = 200, body = PositionReceipt), (status = 422, body = Problem), (status = 404, body = Problem)))]
+async fn post_positions(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+    ApiJson(batch): ApiJson<PositionBatch>,
+) -> ApiResult<axum::Json<PositionReceipt>> {
+    let courier: CourierId = parse_id(&id, "courier")?;
+    Ok(axum::Json(state.service.ingest_positions(&ctx, courier, batch).await?))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+struct PositionsQuery {
+    /// Only fixes with a greater device sequence.
+    #[serde(default)]
+    after_seq: u64,
+}
+
+/// A courier's stored fixes, in time order.
+#[utoipa::path(get, path = "/couriers/{id}/positions", tag = "couriers", params(("id" = String, Path), PositionsQuery),
+    responses((status = 200, body = Vec<PositionFix>), (status = 404, body = Problem)))]
+async fn get_positions(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+    ApiQuery(query): ApiQuery<PositionsQuery>,
+) -> ApiResult<axum::Json<Vec<PositionFix>>> {
+    let courier: CourierId = parse_id(&id, "courier")?;
+    Ok(axum::Json(state.service.positions(&ctx, courier, query.after_seq).await?))
 }
 
 /// One order in the requirements' shape, with its lines and timeline.
@@ -605,6 +710,9 @@ pub fn router() -> (axum::Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(unlock_user))
         .routes(routes!(link_courier))
         .routes(routes!(assign_role))
+        .routes(routes!(list_evidence))
+        .routes(routes!(put_evidence, get_evidence))
+        .routes(routes!(post_positions, get_positions))
         .split_for_parts();
     doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
     (router, doc)

@@ -21,6 +21,7 @@ or ./xianlu.toml when present), then environment variables XIANLU_<KEY>
   sqlite_synchronous             FULL or NORMAL (WAL either way) [FULL]
   max_connections                database pool size             [16]
   max_body_bytes                 largest request body           [262144]
+  max_evidence_bytes             largest evidence upload        [6291456]
   payment_webhook_secret         HMAC secret of the generic payment gateway
   payment_webhook_tolerance_secs replay window of notifications [300]
   idempotency_retention_hours    saved responses kept (>= 24)   [24]

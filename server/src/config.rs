@@ -22,6 +22,8 @@ pub struct Config {
     pub max_connections: u32,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Largest evidence upload (an image, base64, with its metadata), in bytes.
+    pub max_evidence_bytes: usize,
     /// Shared secret of the payment gateway's HMAC-SHA256 notifications.
     pub payment_webhook_secret: Option<String>,
     /// How old a signed payment notification may be, in seconds.
@@ -74,6 +76,7 @@ impl Default for Config {
             sqlite_synchronous: "FULL".into(),
             max_connections: 16,
             max_body_bytes: 256 * 1024,
+            max_evidence_bytes: 6 * 1024 * 1024,
             payment_webhook_secret: None,
             payment_webhook_tolerance_secs: 300,
             idempotency_retention_hours: 24,

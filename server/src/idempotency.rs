@@ -64,8 +64,15 @@ pub async fn middleware(State(state): State<Arc<AppState>>, request: Request, ne
 
 async fn run(state: &AppState, key: String, request: Request, next: Next) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
-    let bytes = to_bytes(body, state.config.max_body_bytes).await.map_err(|_| ApiError::TooLarge)?;
-    let actor = crate::api::actor_label(&parts.headers);
+    let limit = if crate::api::is_evidence_path(parts.uri.path()) {
+        state.config.max_evidence_bytes
+    } else {
+        state.config.max_body_bytes
+    };
+    let bytes = to_bytes(body, limit).await.map_err(|_| ApiError::TooLarge)?;
+    // Keys are scoped to the authenticated user, not the token: a client that
+    // refreshed its token while retrying must still find its first attempt.
+    let actor = crate::api::actor_label(state, &parts.headers).await;
     let scope = format!("{actor} {} {}", parts.method, parts.uri.path());
     let mut hasher = Sha256::new();
     hasher.update(parts.method.as_str().as_bytes());

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod evidence;
 pub mod feed;
 pub mod idempotency;
 pub mod identity;
@@ -153,6 +154,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             }
         })
         .layer(middleware::from_fn_with_state(state.clone(), strict_transport))
+        .layer(middleware::from_fn(api_version))
         .layer(middleware::from_fn(problem_request_id))
         .layer(middleware::from_fn_with_state(state.clone(), idempotency::middleware))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
@@ -165,6 +167,16 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(SetRequestIdLayer::new(header::HeaderName::from_static(REQUEST_ID), MakeId))
         .layer(CatchPanicLayer::custom(|_| ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()))
         .with_state(state)
+}
+
+/// Every response names the protocol version it speaks.
+async fn api_version(request: Request, next: middleware::Next) -> Response {
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(
+        xianlu_domain::wire::API_VERSION_HEADER,
+        header::HeaderValue::from(xianlu_domain::wire::API_VERSION),
+    );
+    response
 }
 
 /// Over HTTPS, tells browsers to use nothing else for a year (HSTS).

@@ -513,13 +513,21 @@ impl OrderService {
         for id in &contacts {
             crate::vault::Vault::shred(&mut tx, id.uuid()).await.map_err(ApiError::Internal)?;
         }
+        // Signatures and photos may show the people: they go with the personal data.
+        let evidence_erased = on_tx!(&mut tx, c => {
+            sqlx::query("DELETE FROM evidence WHERE customer_id = $1")
+                .bind(customer.uuid())
+                .execute(&mut *c)
+                .await?
+                .rows_affected()
+        });
         self.audit_admin(
             &mut tx,
             ctx,
             merchant.uuid(),
             "ERASE_CUSTOMER",
             customer.to_string(),
-            serde_json::json!({"contactsErased": contacts.len()}),
+            serde_json::json!({"contactsErased": contacts.len(), "evidenceErased": evidence_erased}),
         )
         .await?;
         tx.commit().await?;

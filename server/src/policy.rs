@@ -60,6 +60,12 @@ pub enum Action {
     ManageCustomers,
     ReadStock,
     CountStock,
+    /// Upload a signature, photo or delivery-note image for an order.
+    AttachEvidence,
+    /// Send one's own position fixes.
+    ReportPosition,
+    /// Read a courier's positions.
+    TrackCouriers,
 }
 
 use Action::*;
@@ -70,21 +76,23 @@ pub const TABLE: &[(Role, &[Action])] = &[
     (Role::Admin, &[
         ReadOrder, CreateOrder, MarkPaid, ResolveShortage, AnswerSubstitution, Pick, Assign, Dispatch, ReportOnTheRoad,
         Sign, ResolveException, SettleClaim, Cancel, ManageWarehousesAndCouriers, ManageCustomers, ReadStock, CountStock,
+        AttachEvidence, ReportPosition, TrackCouriers,
     ]),
     (Role::MerchantOwner, &[
         ReadOrder, CreateOrder, MarkPaid, ResolveShortage, AnswerSubstitution, Pick, Assign, Dispatch, ResolveException,
-        SettleClaim, Cancel, ManageWarehousesAndCouriers, ManageCustomers, ReadStock, CountStock,
+        SettleClaim, Cancel, ManageWarehousesAndCouriers, ManageCustomers, ReadStock, CountStock, AttachEvidence,
+        TrackCouriers,
     ]),
     (Role::MerchantStaff, &[
         ReadOrder, CreateOrder, MarkPaid, ResolveShortage, AnswerSubstitution, Pick, Assign, Dispatch, ResolveException,
-        Cancel, ManageCustomers, ReadStock, CountStock,
+        Cancel, ManageCustomers, ReadStock, CountStock, AttachEvidence, TrackCouriers,
     ]),
     // The seed's example: a clerk sees picking-stage orders of their warehouse and changes only picking.
     (Role::WarehouseClerk, &[ReadOrder, Pick, ReadStock, CountStock]),
-    (Role::Courier, &[ReadOrder, Dispatch, ReportOnTheRoad, Sign]),
-    (Role::Customer, &[ReadOrder, CreateOrder, AnswerSubstitution, Sign, Cancel]),
+    (Role::Courier, &[ReadOrder, Dispatch, ReportOnTheRoad, Sign, AttachEvidence, ReportPosition]),
+    (Role::Customer, &[ReadOrder, CreateOrder, AnswerSubstitution, Sign, Cancel, AttachEvidence]),
     // Customer service reads its merchant's orders and changes only exception and claim state.
-    (Role::CustomerService, &[ReadOrder, ResolveException, SettleClaim]),
+    (Role::CustomerService, &[ReadOrder, ResolveException, SettleClaim, AttachEvidence, TrackCouriers]),
 ];
 
 pub fn role_may(role: Role, action: Action) -> bool {
@@ -159,6 +167,41 @@ pub fn check_command(scope: &Scope, order: &Order, command: &Command) -> Result<
         && !links.couriers.contains(other)
     {
         return Err(forbidden(action));
+    }
+    Ok(())
+}
+
+/// 404 unless the caller can see the order; 403 unless their role may take this action on it.
+pub fn check_order_action(scope: &Scope, order: &Order, action: Action) -> Result<(), ApiError> {
+    check_read(scope, order)?;
+    match scope {
+        Scope::User(links) if !role_may(links.role, action) => Err(forbidden(action)),
+        _ => Ok(()),
+    }
+}
+
+/// Only a courier themself (or an admin) sends their positions.
+pub fn check_own_courier(scope: &Scope, merchant: MerchantId, courier: CourierId) -> Result<(), ApiError> {
+    let Scope::User(links) = scope else { return Ok(()) };
+    match links.role {
+        Role::Admin => Ok(()),
+        Role::Courier if links.couriers.contains(&courier) => Ok(()),
+        _ if links.merchant == Some(merchant) => Err(forbidden(ReportPosition)),
+        _ => Err(ApiError::NotFound("no such courier".into())),
+    }
+}
+
+/// A courier reads their own trail; the merchant's office reads its couriers'.
+pub fn check_courier_positions(scope: &Scope, merchant: MerchantId, courier: CourierId) -> Result<(), ApiError> {
+    let Scope::User(links) = scope else { return Ok(()) };
+    if links.role == Role::Courier && links.couriers.contains(&courier) {
+        return Ok(());
+    }
+    if links.role != Role::Admin && links.merchant != Some(merchant) {
+        return Err(ApiError::NotFound("no such courier".into()));
+    }
+    if !role_may(links.role, TrackCouriers) {
+        return Err(forbidden(TrackCouriers));
     }
     Ok(())
 }

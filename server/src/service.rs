@@ -235,6 +235,21 @@ impl OrderService {
                 "gateway payments are confirmed by the gateway's signed notification",
             ));
         }
+        // A sign-off names its evidence, which must have been uploaded first.
+        let evidence = match command {
+            Command::Sign { signature_sha256, .. } => Some(signature_sha256),
+            Command::DropOffUnattended { photo_sha256 } => Some(photo_sha256),
+            _ => None,
+        };
+        if let Some(sha256) = evidence {
+            self.view_for(&ctx.scope, id).await?;
+            if !self.has_evidence(id, sha256).await? {
+                return Err(ApiError::unprocessable(
+                    "evidence_missing",
+                    format!("upload the evidence {sha256} to this order before signing with it"),
+                ));
+            }
+        }
         self.submit(ctx, Change::Execute { id, expected_version, command: Box::new(command.clone()) }).await
     }
 

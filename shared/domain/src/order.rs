@@ -389,6 +389,13 @@ pub enum ExceptionKind {
     Other,
 }
 
+impl ExceptionKind {
+    /// An accident or breakdown stops the vehicle: it covers every order aboard.
+    pub fn is_vehicle_level(self) -> bool {
+        matches!(self, ExceptionKind::TrafficAccident | ExceptionKind::VehicleBreakdown)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -10,6 +10,12 @@ use crate::machine::{Command, Event};
 use crate::order::{Order, Status};
 use crate::quantity::{Quantity, Unit};
 
+/// The version of the REST and push protocol this code speaks. The server
+/// sends it on every response in [`API_VERSION_HEADER`]; a client that meets
+/// another major version stops and says so instead of guessing.
+pub const API_VERSION: u32 = 1;
+pub const API_VERSION_HEADER: &str = "xianlu-api-version";
+
 /// A WGS-84 position.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

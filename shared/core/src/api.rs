@@ -1,0 +1,408 @@
+//! The typed API client.
+//!
+//! Every method maps to one endpoint. Access tokens are short-lived: on a
+//! 401 the client refreshes once (one refresh at a time, however many
+//! requests noticed) and repeats the request; if the refresh is refused the
+//! session is over and the caller gets [`CoreError::Unauthenticated`].
+//! Every response's protocol version is checked, so a server from the future
+//! produces [`CoreError::Incompatible`] instead of a misread.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use xianlu_domain::evidence::{EvidenceRecord, EvidenceUpload, PositionBatch, PositionFix, PositionReceipt};
+use xianlu_domain::wire::{API_VERSION, API_VERSION_HEADER, CommandRequest, OrderPage, OrderView, Problem, StreamEvent};
+use xianlu_domain::{CourierId, CustomerId, MerchantId, Order, OrderDraft, OrderId, WarehouseId};
+
+use crate::error::{CoreError, CoreResult};
+
+/// The logged-in user, as the server describes them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Me {
+    pub id: Uuid,
+    pub username: String,
+    /// `admin`, `merchant_owner`, `merchant_staff`, `warehouse_clerk`, `courier`, `customer`, `customer_service`.
+    pub role: String,
+    pub merchant_id: Option<MerchantId>,
+    pub warehouse_id: Option<WarehouseId>,
+    pub courier_id: Option<CourierId>,
+    pub customer_id: Option<CustomerId>,
+}
+
+/// The tokens of a logged-in user. Apps keep it in the platform's secure
+/// storage and hand it back with [`ApiClient::restore`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub user: Me,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Tokens {
+    access_token: String,
+    refresh_token: String,
+    user: Me,
+}
+
+/// Filters of the order list (all optional).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub courier_id: Option<CourierId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// The API client. Cheap to clone; clones share the session.
+#[derive(Clone)]
+pub struct ApiClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print tokens.
+        f.debug_struct("ApiClient").field("base", &self.inner.base).finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    http: reqwest::Client,
+    /// `http(s)://host:port`, without a trailing slash.
+    base: String,
+    session: Mutex<Option<Session>>,
+    /// One refresh at a time.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+/// How long one request may take before it counts as a network failure.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl ApiClient {
+    /// A client for the server at `base` (`http://host:port` or `https://…`).
+    pub fn new(base: &str) -> CoreResult<ApiClient> {
+        Self::with_timeout(base, REQUEST_TIMEOUT)
+    }
+
+    pub fn with_timeout(base: &str, timeout: Duration) -> CoreResult<ApiClient> {
+        let base = base.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(CoreError::Refused(format!("the server address must start with http:// or https://: {base}")));
+        }
+        #[cfg(feature = "native")]
+        let http = {
+            // rustls with ring, as the server uses; installing twice is harmless.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(timeout.min(Duration::from_secs(10)))
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build()
+                .map_err(|e| CoreError::Network(e.to_string()))?
+        };
+        #[cfg(not(feature = "native"))]
+        let http = {
+            let _ = timeout;
+            reqwest::Client::new()
+        };
+        Ok(ApiClient {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                session: Mutex::new(None),
+                refreshing: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.inner.base
+    }
+
+    /// The current session, if logged in.
+    pub fn session(&self) -> Option<Session> {
+        self.inner.session.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// The logged-in user.
+    pub fn me(&self) -> Option<Me> {
+        self.session().map(|s| s.user)
+    }
+
+    /// Continues a session saved earlier.
+    pub fn restore(&self, session: Session) {
+        self.set_session(Some(session));
+    }
+
+    fn set_session(&self, session: Option<Session>) {
+        if let Ok(mut slot) = self.inner.session.lock() {
+            *slot = session;
+        }
+    }
+
+    fn access_token(&self) -> Option<String> {
+        self.session().map(|s| s.access_token)
+    }
+
+    /// The push stream's address, with the access token (browsers cannot
+    /// set headers on a WebSocket).
+    pub fn stream_url(&self) -> CoreResult<String> {
+        let token = self.access_token().ok_or_else(|| CoreError::Unauthenticated("log in first".into()))?;
+        let ws = if let Some(rest) = self.inner.base.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else {
+            format!("ws://{}", self.inner.base.trim_start_matches("http://"))
+        };
+        Ok(format!("{ws}/api/v1/stream?token={token}"))
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> CoreResult<Session> {
+        let body = serde_json::json!({"username": username, "password": password});
+        let tokens: Tokens = self.exchange("/api/v1/auth/login", &body).await?;
+        let session =
+            Session { access_token: tokens.access_token, refresh_token: tokens.refresh_token, user: tokens.user };
+        self.set_session(Some(session.clone()));
+        Ok(session)
+    }
+
+    /// Ends the session on the server and forgets it here.
+    pub async fn logout(&self) -> CoreResult<()> {
+        let result = self.call::<serde_json::Value>(Method::POST, "/api/v1/auth/logout", Some(&()), None).await;
+        self.set_session(None);
+        match result {
+            Ok(_) | Err(CoreError::Unauthenticated(_)) => Ok(()),
+            Err(CoreError::Protocol(_)) => Ok(()), // 204: no body to read
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Refreshes the access token now (the push client does this when the
+    /// stream refuses an expired token).
+    pub async fn refresh_session(&self) -> CoreResult<()> {
+        let token = self.access_token().ok_or_else(|| CoreError::Unauthenticated("log in first".into()))?;
+        self.refresh(&token).await
+    }
+
+    /// Trades the refresh token for new tokens. Called by the client itself
+    /// when an access token is refused; `stale` is the token that was.
+    async fn refresh(&self, stale: &str) -> CoreResult<()> {
+        let _one_at_a_time = self.inner.refreshing.lock().await;
+        let Some(session) = self.session() else {
+            return Err(CoreError::Unauthenticated("log in first".into()));
+        };
+        if session.access_token != stale {
+            return Ok(()); // another request refreshed meanwhile
+        }
+        let body = serde_json::json!({"refreshToken": session.refresh_token});
+        match self.exchange::<Tokens>("/api/v1/auth/refresh", &body).await {
+            Ok(tokens) => {
+                self.set_session(Some(Session {
+                    access_token: tokens.access_token,
+                    refresh_token: tokens.refresh_token,
+                    user: tokens.user,
+                }));
+                Ok(())
+            }
+            Err(CoreError::Server { problem }) if problem.status == 401 || problem.status == 400 => {
+                self.set_session(None);
+                Err(CoreError::Unauthenticated(problem.detail))
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// An unauthenticated POST (login, refresh).
+    async fn exchange<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> CoreResult<T> {
+        let request = self.inner.http.post(format!("{}{path}", self.inner.base)).json(body);
+        let response = request.send().await.map_err(network)?;
+        read(response).await
+    }
+
+    /// Sends a request with the bearer token, refreshing it once if refused.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+        idempotency_key: Option<&str>,
+    ) -> CoreResult<T> {
+        let response = self.send_raw(method, path, body, idempotency_key).await?;
+        read(response).await
+    }
+
+    async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+        idempotency_key: Option<&str>,
+    ) -> CoreResult<reqwest::Response> {
+        let mut refreshed = false;
+        loop {
+            let token = self.access_token().ok_or_else(|| CoreError::Unauthenticated("log in first".into()))?;
+            let mut request =
+                self.inner.http.request(method.clone(), format!("{}{path}", self.inner.base)).bearer_auth(&token);
+            if let Some(key) = idempotency_key {
+                request = request.header("Idempotency-Key", key);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = request.send().await.map_err(network)?;
+            check_version(&response)?;
+            if response.status() == StatusCode::UNAUTHORIZED && !refreshed {
+                self.refresh(&token).await?;
+                refreshed = true;
+                continue;
+            }
+            if response.status() == StatusCode::UNAUTHORIZED {
+                self.set_session(None);
+                let problem = problem_of(response).await?;
+                return Err(CoreError::Unauthenticated(problem.detail));
+            }
+            return Ok(response);
+        }
+    }
+
+    // ---- orders -------------------------------------------------------
+
+    pub async fn orders(&self, query: &OrderQuery) -> CoreResult<OrderPage> {
+        let query = serde_urlencoded(query)?;
+        self.call(Method::GET, &format!("/api/v1/orders{query}"), None::<&()>, None).await
+    }
+
+    pub async fn order(&self, id: OrderId) -> CoreResult<OrderView> {
+        self.call(Method::GET, &format!("/api/v1/orders/{id}"), None::<&()>, None).await
+    }
+
+    pub async fn order_events(&self, id: OrderId) -> CoreResult<Vec<StreamEvent>> {
+        self.call(Method::GET, &format!("/api/v1/orders/{id}/events"), None::<&()>, None).await
+    }
+
+    pub async fn create_order(&self, draft: &OrderDraft, idempotency_key: &str) -> CoreResult<Order> {
+        self.call(Method::POST, "/api/v1/orders", Some(draft), Some(idempotency_key)).await
+    }
+
+    pub async fn command(&self, id: OrderId, request: &CommandRequest, idempotency_key: &str) -> CoreResult<Order> {
+        self.call(Method::POST, &format!("/api/v1/orders/{id}/commands"), Some(request), Some(idempotency_key)).await
+    }
+
+    // ---- evidence -----------------------------------------------------
+
+    /// Uploads evidence; idempotent by its digest (201 the first time, 200 after).
+    pub async fn put_evidence(&self, id: OrderId, sha256: &str, upload: &EvidenceUpload) -> CoreResult<EvidenceRecord> {
+        self.call(Method::PUT, &format!("/api/v1/orders/{id}/evidence/{sha256}"), Some(upload), None).await
+    }
+
+    pub async fn evidence(&self, id: OrderId) -> CoreResult<Vec<EvidenceRecord>> {
+        self.call(Method::GET, &format!("/api/v1/orders/{id}/evidence"), None::<&()>, None).await
+    }
+
+    /// The stored (re-encoded) image.
+    pub async fn evidence_image(&self, id: OrderId, sha256: &str) -> CoreResult<Vec<u8>> {
+        let response =
+            self.send_raw(Method::GET, &format!("/api/v1/orders/{id}/evidence/{sha256}"), None::<&()>, None).await?;
+        if !response.status().is_success() {
+            return Err(CoreError::Server { problem: problem_of(response).await? });
+        }
+        Ok(response.bytes().await.map_err(network)?.to_vec())
+    }
+
+    // ---- positions ----------------------------------------------------
+
+    pub async fn post_positions(
+        &self,
+        courier: CourierId,
+        batch: &PositionBatch,
+        idempotency_key: &str,
+    ) -> CoreResult<PositionReceipt> {
+        self.call(Method::POST, &format!("/api/v1/couriers/{courier}/positions"), Some(batch), Some(idempotency_key))
+            .await
+    }
+
+    pub async fn positions(&self, courier: CourierId, after_seq: u64) -> CoreResult<Vec<PositionFix>> {
+        self.call(Method::GET, &format!("/api/v1/couriers/{courier}/positions?afterSeq={after_seq}"), None::<&()>, None)
+            .await
+    }
+}
+
+fn network(error: reqwest::Error) -> CoreError {
+    CoreError::Network(error.to_string())
+}
+
+fn serde_urlencoded(query: &OrderQuery) -> CoreResult<String> {
+    let value = serde_json::to_value(query).map_err(|e| CoreError::Refused(e.to_string()))?;
+    let mut pairs = Vec::new();
+    if let serde_json::Value::Object(map) = value {
+        for (key, value) in map {
+            let text = match value {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            let encoded: String = text
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            pairs.push(format!("{key}={encoded}"));
+        }
+    }
+    Ok(if pairs.is_empty() { String::new() } else { format!("?{}", pairs.join("&")) })
+}
+
+/// Refuses answers from a server that speaks another major protocol version.
+fn check_version(response: &reqwest::Response) -> CoreResult<()> {
+    let Some(value) = response.headers().get(API_VERSION_HEADER) else {
+        return Ok(()); // a proxy's own error page, say: judged by its status
+    };
+    let version = value.to_str().ok().and_then(|v| v.split('.').next()?.trim().parse::<u32>().ok());
+    match version {
+        Some(v) if v == API_VERSION => Ok(()),
+        Some(v) => Err(CoreError::Incompatible { server: v, ours: API_VERSION }),
+        None => Err(CoreError::Protocol(format!("unreadable {API_VERSION_HEADER} header"))),
+    }
+}
+
+/// Reads a success body as `T`, or a failure as a problem.
+async fn read<T: DeserializeOwned>(response: reqwest::Response) -> CoreResult<T> {
+    check_version(&response)?;
+    if !response.status().is_success() {
+        return Err(CoreError::Server { problem: problem_of(response).await? });
+    }
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(network)?;
+    let bytes = if bytes.is_empty() && status == StatusCode::NO_CONTENT { &b"null"[..] } else { &bytes[..] };
+    serde_json::from_slice(bytes).map_err(|e| CoreError::Protocol(format!("{status} with a body this app cannot read: {e}")))
+}
+
+/// The problem document of a failed response; an answer without one (a
+/// proxy's error page, a cut connection) becomes a problem with its status.
+async fn problem_of(response: reqwest::Response) -> CoreResult<Problem> {
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(network)?;
+    Ok(serde_json::from_slice::<Problem>(&bytes).unwrap_or_else(|_| Problem {
+        type_uri: "about:blank".into(),
+        title: status.canonical_reason().unwrap_or("Error").into(),
+        status: status.as_u16(),
+        detail: String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+        code: format!("http_{}", status.as_u16()),
+        instance: None,
+        request_id: None,
+        current_version: None,
+    }))
+}

@@ -1,0 +1,44 @@
+//! Xianlu's client core. The courier, customer and merchant apps talk to the
+//! server only through this crate, so what can go wrong on a phone with bad
+//! coverage is solved once, here:
+//!
+//! - [`api`] — a typed client for every endpoint the apps use: logs in,
+//!   refreshes tokens transparently, turns problem documents into a
+//!   [`CoreError`] that says what to do.
+//! - [`push`] — the push stream: reconnects with backoff and jitter and
+//!   resumes from the last sequence it stored, so every event arrives once,
+//!   in order.
+//! - [`outbox`] — every change a user makes is written locally first and
+//!   sent in order with its own idempotency key (see the module for the
+//!   protocol).
+//! - [`location`] — fix filtering, phase-aware sampling and batching.
+//! - [`tracking`] — the customer's map as data: simplified trail, position,
+//!   remaining route, ETA.
+//! - [`signature`], [`photo`] — sign-off and photo evidence with digests the
+//!   server recomputes.
+//! - [`report`] — exception reports in the courier's words, as commands.
+//!
+//! **No UI dependency**; builds for `wasm32-unknown-unknown` (fetch, the
+//! browser's WebSocket, an in-memory store) and natively with the `native`
+//! feature (rustls, tokio-tungstenite, SQLite in the app's data directory).
+
+pub mod api;
+pub mod cache;
+pub mod error;
+pub mod location;
+pub mod outbox;
+#[cfg(feature = "native")]
+pub mod photo;
+pub mod push;
+pub mod report;
+pub mod retry;
+pub mod rt;
+pub mod signature;
+pub mod store;
+pub mod tracking;
+
+pub use api::{ApiClient, Session};
+pub use error::{CoreError, NextStep};
+pub use outbox::{Outbox, OutboxStatus};
+pub use push::{ConnectionState, PushClient, PushEvent};
+pub use retry::Backoff;

@@ -1,0 +1,121 @@
+//! The customer's map as data: the courier's trail (simplified), where they
+//! are, how long ago they were seen, the route left and the ETA. The apps
+//! draw it; nothing here draws.
+
+use chrono::{DateTime, Utc};
+use geo::{Coord, LineString, Simplify};
+use xianlu_domain::TimeWindow;
+use xianlu_domain::evidence::PositionFix;
+use xianlu_domain::wire::{LatLng, OrderView};
+
+/// Simplifies a trail with Douglas–Peucker at a tolerance in metres. The
+/// points are projected to local metres first (an equirectangular
+/// projection around the trail), since degrees of longitude shrink towards
+/// the poles.
+pub fn simplify_trail(points: &[LatLng], tolerance_m: f64) -> Vec<LatLng> {
+    let Some(origin) = points.first() else { return Vec::new() };
+    const METRES_PER_DEGREE: f64 = 111_320.0;
+    let scale_x = METRES_PER_DEGREE * origin.lat.to_radians().cos();
+    let projected: LineString<f64> = points
+        .iter()
+        .map(|p| Coord { x: (p.lng - origin.lng) * scale_x, y: (p.lat - origin.lat) * METRES_PER_DEGREE })
+        .collect();
+    projected
+        .simplify(tolerance_m)
+        .coords()
+        .map(|c| LatLng { lat: origin.lat + c.y / METRES_PER_DEGREE, lng: origin.lng + c.x / scale_x })
+        .collect()
+}
+
+/// What the tracking map shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackingModel {
+    /// The courier's trail, simplified.
+    pub trail: Vec<LatLng>,
+    pub position: Option<LatLng>,
+    pub last_seen: Option<DateTime<Utc>>,
+    /// The planned route from the courier to the destination, when known.
+    pub remaining_route: Vec<LatLng>,
+    pub destination: Option<LatLng>,
+    pub eta: Option<DateTime<Utc>>,
+    pub promised: Option<TimeWindow>,
+    /// Simplification tolerance, metres.
+    pub tolerance_m: f64,
+    raw: Vec<LatLng>,
+}
+
+impl TrackingModel {
+    /// The model for an order as served (destination, ETA, promised window).
+    pub fn for_order(view: &OrderView) -> TrackingModel {
+        TrackingModel {
+            trail: Vec::new(),
+            position: view.driver_info.as_ref().and_then(|d| d.location),
+            last_seen: None,
+            remaining_route: Vec::new(),
+            destination: view.customer.as_ref().map(|c| c.location),
+            eta: view.eta,
+            promised: Some(view.order.requested_window),
+            tolerance_m: 8.0,
+            raw: Vec::new(),
+        }
+    }
+
+    /// Adds fixes (in any order; older ones than the newest are ignored for
+    /// the position, but join the trail in time order).
+    pub fn add_fixes(&mut self, fixes: &[PositionFix]) {
+        let mut fixes: Vec<&PositionFix> = fixes.iter().collect();
+        fixes.sort_by_key(|f| (f.at, f.device_seq));
+        for fix in fixes {
+            let point = LatLng { lat: fix.lat, lng: fix.lng };
+            if self.last_seen.is_none_or(|seen| fix.at >= seen) {
+                self.position = Some(point);
+                self.last_seen = Some(fix.at);
+                self.raw.push(point);
+            }
+        }
+        self.trail = simplify_trail(&self.raw, self.tolerance_m);
+    }
+
+    /// The route left, e.g. from the planner; trimmed as the courier moves.
+    pub fn set_remaining_route(&mut self, route: Vec<LatLng>) {
+        self.remaining_route = route;
+    }
+
+    pub fn set_eta(&mut self, eta: Option<DateTime<Utc>>) {
+        self.eta = eta;
+    }
+
+    /// Seconds since the last position ("last seen 40 s ago").
+    pub fn seconds_since_seen(&self, now: DateTime<Utc>) -> Option<i64> {
+        self.last_seen.map(|seen| (now - seen).num_seconds().max(0))
+    }
+
+    /// Whether the ETA falls outside the promised window (late, or early).
+    pub fn eta_outside_window(&self) -> bool {
+        match (self.eta, self.promised) {
+            (Some(eta), Some(window)) => eta > window.end || eta < window.start,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn straight_runs_collapse_and_corners_stay() {
+        // East 1 km in 100 steps, then north 1 km, with 1 m of wobble.
+        let mut points = Vec::new();
+        for i in 0..=100 {
+            let wobble = if i % 2 == 0 { 0.000009 } else { -0.000009 };
+            points.push(LatLng { lat: 60.0 + wobble, lng: 24.0 + 0.018 * f64::from(i) / 100.0 });
+        }
+        for i in 1..=100 {
+            points.push(LatLng { lat: 60.0 + 0.009 * f64::from(i) / 100.0, lng: 24.018 });
+        }
+        let simplified = simplify_trail(&points, 5.0);
+        assert_eq!(simplified.len(), 3, "{simplified:?}");
+        assert!((simplified[1].lng - 24.018).abs() < 1e-6);
+    }
+}
