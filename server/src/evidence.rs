@@ -1,7 +1,7 @@
 //! Evidence (signatures, photos, photographed delivery notes) and courier
 //! positions.
 //!
-//! Evidence is content-addressed by the digest the device computed
+//! Evidence is content-addressed (within its order) by the digest the device computed
 //! (`xianlu_domain::evidence::evidence_digest`); the server recomputes it and
 //! refuses a mismatch, so an upload is idempotent by its hash. Images are
 //! decoded under size limits and re-encoded (signatures as PNG, photos as
@@ -153,10 +153,7 @@ impl OrderService {
         if !is_digest(sha256) {
             return Err(ApiError::bad_request("invalid_digest", "the digest must be 64 lowercase hex digits"));
         }
-        if let Some(existing) = self.evidence_record(sha256).await? {
-            if existing.order_id != order_id {
-                return Err(ApiError::conflict("evidence_conflict", "this evidence belongs to another order"));
-            }
+        if let Some(existing) = self.evidence_record(order_id, sha256).await? {
             return Ok((false, existing));
         }
         let image = base64::engine::general_purpose::STANDARD
@@ -207,7 +204,7 @@ impl OrderService {
                 "INSERT INTO evidence (sha256, order_id, merchant_id, customer_id, kind, content_type, image, image_sha256, \
                  width, height, strokes, line_no, exception_kind, taken_at, lat, lng, uploaded_by, uploaded_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
-                 ON CONFLICT (sha256) DO NOTHING",
+                 ON CONFLICT (order_id, sha256) DO NOTHING",
             )
             .bind(sha256)
             .bind(order.id.uuid())
@@ -245,18 +242,18 @@ impl OrderService {
         }
         tx.commit().await?;
         let record = self
-            .evidence_record(sha256)
+            .evidence_record(order_id, sha256)
             .await?
             .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("evidence {sha256} vanished")))?;
-        if record.order_id != order_id {
-            return Err(ApiError::conflict("evidence_conflict", "this evidence belongs to another order"));
-        }
         Ok((inserted == 1, record))
     }
 
-    async fn evidence_record(&self, sha256: &str) -> ApiResult<Option<EvidenceRecord>> {
+    async fn evidence_record(&self, order_id: OrderId, sha256: &str) -> ApiResult<Option<EvidenceRecord>> {
         let row: Option<EvidenceRow> = on_db!(&self.db, pool => {
-            sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {EVIDENCE_COLUMNS} FROM evidence WHERE sha256 = $1")))
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {EVIDENCE_COLUMNS} FROM evidence WHERE order_id = $1 AND sha256 = $2"
+            )))
+                .bind(order_id.uuid())
                 .bind(sha256)
                 .fetch_optional(pool)
                 .await?
@@ -266,7 +263,7 @@ impl OrderService {
 
     /// Whether the order has this evidence (a sign-off must name evidence that exists).
     pub async fn has_evidence(&self, order_id: OrderId, sha256: &str) -> ApiResult<bool> {
-        Ok(self.evidence_record(sha256).await?.is_some_and(|r| r.order_id == order_id))
+        Ok(self.evidence_record(order_id, sha256).await?.is_some())
     }
 
     /// An order's evidence, for those who may read the order.

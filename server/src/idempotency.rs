@@ -56,7 +56,12 @@ pub async fn middleware(State(state): State<Arc<AppState>>, request: Request, ne
         )
         .into_response();
     };
-    match run(&state, key, request, next).await {
+    // A client that hangs up must not leave its claim half-done (a retry
+    // would be told "in flight" until the lease ran out): the request runs
+    // to completion, and its response is saved, on a task of its own.
+    let task = tokio::spawn(async move { run(&state, key, request, next).await });
+    let outcome = task.await.unwrap_or_else(|e| Err(ApiError::Internal(anyhow::anyhow!("request task failed: {e}"))));
+    match outcome {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }

@@ -2,6 +2,8 @@
 //! (SQLite in a temporary directory, or a fresh PostgreSQL database), talk to
 //! it over HTTP and WebSocket, and clean up afterwards.
 
+pub mod chaos;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,13 @@ use tokio_tungstenite::tungstenite::Message;
 use xianlu_server::Server;
 use xianlu_server::clock::SystemClock;
 use xianlu_server::config::Config;
+
+/// An HTTP client. The workspace's reqwest uses rustls without a built-in
+/// crypto provider (the client core brings ring, as the server does).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
 
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +118,7 @@ pub struct TestServer {
     pub server: Option<Server>,
     pub url: String,
     pub db: TestDb,
+    pub config: Config,
 }
 
 impl TestServer {
@@ -120,9 +130,20 @@ impl TestServer {
     pub async fn spawn_with(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Result<TestServer> {
         let mut config = test_config(&db);
         adjust(&mut config);
-        let server = Server::start(config, Arc::new(SystemClock)).await?;
+        let server = Server::start(config.clone(), Arc::new(SystemClock)).await?;
         let url = server.url();
-        Ok(TestServer { server: Some(server), url, db })
+        Ok(TestServer { server: Some(server), url, db, config })
+    }
+
+    /// Stops the server and starts it again on the same database (on a new port).
+    pub async fn restart(&mut self) -> Result<()> {
+        if let Some(server) = self.server.take() {
+            server.stop().await;
+        }
+        let server = Server::start(self.config.clone(), Arc::new(SystemClock)).await?;
+        self.url = server.url();
+        self.server = Some(server);
+        Ok(())
     }
 
     pub fn client(&self, actor: &str) -> Client {
@@ -187,7 +208,7 @@ impl Client {
         Client {
             base: base.to_owned(),
             credential: Credential::DevActor(actor.to_owned()),
-            http: reqwest::Client::new(),
+            http: http_client(),
         }
     }
 
@@ -195,13 +216,13 @@ impl Client {
         Client {
             base: base.to_owned(),
             credential: Credential::Bearer(access_token.to_owned()),
-            http: reqwest::Client::new(),
+            http: http_client(),
         }
     }
 
     /// Logs in and returns a client that uses the access token, with the whole answer.
     pub async fn login(base: &str, username: &str, password: &str) -> Result<(Client, Value)> {
-        let response = reqwest::Client::new()
+        let response = http_client()
             .post(format!("{base}/api/v1/auth/login"))
             .json(&json!({"username": username, "password": password}))
             .send()
@@ -310,7 +331,24 @@ pub struct Shop {
     pub couriers: Vec<String>,
 }
 
-pub const SHA_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+/// Captures a signature with the client core and uploads it to the order;
+/// returns its digest, for the `SIGN` command. `seed` varies the strokes.
+pub async fn upload_signature(client: &Client, order: &str, seed: u32) -> Result<String> {
+    let mut capture = xianlu_core::signature::SignatureCapture::new(400.0, 200.0);
+    capture.begin_stroke();
+    for i in 0..30u32 {
+        let y = if (i + seed) % 2 == 0 { 50.0 } else { 150.0 } + (seed % 7) as f32;
+        capture.add_point(xianlu_core::signature::StrokePoint { x: 20.0 + i as f32 * 12.0, y, t_ms: i * 15, pressure: 0.5 });
+    }
+    let evidence = capture.finish(chrono::Utc::now(), None)?;
+    let reply = client
+        .put(&format!("/api/v1/orders/{order}/evidence/{}", evidence.sha256), &serde_json::to_value(evidence.upload())?)
+        .await?;
+    if !(reply.status == 201 || reply.status == 200) {
+        bail!("signature upload answered {}: {}", reply.status, reply.json());
+    }
+    Ok(evidence.sha256)
+}
 
 impl Shop {
     pub async fn open(admin: &Client) -> Result<Shop> {

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use serde_json::{Value, json};
-use xianlu_tests::{Backend, Client, Reply, SHA_A, ServerProcess, Shop, Stream, TestServer, signed_notification};
+use xianlu_tests::{
+    Backend, Client, Reply, ServerProcess, Shop, Stream, TestServer, signed_notification, upload_signature,
+};
 
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -719,7 +721,8 @@ async fn the_logs_of_a_whole_order_lifecycle_hold_no_phone_address_or_token(back
     let (owner, tokens) = Client::login(&process.url, "owner.log", PASSWORD).await?;
     let id = shop.place(&owner, &shop.spinach()).await?;
     deliver(&owner, &shop, &id).await?;
-    admin.command(&id, json!({"type": "SIGN", "signatureSha256": SHA_A})).await?;
+    let signature = upload_signature(&admin, &id, 1).await?;
+    admin.command(&id, json!({"type": "SIGN", "signatureSha256": signature})).await?;
     owner.get(&format!("/api/v1/orders/{id}")).await?;
     owner.get(&format!("/api/v1/customers/{}/export", shop.prepaid_customer)).await?;
     let refreshed = Client::new(&process.url, "-")
@@ -934,10 +937,11 @@ async fn an_order_runs_from_creation_to_sign_off_and_is_repriced_on_actual_weigh
     ensure!(view["customer"]["businessName"] == "老王饭店");
 
     // The customer rejects 300 g of pork as poor quality and signs for the rest.
+    let signature = upload_signature(&courier, &id, 2).await?;
     let signed = courier
         .command(
             &id,
-            json!({"type": "SIGN", "signatureSha256": SHA_A, "lines": [{"lineNo": 1, "rejectedBase": 300, "reason": "QUALITY"}]}),
+            json!({"type": "SIGN", "signatureSha256": signature, "lines": [{"lineNo": 1, "rejectedBase": 300, "reason": "QUALITY"}]}),
         )
         .await?;
     ensure!(status(&signed) == "SIGNED");

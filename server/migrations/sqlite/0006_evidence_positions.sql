@@ -1,8 +1,8 @@
 -- Evidence (signatures, photos, photographed delivery notes), content-addressed
--- by the digest the capturing device computed. The image kept is the server's
+-- within its order by the digest the capturing device computed. The image kept is the server's
 -- re-encoding; uploaded bytes are never stored or served.
 CREATE TABLE evidence (
-    sha256 TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
     order_id BLOB NOT NULL REFERENCES orders(id),
     merchant_id BLOB NOT NULL,
     customer_id BLOB NOT NULL,
@@ -19,9 +19,9 @@ CREATE TABLE evidence (
     lat REAL,
     lng REAL,
     uploaded_by TEXT NOT NULL,
-    uploaded_at TEXT NOT NULL
+    uploaded_at TEXT NOT NULL,
+    PRIMARY KEY (order_id, sha256)
 );
-CREATE INDEX evidence_order ON evidence (order_id);
 CREATE INDEX evidence_customer ON evidence (customer_id);
 
 -- Courier positions, one row per fix; a replayed fix has the same device sequence.

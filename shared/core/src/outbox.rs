@@ -161,6 +161,8 @@ pub struct OutboxStatus {
     /// Items not yet acknowledged, including those needing attention.
     pub waiting: usize,
     pub needs_attention: usize,
+    /// Lanes with a change ready to go (not held behind one needing attention).
+    pub sendable: usize,
     pub in_flight: usize,
     /// Whether the last attempt reached the server.
     pub online: bool,
@@ -262,7 +264,7 @@ impl Outbox {
             })
             .collect::<CoreResult<Vec<_>>>()?;
         let ids = self.inner.store.enqueue(&items)?;
-        self.publish(self.inner.status.borrow().online);
+        self.republish();
         self.inner.wake.notify_one();
         Ok(ids)
     }
@@ -277,7 +279,7 @@ impl Outbox {
         if !self.inner.store.retry(id, &new_key(), now_ms())? {
             return Err(CoreError::Refused("only an item that needs attention can be retried".into()));
         }
-        self.publish(self.inner.status.borrow().online);
+        self.republish();
         self.inner.wake.notify_one();
         Ok(())
     }
@@ -291,7 +293,7 @@ impl Outbox {
             ));
         }
         drop(in_flight);
-        self.publish(self.inner.status.borrow().online);
+        self.republish();
         self.inner.wake.notify_one();
         Ok(())
     }
@@ -301,7 +303,7 @@ impl Outbox {
         if let Ok(mut blocked) = self.inner.blocked.lock() {
             *blocked = None;
         }
-        self.publish(self.inner.status.borrow().online);
+        self.republish();
         self.inner.wake.notify_one();
     }
 
@@ -325,13 +327,13 @@ impl Outbox {
         self.inner.status.subscribe()
     }
 
-    /// Waits until nothing is left to send (every item acknowledged or
-    /// needing attention), or the outbox is blocked.
+    /// Waits until nothing is left to send (every item acknowledged, needing
+    /// attention, or held behind one that does), or the outbox is blocked.
     pub async fn settled(&self) -> OutboxStatus {
         let mut rx = self.watch();
         loop {
             let status = rx.borrow_and_update().clone();
-            if (status.waiting == status.needs_attention && status.in_flight == 0) || status.blocked.is_some() {
+            if (status.sendable == 0 && status.in_flight == 0) || status.blocked.is_some() {
                 return status;
             }
             if rx.changed().await.is_err() {
@@ -340,13 +342,21 @@ impl Outbox {
         }
     }
 
+    /// Publishes the counts again, keeping the last known connectivity.
+    fn republish(&self) {
+        // Read first: the watch's lock must not be held while publishing.
+        let online = self.inner.status.borrow().online;
+        self.publish(online);
+    }
+
     fn publish(&self, online: bool) {
-        let (waiting, needs_attention) = self.inner.store.counts().unwrap_or_default();
+        let (waiting, needs_attention, sendable) = self.inner.store.counts().unwrap_or_default();
         let in_flight = self.inner.in_flight.lock().map(|s| s.len()).unwrap_or(0);
         let blocked = self.inner.blocked.lock().ok().and_then(|b| b.clone());
         let status = OutboxStatus {
             waiting,
             needs_attention,
+            sendable,
             in_flight,
             online,
             blocked,

@@ -61,8 +61,9 @@ pub trait Store: Send + Sync {
     fn items(&self) -> CoreResult<Vec<StoredItem>>;
     /// The first item of each lane, if pending and due, in id order.
     fn heads(&self, now_ms: i64, limit: usize) -> CoreResult<Vec<StoredItem>>;
-    /// Items stored, and how many of them need attention.
-    fn counts(&self) -> CoreResult<(usize, usize)>;
+    /// Items stored, how many of them need attention, and how many lanes
+    /// have a pending item first in line (something that can be sent).
+    fn counts(&self) -> CoreResult<(usize, usize, usize)>;
     /// When the earliest waiting lane head is due, if any is pending.
     fn next_due(&self) -> CoreResult<Option<i64>>;
     /// Records that a send begins (durably, before it does).
@@ -152,8 +153,17 @@ impl Store for MemoryStore {
         })
     }
 
-    fn counts(&self) -> CoreResult<(usize, usize)> {
-        self.with(|s| (s.items.len(), s.items.values().filter(|i| i.state == ItemState::Attention).count()))
+    fn counts(&self) -> CoreResult<(usize, usize, usize)> {
+        self.with(|s| {
+            let mut seen = std::collections::HashSet::new();
+            let sendable = s
+                .items
+                .values()
+                .filter(|i| seen.insert(i.lane.clone()))
+                .filter(|i| i.state == ItemState::Pending)
+                .count();
+            (s.items.len(), s.items.values().filter(|i| i.state == ItemState::Attention).count(), sendable)
+        })
     }
 
     fn next_due(&self) -> CoreResult<Option<i64>> {
@@ -384,10 +394,16 @@ mod sqlite {
             })
         }
 
-        fn counts(&self) -> CoreResult<(usize, usize)> {
+        fn counts(&self) -> CoreResult<(usize, usize, usize)> {
             self.with(|conn| {
-                conn.prepare_cached("SELECT COUNT(*), COUNT(*) FILTER (WHERE state <> 'pending') FROM outbox")?
-                    .query_row([], |r| Ok((r.get::<_, i64>(0)? as usize, r.get::<_, i64>(1)? as usize)))
+                conn.prepare_cached(
+                    "SELECT (SELECT COUNT(*) FROM outbox), (SELECT COUNT(*) FROM outbox WHERE state <> 'pending'), \
+                     (SELECT COUNT(*) FROM outbox WHERE id IN (SELECT MIN(id) FROM outbox GROUP BY lane) \
+                      AND state = 'pending')",
+                )?
+                .query_row([], |r| {
+                    Ok((r.get::<_, i64>(0)? as usize, r.get::<_, i64>(1)? as usize, r.get::<_, i64>(2)? as usize))
+                })
             })
         }
 

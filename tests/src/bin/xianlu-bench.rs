@@ -136,7 +136,7 @@ async fn drive(
     let end = tokio::time::Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     // A lean load generator: request bodies are serialised up front.
-    let http = reqwest::Client::new();
+    let http = xianlu_tests::http_client();
     let couriers = [shop.couriers[0].clone(), shop.couriers[1].clone()];
     for w in 0..workers {
         let http = http.clone();

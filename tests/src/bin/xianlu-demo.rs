@@ -8,21 +8,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use xianlu_tests::{Client, Shop, Stream};
 
 const GATEWAY_SECRET: &str = "demo-gateway-secret";
-
-fn sha256(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
 
 async fn pay_by_gateway(base: &str, id: &str, amount_fen: i64, reference: &str) -> Result<()> {
     let body =
         json!({"orderId": id, "reference": reference, "amountFen": amount_fen, "status": "SUCCEEDED"}).to_string();
     let now = chrono::Utc::now().timestamp();
     let signature = xianlu_server::payments::sign(GATEWAY_SECRET, now, body.as_bytes());
-    let reply = reqwest::Client::new()
+    let reply = xianlu_tests::http_client()
         .post(format!("{base}/api/v1/payments/generic/notifications"))
         .header("content-type", "application/json")
         .header("x-xianlu-timestamp", now.to_string())
@@ -111,10 +106,11 @@ impl Demo {
         // The scale says 2.06 kg of pork: re-priced on the actual weight (多退少补).
         self.pick_and_pack(&id, &[json!({"lineNo": 1, "base": 2060}), json!({"lineNo": 2, "base": 2950})]).await?;
         self.dispatch(&id, 0).await?;
+        let signature = xianlu_tests::upload_signature(&self.courier(0), &id, 1).await?;
         self.courier(0)
             .command(
                 &id,
-                json!({"type": "SIGN", "signatureSha256": sha256(b"demo signature"),
+                json!({"type": "SIGN", "signatureSha256": signature,
                        "lines": [{"lineNo": 2, "rejectedBase": 450, "reason": "QUALITY"}]}),
             )
             .await?;
@@ -143,7 +139,8 @@ impl Demo {
             )
             .await?;
         self.admin.command(&id, json!({"type": "RESUME_DELIVERY", "courierId": self.shop.couriers[1]})).await?;
-        self.courier(1).command(&id, json!({"type": "SIGN", "signatureSha256": sha256(b"second signature")})).await?;
+        let signature = xianlu_tests::upload_signature(&self.courier(1), &id, 2).await?;
+        self.courier(1).command(&id, json!({"type": "SIGN", "signatureSha256": signature})).await?;
         Ok(id)
     }
 
