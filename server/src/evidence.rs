@@ -58,7 +58,7 @@ type EvidenceRow = (
 );
 
 const EVIDENCE_COLUMNS: &str = "sha256, order_id, kind, content_type, image_sha256, width, height, \
-    length(image), line_no, exception_kind, taken_at, lat, lng, uploaded_at";
+    CAST(length(image) AS BIGINT), line_no, exception_kind, taken_at, lat, lng, uploaded_at";
 
 fn record_of(row: EvidenceRow) -> ApiResult<EvidenceRecord> {
     let (sha256, order, kind, content_type, image_sha256, width, height, bytes, line_no, exception, taken_at, lat, lng, uploaded_at) =

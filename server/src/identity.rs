@@ -36,6 +36,10 @@ pub const LOCK_AFTER: i64 = 5;
 pub const LOCK_MINUTES: i64 = 15;
 /// Login attempts per address per minute.
 pub const ATTEMPTS_PER_ADDRESS: u32 = 20;
+/// A refresh token presented again this soon after it was exchanged is a
+/// client whose answer was lost on the way (a phone in a tunnel), not a
+/// thief: it gets a new pair, and the pair it never received is revoked.
+pub const REFRESH_REUSE_GRACE_SECS: i64 = 30;
 
 /// What a user is, which decides what it may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -263,7 +267,7 @@ pub struct Identity {
 type UserRow = (Uuid, String, String, Option<Uuid>, Option<Uuid>, Option<Uuid>, Option<Uuid>, Option<DateTime<Utc>>);
 
 /// user id, role, merchant, warehouse, courier, customer
-type SessionUserRow = (Uuid, String, Option<Uuid>, Option<Uuid>, Option<Uuid>, Option<Uuid>);
+type SessionUserRow = (Uuid, String, Option<Uuid>, Option<Uuid>, Option<Uuid>, Option<Uuid>, bool);
 
 /// id, family, user, expires, replaced, revoked
 type SessionRow = (Uuid, Uuid, Uuid, DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
@@ -523,6 +527,33 @@ impl Identity {
         let Some((session, family, user, expires_at, replaced_at, revoked_at)) = row else {
             return Err(refused());
         };
+        let within_grace =
+            replaced_at.is_some_and(|at| now - at <= chrono::Duration::seconds(REFRESH_REUSE_GRACE_SECS));
+        let successor_used = within_grace && {
+            let (used,): (i64,) = on_db!(&self.db, pool => {
+                sqlx::query_as(
+                    "SELECT COUNT(*) FROM sessions WHERE family_id = $1 AND revoked_at IS NULL AND replaced_at IS NULL \
+                     AND used_at IS NOT NULL",
+                )
+                .bind(family)
+                .fetch_one(pool)
+                .await?
+            });
+            used > 0
+        };
+        if within_grace && !successor_used && revoked_at.is_none() && expires_at > now {
+            // Revoke the successor the client never received, then issue anew.
+            on_db_write!(&self.db, pool => {
+                sqlx::query(
+                    "UPDATE sessions SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL AND replaced_at IS NULL",
+                )
+                .bind(family)
+                .bind(now)
+                .execute(pool)
+                .await?;
+            });
+            return self.open_session(user, family).await;
+        }
         if replaced_at.is_some() {
             tracing::warn!(user = %user, "a replaced refresh token was presented again; revoking its family");
             on_db_write!(&self.db, pool => {
@@ -581,16 +612,27 @@ impl Identity {
         // The session must still be open; the user's role and links are read fresh.
         let row: Option<SessionUserRow> = on_db!(&self.db, pool => {
             sqlx::query_as(
-                "SELECT u.id, u.role, u.merchant_id, u.warehouse_id, u.courier_id, u.customer_id FROM sessions s \
-                 JOIN users u ON u.id = s.user_id WHERE s.id = $1 AND s.revoked_at IS NULL",
+                "SELECT u.id, u.role, u.merchant_id, u.warehouse_id, u.courier_id, u.customer_id, s.used_at IS NOT NULL \
+                 FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1 AND s.revoked_at IS NULL",
             )
             .bind(session_id)
             .fetch_optional(pool)
             .await?
         });
-        let Some((owner, role, merchant, warehouse, courier, customer)) = row else { return Err(refused()) };
+        let Some((owner, role, merchant, warehouse, courier, customer, used)) = row else { return Err(refused()) };
         if owner != user_id {
             return Err(refused());
+        }
+        if !used {
+            // The first use of this pair: from now on, presenting the refresh
+            // token it replaced is theft, not a lost answer.
+            on_db_write!(&self.db, pool => {
+                sqlx::query("UPDATE sessions SET used_at = $2 WHERE id = $1 AND used_at IS NULL")
+                    .bind(session_id)
+                    .bind(wall_now())
+                    .execute(pool)
+                    .await?;
+            });
         }
         let role = Role::parse(&role).ok_or_else(refused)?;
         let mut couriers: Vec<CourierId> = courier.map(CourierId).into_iter().collect();

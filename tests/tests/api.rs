@@ -82,8 +82,21 @@ async fn logging_in_gives_tokens_that_work_and_logout_ends_them_at_once(backend:
     let events = owner.get(&format!("/api/v1/orders/{id}/events")).await?.json();
     ensure!(events[0]["actor"] == json!({"kind": "merchant_owner", "id": user["id"]}), "the audit names the user");
 
-    // Refresh rotates; presenting the old refresh token again revokes the family.
+    // A lost answer: the same refresh token again, before its new pair was
+    // ever used, gets a fresh pair and the unreceived one is revoked.
     let anon = Client::new(&server.url, "-");
+    let (_, lost) = Client::login(&server.url, "owner.wang", PASSWORD).await?;
+    let lost_token = lost["refreshToken"].as_str().unwrap_or_default().to_owned();
+    let never_received = anon.ok("/api/v1/auth/refresh", &json!({"refreshToken": lost_token})).await?;
+    let retried = anon.ok("/api/v1/auth/refresh", &json!({"refreshToken": lost_token})).await?;
+    ensure!(retried["refreshToken"] != never_received["refreshToken"]);
+    let unreceived = Client::with_token(&server.url, never_received["accessToken"].as_str().unwrap_or_default());
+    ensure!(unreceived.get("/api/v1/orders").await?.status == 401, "the pair never received is revoked");
+    let retried_client = Client::with_token(&server.url, retried["accessToken"].as_str().unwrap_or_default());
+    ensure!(retried_client.get("/api/v1/orders").await?.status == 200);
+
+    // Refresh rotates; presenting the old refresh token again once the new
+    // pair is in use revokes the family.
     let first = tokens["refreshToken"].as_str().unwrap_or_default().to_owned();
     let rotated = anon.ok("/api/v1/auth/refresh", &json!({"refreshToken": first})).await?;
     let second = rotated["refreshToken"].as_str().unwrap_or_default().to_owned();
@@ -454,6 +467,13 @@ fn route_matrix() -> Vec<(&'static str, &'static str, Option<[Expect; 7]>)> {
         ("get", "/customers/{id}/export", Some([Ok, Ok, Ok, Forbidden, Hidden, Ok, Forbidden])),
         ("get", "/merchants/{id}/contacts", Some([Ok, Ok, Ok, Forbidden, Hidden, Hidden, Forbidden])),
         ("post", "/customers/{id}/erase", Some([Ok, Ok, Forbidden, Forbidden, Hidden, Ok, Forbidden])),
+        // A photo of the order's goods.
+        ("put", "/orders/{id}/evidence/{sha256}", Some([Ok, Ok, Ok, Forbidden, Ok, Ok, Ok])),
+        ("get", "/orders/{id}/evidence/{sha256}", Some([Ok, Ok, Ok, Ok, Ok, Ok, Ok])),
+        ("get", "/orders/{id}/evidence", Some([Ok, Ok, Ok, Ok, Ok, Ok, Ok])),
+        // Courier 0's positions: only they send them; the office reads them.
+        ("post", "/couriers/{id}/positions", Some([Ok, Forbidden, Forbidden, Forbidden, Ok, Hidden, Forbidden])),
+        ("get", "/couriers/{id}/positions", Some([Ok, Ok, Ok, Forbidden, Ok, Hidden, Ok])),
         // Authenticated by the gateway's signature, tested on its own.
         ("post", "/payments/{gateway}/notifications", None),
         // Public: they are how one gets a token.
@@ -509,6 +529,15 @@ async fn every_route_refuses_every_role_what_it_may_not_reach(backend: Backend) 
     admin.command(&own, json!({"type": "ASSIGN_COURIER", "courierId": a.couriers[0]})).await?;
     let foreign = b.place(&admin, &b.spinach()).await?;
     admin.command(&foreign, json!({"type": "ASSIGN_COURIER", "courierId": b.couriers[0]})).await?;
+    let (photo_sha, photo) = {
+        let mut png = Vec::new();
+        image::RgbImage::from_pixel(32, 24, image::Rgb([40, 160, 60]))
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+        let sha = xianlu_domain::evidence::evidence_digest(xianlu_domain::evidence::EvidenceKind::Photo, &png, None);
+        use base64::Engine;
+        let image = base64::engine::general_purpose::STANDARD.encode(&png);
+        (sha, json!({"kind": "PHOTO", "image": image, "takenAt": "2030-06-01T01:00:00Z"}))
+    };
 
     for (method, path, expectations) in &matrix {
         let Some(expectations) = expectations else { continue };
@@ -522,8 +551,13 @@ async fn every_route_refuses_every_role_what_it_may_not_reach(backend: Backend) 
                     .replace("/warehouses/{id}", &format!("/warehouses/{}", shop.warehouse))
                     .replace("{sku}", "SPINACH")
                     .replace("/customers/{id}", &format!("/customers/{}", shop.prepaid_customer))
-                    .replace("/users/{id}", &format!("/users/{spare_id}"));
+                    .replace("/users/{id}", &format!("/users/{spare_id}"))
+                    .replace("/couriers/{id}", &format!("/couriers/{}", shop.couriers[0]))
+                    .replace("{sha256}", &photo_sha);
                 let body = match *path {
+                    "/orders/{id}/evidence/{sha256}" => photo.clone(),
+                    "/couriers/{id}/positions" => json!({"fixes": [{"deviceSeq": 1, "at": "2030-06-01T01:00:00Z",
+                        "lat": 39.93, "lng": 116.42, "accuracyM": 5.0}]}),
                     "/orders/{id}/commands" => {
                         json!({"command": {"type": "ASSIGN_COURIER", "courierId": shop.couriers[0]}})
                     }
