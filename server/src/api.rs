@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use xianlu_domain::wire::{Actor, CommandRequest, OrderPage, OrderView, Problem, StreamEvent};
 use xianlu_domain::evidence::{EvidenceRecord, EvidenceUpload, PositionBatch, PositionFix, PositionReceipt};
+use xianlu_domain::wire::{Actor, CommandRequest, OrderPage, OrderView, Problem, StreamEvent};
 use xianlu_domain::{CourierId, MerchantId, Order, OrderDraft, OrderId, WarehouseId};
 
 use crate::AppState;

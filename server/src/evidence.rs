@@ -61,8 +61,22 @@ const EVIDENCE_COLUMNS: &str = "sha256, order_id, kind, content_type, image_sha2
     CAST(length(image) AS BIGINT), line_no, exception_kind, taken_at, lat, lng, uploaded_at";
 
 fn record_of(row: EvidenceRow) -> ApiResult<EvidenceRecord> {
-    let (sha256, order, kind, content_type, image_sha256, width, height, bytes, line_no, exception, taken_at, lat, lng, uploaded_at) =
-        row;
+    let (
+        sha256,
+        order,
+        kind,
+        content_type,
+        image_sha256,
+        width,
+        height,
+        bytes,
+        line_no,
+        exception,
+        taken_at,
+        lat,
+        lng,
+        uploaded_at,
+    ) = row;
     let exception_kind = match exception {
         Some(text) => Some(
             serde_json::from_value::<ExceptionKind>(serde_json::Value::String(text))
@@ -90,7 +104,8 @@ fn record_of(row: EvidenceRow) -> ApiResult<EvidenceRecord> {
 /// Decodes under limits and re-encodes: PNG for signatures, JPEG for photos.
 fn reencode(kind: EvidenceKind, bytes: &[u8]) -> ApiResult<(Vec<u8>, &'static str, u32, u32)> {
     let unreadable = |detail: String| ApiError::unprocessable("unreadable_image", detail);
-    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| unreadable(e.to_string()))?;
+    let mut reader =
+        ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| unreadable(e.to_string()))?;
     match reader.format() {
         Some(ImageFormat::Png | ImageFormat::Jpeg) => {}
         _ => return Err(unreadable("the image must be a PNG or a JPEG".into())),
@@ -303,7 +318,8 @@ impl OrderService {
         courier: CourierId,
         batch: PositionBatch,
     ) -> ApiResult<PositionReceipt> {
-        let merchant = self.courier_merchant(courier).await?.ok_or_else(|| ApiError::NotFound("no such courier".into()))?;
+        let merchant =
+            self.courier_merchant(courier).await?.ok_or_else(|| ApiError::NotFound("no such courier".into()))?;
         policy::check_own_courier(&ctx.scope, merchant, courier)?;
         if batch.fixes.len() > MAX_FIXES {
             return Err(ApiError::unprocessable("too_many_fixes", format!("send at most {MAX_FIXES} fixes per batch")));
@@ -376,7 +392,8 @@ impl OrderService {
 
     /// A courier's stored fixes after a device sequence, in time order.
     pub async fn positions(&self, ctx: &RequestCtx, courier: CourierId, after_seq: u64) -> ApiResult<Vec<PositionFix>> {
-        let merchant = self.courier_merchant(courier).await?.ok_or_else(|| ApiError::NotFound("no such courier".into()))?;
+        let merchant =
+            self.courier_merchant(courier).await?.ok_or_else(|| ApiError::NotFound("no such courier".into()))?;
         policy::check_courier_positions(&ctx.scope, merchant, courier)?;
         type Row = (i64, DateTime<Utc>, f64, f64, f32, Option<f32>, Option<f32>);
         let rows: Vec<Row> = on_db!(&self.db, pool => {

@@ -172,10 +172,9 @@ pub fn app(state: Arc<AppState>) -> Router {
 /// Every response names the protocol version it speaks.
 async fn api_version(request: Request, next: middleware::Next) -> Response {
     let mut response = next.run(request).await;
-    response.headers_mut().insert(
-        xianlu_domain::wire::API_VERSION_HEADER,
-        header::HeaderValue::from(xianlu_domain::wire::API_VERSION),
-    );
+    response
+        .headers_mut()
+        .insert(xianlu_domain::wire::API_VERSION_HEADER, header::HeaderValue::from(xianlu_domain::wire::API_VERSION));
     response
 }
 

@@ -31,8 +31,13 @@ pub struct Faults {
 }
 
 impl Faults {
-    pub const NONE: Faults =
-        Faults { cut: 0.0, cut_within: Duration::ZERO, cut_request: 0.0, drop_response: 0.0, max_delay: Duration::ZERO };
+    pub const NONE: Faults = Faults {
+        cut: 0.0,
+        cut_within: Duration::ZERO,
+        cut_request: 0.0,
+        drop_response: 0.0,
+        max_delay: Duration::ZERO,
+    };
 }
 
 /// What the proxy did.

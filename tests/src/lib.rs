@@ -205,19 +205,11 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str, actor: &str) -> Client {
-        Client {
-            base: base.to_owned(),
-            credential: Credential::DevActor(actor.to_owned()),
-            http: http_client(),
-        }
+        Client { base: base.to_owned(), credential: Credential::DevActor(actor.to_owned()), http: http_client() }
     }
 
     pub fn with_token(base: &str, access_token: &str) -> Client {
-        Client {
-            base: base.to_owned(),
-            credential: Credential::Bearer(access_token.to_owned()),
-            http: http_client(),
-        }
+        Client { base: base.to_owned(), credential: Credential::Bearer(access_token.to_owned()), http: http_client() }
     }
 
     /// Logs in and returns a client that uses the access token, with the whole answer.
@@ -337,8 +329,13 @@ pub async fn upload_signature(client: &Client, order: &str, seed: u32) -> Result
     let mut capture = xianlu_core::signature::SignatureCapture::new(400.0, 200.0);
     capture.begin_stroke();
     for i in 0..30u32 {
-        let y = if (i + seed) % 2 == 0 { 50.0 } else { 150.0 } + (seed % 7) as f32;
-        capture.add_point(xianlu_core::signature::StrokePoint { x: 20.0 + i as f32 * 12.0, y, t_ms: i * 15, pressure: 0.5 });
+        let y = if (i + seed).is_multiple_of(2) { 50.0 } else { 150.0 } + (seed % 7) as f32;
+        capture.add_point(xianlu_core::signature::StrokePoint {
+            x: 20.0 + i as f32 * 12.0,
+            y,
+            t_ms: i * 15,
+            pressure: 0.5,
+        });
     }
     let evidence = capture.finish(chrono::Utc::now(), None)?;
     let reply = client
@@ -595,4 +592,20 @@ impl ServerProcess {
     pub async fn stop(mut self) {
         let _ = self.process.kill().await;
     }
+}
+
+/// The machine, for benchmark reports.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok()))
+        .map_or(0, |kib| kib / 1024 / 1024);
+    format!("{cores} cores ({cpu}), {memory} GiB, {}", std::env::consts::OS)
 }

@@ -188,11 +188,15 @@ fn image_png(shade: u8, out: &mut Vec<u8>) -> Result<()> {
 fn kinds(timeline: &Value) -> Vec<String> {
     timeline
         .as_array()
-        .map(|events| events.iter().map(|e| e["event"]["kind"]["type"].as_str().unwrap_or_default().to_owned()).collect())
+        .map(|events| {
+            events.iter().map(|e| e["event"]["kind"]["type"].as_str().unwrap_or_default().to_owned()).collect()
+        })
         .unwrap_or_default()
 }
 
-async fn two_thousand_changes_through_cuts_lost_responses_and_restarts_land_exactly_once(backend: Backend) -> Result<()> {
+async fn two_thousand_changes_through_cuts_lost_responses_and_restarts_land_exactly_once(
+    backend: Backend,
+) -> Result<()> {
     const COURIERS: usize = 4;
     const ORDERS_EACH: usize = 110;
     const BATCHES_EACH: u64 = 100;
@@ -365,7 +369,8 @@ async fn a_push_subscriber_gets_every_event_once_in_order_through_a_thousand_dis
     let expected: Vec<u64> = expected.into_iter().filter(|s| *s >= first).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     while received.len() < expected.len() && Instant::now() < deadline {
-        if let Ok(Some(PushEvent::Event(event))) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
+        if let Ok(Some(PushEvent::Event(event))) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await
+        {
             received.push(event.seq);
         }
     }
@@ -468,7 +473,11 @@ async fn a_stale_change_needs_attention_while_the_couriers_other_orders_sync(bac
         expected_version: None,
     })?;
     for id in &mine {
-        outbox.enqueue(Operation::Command { order_id: order_id(id)?, command: Command::Dispatch, expected_version: None })?;
+        outbox.enqueue(Operation::Command {
+            order_id: order_id(id)?,
+            command: Command::Dispatch,
+            expected_version: None,
+        })?;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let offline = outbox.status();
@@ -516,8 +525,12 @@ async fn evidence_is_content_addressed_reencoded_private_and_erased_with_persona
     let id = world.packed_order(&courier).await?;
     let order = order_id(&id)?;
     let api = logged_in(&world.server.url, &username).await?;
-    api.command(order, &xianlu_domain::wire::CommandRequest { expected_version: None, command: Command::Dispatch }, "k1")
-        .await?;
+    api.command(
+        order,
+        &xianlu_domain::wire::CommandRequest { expected_version: None, command: Command::Dispatch },
+        "k1",
+    )
+    .await?;
 
     // Signing with evidence that was never uploaded is refused.
     let mut capture = xianlu_core::signature::SignatureCapture::new(300.0, 150.0);
@@ -546,7 +559,8 @@ async fn evidence_is_content_addressed_reencoded_private_and_erased_with_persona
     // Not an image.
     let mut bogus = photo(10)?.upload;
     bogus.image = base64_of(b"MZ\x90\x00 definitely not a picture");
-    let bogus_sha = xianlu_domain::evidence::evidence_digest(EvidenceKind::Photo, b"MZ\x90\x00 definitely not a picture", None);
+    let bogus_sha =
+        xianlu_domain::evidence::evidence_digest(EvidenceKind::Photo, b"MZ\x90\x00 definitely not a picture", None);
     match api.put_evidence(order, &bogus_sha, &bogus).await {
         Err(CoreError::Server { problem }) => ensure!(problem.code == "unreadable_image", "{problem:?}"),
         other => bail!("{other:?}"),
@@ -571,7 +585,8 @@ async fn evidence_is_content_addressed_reencoded_private_and_erased_with_persona
     ensure!(report["problems"] == json!([]), "{report}");
 
     // Erasing the customer's personal data erases the images.
-    let reply = world.admin.post(&format!("/api/v1/customers/{}/erase", world.shop.prepaid_customer), &json!({})).await?;
+    let reply =
+        world.admin.post(&format!("/api/v1/customers/{}/erase", world.shop.prepaid_customer), &json!({})).await?;
     ensure!(reply.status == 204 || reply.status == 200, "erase: {}", reply.status);
     ensure!(api.evidence(order).await?.is_empty(), "evidence erased");
     ensure!(api.order(order).await?.order.sign_off.is_some(), "the order stays, with its digest");
@@ -663,7 +678,11 @@ async fn corrupt_rows_and_unknown_protocol_versions(backend: Backend) -> Result<
         // Stored but not started: then a row is damaged on disk.
         let outbox = Outbox::start(Arc::new(store), api, OutboxSettings { concurrency: 0, ..fast() });
         for id in &orders {
-            outbox.enqueue(Operation::Command { order_id: order_id(id)?, command: Command::Dispatch, expected_version: None })?;
+            outbox.enqueue(Operation::Command {
+                order_id: order_id(id)?,
+                command: Command::Dispatch,
+                expected_version: None,
+            })?;
         }
         outbox.stop();
     }
@@ -706,11 +725,17 @@ async fn corrupt_rows_and_unknown_protocol_versions(backend: Backend) -> Result<
     api.restore(xianlu_core::Session {
         access_token: "a".into(),
         refresh_token: "r".into(),
-        user: serde_json::from_value(json!({"id": "00000000-0000-0000-0000-000000000000", "username": "x", "role": "courier"}))?,
+        user: serde_json::from_value(
+            json!({"id": "00000000-0000-0000-0000-000000000000", "username": "x", "role": "courier"}),
+        )?,
     });
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&world.dir.join("future.db"))?);
     let outbox = Outbox::start(store, api, fast());
-    outbox.enqueue(Operation::Command { order_id: order_id(&orders[0])?, command: Command::Dispatch, expected_version: None })?;
+    outbox.enqueue(Operation::Command {
+        order_id: order_id(&orders[0])?,
+        command: Command::Dispatch,
+        expected_version: None,
+    })?;
     let status = tokio::time::timeout(Duration::from_secs(10), outbox.settled()).await?;
     ensure!(matches!(status.blocked, Some(Blocked::UpdateApp(_))) && status.waiting == 1, "{status:?}");
     ensure!(outbox.items()?[0].state == ItemState::Pending, "kept, to send after an update");
@@ -743,7 +768,11 @@ async fn tokens_refresh_transparently(backend: Backend) -> Result<()> {
     let order = shop.place(&admin, &shop.spinach()).await?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&server.db.dir.clone().context("dir")?.join("t.db"))?);
     let outbox = Outbox::start(store, api.clone(), fast());
-    outbox.enqueue(Operation::Command { order_id: order_id(&order)?, command: Command::Dispatch, expected_version: None })?;
+    outbox.enqueue(Operation::Command {
+        order_id: order_id(&order)?,
+        command: Command::Dispatch,
+        expected_version: None,
+    })?;
     let status = tokio::time::timeout(Duration::from_secs(10), outbox.settled()).await?;
     ensure!(status.blocked == Some(Blocked::LogIn) && status.waiting == 1, "{status:?}");
     ensure!(api.session().is_none(), "the session is gone");

@@ -249,8 +249,17 @@ fn run_tests(timings: &mut Vec<(String, Duration)>) -> Result<()> {
         run(cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))
     })?;
     stage("dependency rules", timings, dependency_rules)?;
-    stage("domain for wasm32", timings, || {
-        run(cargo().args(["build", "--locked", "-p", "xianlu-domain", "--target", "wasm32-unknown-unknown"]))
+    stage("domain and client core for wasm32", timings, || {
+        run(cargo().args(["build", "--locked", "-p", "xianlu-domain", "--target", "wasm32-unknown-unknown"]))?;
+        run(cargo().args([
+            "build",
+            "--locked",
+            "-p",
+            "xianlu-core",
+            "--no-default-features",
+            "--target",
+            "wasm32-unknown-unknown",
+        ]))
     })?;
     stage("build tests", timings, || run(cargo().args(["nextest", "run", "--workspace", "--locked", "--no-run"])))?;
     stage("start PostgreSQL", timings, ensure_postgres)?;
@@ -287,6 +296,17 @@ fn dependency_rules() -> Result<()> {
         bail!("xianlu-domain must not read the clock, but chrono's `clock` feature is on in its tree");
     }
     println!("xianlu-domain: no I/O crates, no clock");
+    // xianlu-core serves three apps and depends on none of their UI toolkits.
+    let core = cargo()
+        .args(["tree", "--locked", "-p", "xianlu-core", "-e", "normal", "--prefix", "none", "--format", "{p}"])
+        .output()?;
+    let core = String::from_utf8_lossy(&core.stdout);
+    let ui = ["dioxus", "tauri", "wry ", "tao ", "gtk ", "webkit2gtk", "egui", "iced", "slint"];
+    let found: Vec<&str> = ui.iter().copied().filter(|f| core.lines().any(|l| l.starts_with(f))).collect();
+    if !found.is_empty() {
+        bail!("xianlu-core must have no UI dependency, but depends on {found:?}");
+    }
+    println!("xianlu-core: no UI crates");
     Ok(())
 }
 
@@ -383,6 +403,10 @@ fn bench(args: &[String]) -> Result<()> {
     drop(run_db);
     if !status.success() {
         bail!("the benchmark failed");
+    }
+    let status = Command::new(target_dir().join("release").join("xianlu-core-bench")).args(args).status()?;
+    if !status.success() {
+        bail!("the client core benchmark failed");
     }
     Ok(())
 }

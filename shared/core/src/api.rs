@@ -15,7 +15,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use xianlu_domain::evidence::{EvidenceRecord, EvidenceUpload, PositionBatch, PositionFix, PositionReceipt};
-use xianlu_domain::wire::{API_VERSION, API_VERSION_HEADER, CommandRequest, OrderPage, OrderView, Problem, StreamEvent};
+use xianlu_domain::wire::{
+    API_VERSION, API_VERSION_HEADER, CommandRequest, OrderPage, OrderView, Problem, StreamEvent,
+};
 use xianlu_domain::{CourierId, CustomerId, MerchantId, Order, OrderDraft, OrderId, WarehouseId};
 
 use crate::error::{CoreError, CoreResult};
@@ -119,12 +121,7 @@ impl ApiClient {
             reqwest::Client::new()
         };
         Ok(ApiClient {
-            inner: Arc::new(Inner {
-                http,
-                base,
-                session: Mutex::new(None),
-                refreshing: tokio::sync::Mutex::new(()),
-            }),
+            inner: Arc::new(Inner { http, base, session: Mutex::new(None), refreshing: tokio::sync::Mutex::new(()) }),
         })
     }
 
@@ -316,7 +313,7 @@ impl ApiClient {
         let response =
             self.send_raw(Method::GET, &format!("/api/v1/orders/{id}/evidence/{sha256}"), None::<&()>, None).await?;
         if !response.status().is_success() {
-            return Err(CoreError::Server { problem: problem_of(response).await? });
+            return Err(CoreError::Server { problem: Box::new(problem_of(response).await?) });
         }
         Ok(response.bytes().await.map_err(network)?.to_vec())
     }
@@ -382,12 +379,13 @@ fn check_version(response: &reqwest::Response) -> CoreResult<()> {
 async fn read<T: DeserializeOwned>(response: reqwest::Response) -> CoreResult<T> {
     check_version(&response)?;
     if !response.status().is_success() {
-        return Err(CoreError::Server { problem: problem_of(response).await? });
+        return Err(CoreError::Server { problem: Box::new(problem_of(response).await?) });
     }
     let status = response.status();
     let bytes = response.bytes().await.map_err(network)?;
     let bytes = if bytes.is_empty() && status == StatusCode::NO_CONTENT { &b"null"[..] } else { &bytes[..] };
-    serde_json::from_slice(bytes).map_err(|e| CoreError::Protocol(format!("{status} with a body this app cannot read: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| CoreError::Protocol(format!("{status} with a body this app cannot read: {e}")))
 }
 
 /// The problem document of a failed response; an answer without one (a

@@ -31,7 +31,7 @@ pub enum CoreError {
     Network(String),
     /// The server answered with a problem document.
     #[error("{} ({}): {}", problem.title, problem.code, problem.detail)]
-    Server { problem: Problem },
+    Server { problem: Box<Problem> },
     /// The server's answer is not something this version understands.
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),

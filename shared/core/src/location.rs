@@ -186,8 +186,8 @@ impl Tracker {
             None => true,
             Some(kept) => {
                 let moved = distance_m(kept.position, fix.position);
-                let still = fix.speed_mps.unwrap_or(0.0) < 1.0
-                    && moved <= s.stationary_radius_m.max(f64::from(fix.accuracy_m));
+                let still =
+                    fix.speed_mps.unwrap_or(0.0) < 1.0 && moved <= s.stationary_radius_m.max(f64::from(fix.accuracy_m));
                 let elapsed = seconds_between(kept.at, fix.at);
                 let due = elapsed >= self.interval(phase).as_secs_f64();
                 let heartbeat = elapsed >= s.depot_interval.as_secs_f64();

@@ -41,7 +41,7 @@
 //!   change has to be undone by another command.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
@@ -107,11 +107,9 @@ pub struct ItemError {
 impl ItemError {
     fn of(error: &CoreError) -> ItemError {
         match error {
-            CoreError::Server { problem } => ItemError {
-                code: problem.code.clone(),
-                detail: problem.detail.clone(),
-                status: Some(problem.status),
-            },
+            CoreError::Server { problem } => {
+                ItemError { code: problem.code.clone(), detail: problem.detail.clone(), status: Some(problem.status) }
+            }
             CoreError::Protocol(detail) => {
                 ItemError { code: "unreadable_response".into(), detail: detail.clone(), status: None }
             }
@@ -208,6 +206,8 @@ struct Inner {
     blocked: Mutex<Option<Blocked>>,
     stopped: AtomicBool,
     acknowledged: AtomicU64,
+    /// When the store was last counted (ms since the epoch).
+    counted_at: AtomicI64,
 }
 
 fn now_ms() -> i64 {
@@ -239,6 +239,7 @@ impl Outbox {
                 blocked: Mutex::new(None),
                 stopped: AtomicBool::new(false),
                 acknowledged: AtomicU64::new(0),
+                counted_at: AtomicI64::new(0),
             }),
         };
         outbox.publish(false);
@@ -350,8 +351,19 @@ impl Outbox {
     }
 
     fn publish(&self, online: bool) {
-        let (waiting, needs_attention, sendable) = self.inner.store.counts().unwrap_or_default();
         let in_flight = self.inner.in_flight.lock().map(|s| s.len()).unwrap_or(0);
+        // Counting scans the store: while sends are in flight the counts are
+        // refreshed at most every 100 ms; when nothing is in flight (which is
+        // when "settled" is decided) always.
+        let now = now_ms();
+        let fresh = in_flight == 0 || now - self.inner.counted_at.load(Ordering::SeqCst) >= 100;
+        let (waiting, needs_attention, sendable) = if fresh {
+            self.inner.counted_at.store(now, Ordering::SeqCst);
+            self.inner.store.counts().unwrap_or_default()
+        } else {
+            let last = self.inner.status.borrow();
+            (last.waiting, last.needs_attention, last.sendable.max(1))
+        };
         let blocked = self.inner.blocked.lock().ok().and_then(|b| b.clone());
         let status = OutboxStatus {
             waiting,
@@ -410,9 +422,10 @@ impl Outbox {
                                             detail: format!("the stored change cannot be read: {error}"),
                                             status: None,
                                         };
-                                        let _ = inner
-                                            .store
-                                            .needs_attention(item.id, &serde_json::to_string(&error).unwrap_or_default());
+                                        let _ = inner.store.needs_attention(
+                                            item.id,
+                                            &serde_json::to_string(&error).unwrap_or_default(),
+                                        );
                                     }
                                 }
                             }
@@ -420,7 +433,9 @@ impl Outbox {
                         Err(error) => tracing::error!(%error, "outbox: cannot read the store"),
                     }
                 }
-                next_due = inner.store.next_due().ok().flatten();
+                if sending.len() < inner.settings.concurrency {
+                    next_due = inner.store.next_due().ok().flatten();
+                }
             }
             self.publish(online);
             let wait = match next_due {
@@ -454,9 +469,7 @@ impl Outbox {
                     let attempts = item.attempts + 1;
                     let delay = self.inner.settings.backoff.delay(attempts);
                     let reached = matches!(error, CoreError::Server { .. });
-                    store
-                        .defer(item.id, now_ms() + delay.as_millis() as i64, &error.to_string())
-                        .map(|_| reached)
+                    store.defer(item.id, now_ms() + delay.as_millis() as i64, &error.to_string()).map(|_| reached)
                 }
                 NextStep::LogIn => {
                     if let Ok(mut blocked) = self.inner.blocked.lock() {

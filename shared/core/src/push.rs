@@ -39,13 +39,20 @@ pub enum PushEvent {
 /// The connection as the UI shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectionState {
-    Connecting { attempt: u32 },
+    Connecting {
+        attempt: u32,
+    },
     /// Subscribed and caught up.
     Live,
     /// Disconnected; the next attempt comes after a wait.
-    Offline { attempt: u32, reason: String },
+    Offline {
+        attempt: u32,
+        reason: String,
+    },
     /// Will not reconnect by itself: log in again, or update the app.
-    Stopped { reason: String },
+    Stopped {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -98,7 +105,16 @@ impl PushClient {
         let (events, rx) = mpsc::unbounded_channel();
         let (state_tx, state) = watch::channel(ConnectionState::Connecting { attempt: 0 });
         let stopped = Arc::new(AtomicBool::new(false));
-        let worker = Worker { api, store, key: cursor_key(&topics), topics, settings, events, state: state_tx, stopped: stopped.clone() };
+        let worker = Worker {
+            api,
+            store,
+            key: cursor_key(&topics),
+            topics,
+            settings,
+            events,
+            state: state_tx,
+            stopped: stopped.clone(),
+        };
         crate::rt::spawn(worker.run());
         (PushClient { state, stopped }, rx)
     }

@@ -115,7 +115,11 @@ pub fn report_operations(report: &ExceptionReport, orders: &[OrderId]) -> Vec<Op
             upload.position = upload.position.or(report.position);
             operations.push(Operation::Evidence { order_id, sha256: photo.sha256.clone(), upload });
         }
-        operations.push(Operation::Command { order_id, command: report.reason.command(&report.note), expected_version: None });
+        operations.push(Operation::Command {
+            order_id,
+            command: report.reason.command(&report.note),
+            expected_version: None,
+        });
     }
     operations
 }

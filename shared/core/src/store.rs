@@ -387,8 +387,9 @@ mod sqlite {
         fn heads(&self, now_ms: i64, limit: usize) -> CoreResult<Vec<StoredItem>> {
             self.with(|conn| {
                 let mut query = conn.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM outbox WHERE id IN (SELECT MIN(id) FROM outbox GROUP BY lane) \
-                     AND state = 'pending' AND next_attempt_ms <= ?1 ORDER BY id LIMIT ?2"
+                    "SELECT {COLUMNS} FROM outbox o WHERE state = 'pending' AND next_attempt_ms <= ?1 \
+                     AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.lane = o.lane AND p.id < o.id) \
+                     ORDER BY id LIMIT ?2"
                 ))?;
                 query.query_map(params![now_ms, limit as i64], item)?.collect()
             })

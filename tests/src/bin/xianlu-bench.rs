@@ -385,21 +385,6 @@ async fn push_latency(
     })
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let memory = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok()))
-        .map_or(0, |kib| kib / 1024 / 1024);
-    format!("{cores} cores ({cpu}), {memory} GiB, {}", std::env::consts::OS)
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let settings = Settings::from_args();
@@ -408,7 +393,7 @@ async fn main() -> Result<()> {
     let mut report = String::new();
     report.push_str(&format!(
         "Machine: {}. Release build; server and load generator share the machine. {} s per phase.\n\n",
-        machine(),
+        xianlu_tests::machine(),
         settings.seconds
     ));
 
