@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 use xianlu_domain::wire::{
@@ -559,13 +559,4 @@ pub fn backend_name(db: &Db) -> &'static str {
     }
 }
 
-/// A stock row as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct StockLevel {
-    pub sku: String,
-    pub name: String,
-    pub dimension: xianlu_domain::Dimension,
-    pub on_hand_base: i64,
-    pub reserved_base: i64,
-}
+pub use xianlu_domain::wire::StockLevel;

@@ -58,6 +58,60 @@ async fn corrupt_rows_and_unknown_protocol_versions_are_reported_never_lost() ->
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accident_reported_on_one_order_covers_every_order_aboard() -> Result<()> {
+    let world = World::new(Backend::Sqlite, 2).await?;
+    let (username, courier) = world.couriers[0].clone();
+    let aboard = world.packed_orders(&courier, 3).await?;
+    let elsewhere = world.packed_order(&world.couriers[1].1).await?;
+    world.admin.command(&elsewhere, json!({"type": "DISPATCH"})).await?;
+    let api = logged_in(&world.server.url, &username).await?;
+    let store = world.store("aboard")?;
+    let outbox = Outbox::start(store.clone(), api.clone(), fast());
+    for id in &aboard {
+        outbox.enqueue(Operation::Command {
+            order_id: order_id(id)?,
+            command: Command::Dispatch,
+            expected_version: None,
+        })?;
+    }
+    tokio::time::timeout(Duration::from_secs(30), outbox.settled()).await?;
+    // The courier's device knows what it carries from its cache.
+    let cache = xianlu_core::cache::OrderCache::new(store);
+    for id in &aboard {
+        cache.load(&api, order_id(id)?).await?;
+    }
+    let known: Vec<xianlu_domain::Order> = cache.all()?.into_iter().map(|v| v.order).collect();
+    let report = xianlu_core::report::ExceptionReport {
+        reason: xianlu_core::report::ExceptionReason::TrafficAccident,
+        note: "东三环追尾".into(),
+        photos: vec![photo(90)?],
+        position: Some(xianlu_domain::wire::LatLng { lat: 39.92, lng: 116.46 }),
+        at: Utc::now(),
+    };
+    let affected =
+        xianlu_core::report::affected_orders(report.reason, order_id(&aboard[1])?, courier_id(&courier)?, &known);
+    ensure!(affected.len() == 3, "{affected:?}");
+    outbox.enqueue_all(xianlu_core::report::report_operations(&report, &affected))?;
+    let status = tokio::time::timeout(Duration::from_secs(30), outbox.settled()).await?;
+    ensure!(status.waiting == 0, "{status:?}");
+    for id in &aboard {
+        let view = world.admin.order(id).await?;
+        ensure!(
+            view["status"] == "EXCEPTION_HANDLING" && view["order"]["exception"]["kind"] == "TRAFFIC_ACCIDENT",
+            "{id}"
+        );
+        let evidence = world.admin.get(&format!("/api/v1/orders/{id}/evidence")).await?.json();
+        ensure!(
+            evidence[0]["exceptionKind"] == "TRAFFIC_ACCIDENT" && evidence[0]["position"]["lat"] == 39.93,
+            "{evidence}"
+        );
+    }
+    ensure!(world.admin.order(&elsewhere).await?["status"] == "DELIVERING", "another courier's order is untouched");
+    world.server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_refresh_transparently_and_an_ended_session_pauses_the_outbox() -> Result<()> {
     tokens_refresh_transparently(Backend::Sqlite).await
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use xianlu_domain::evidence::{EvidenceRecord, EvidenceUpload, PositionBatch, PositionFix, PositionReceipt};
 use xianlu_domain::wire::{
-    API_VERSION, API_VERSION_HEADER, CommandRequest, OrderPage, OrderView, Problem, StreamEvent,
+    API_VERSION, API_VERSION_HEADER, CommandRequest, OrderPage, OrderView, Problem, StockLevel, StreamEvent,
 };
 use xianlu_domain::{CourierId, CustomerId, MerchantId, Order, OrderDraft, OrderId, WarehouseId};
 
@@ -316,6 +316,13 @@ impl ApiClient {
             return Err(CoreError::Server { problem: Box::new(problem_of(response).await?) });
         }
         Ok(response.bytes().await.map_err(network)?.to_vec())
+    }
+
+    // ---- stock --------------------------------------------------------
+
+    /// A warehouse's stock levels (on hand and reserved, grams or pieces).
+    pub async fn stock(&self, warehouse: WarehouseId) -> CoreResult<Vec<StockLevel>> {
+        self.call(Method::GET, &format!("/api/v1/warehouses/{warehouse}/stock"), None::<&()>, None).await
     }
 
     // ---- positions ----------------------------------------------------

@@ -121,6 +121,18 @@ pub struct OrderView {
     pub timeline: Vec<StreamEvent>,
 }
 
+/// A stock row as the API shows it (grams or pieces).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct StockLevel {
+    pub sku: String,
+    pub name: String,
+    pub dimension: crate::quantity::Dimension,
+    pub on_hand_base: i64,
+    pub reserved_base: i64,
+}
+
 /// A page of a list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
