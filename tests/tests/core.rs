@@ -205,7 +205,7 @@ async fn logged_in(base: &str, username: &str) -> Result<ApiClient> {
 }
 
 fn fast() -> OutboxSettings {
-    OutboxSettings { backoff: Backoff::fast(), concurrency: 4 }
+    OutboxSettings { backoff: Backoff::fast(), concurrency: 4, ..OutboxSettings::default() }
 }
 
 fn order_id(id: &str) -> Result<OrderId> {

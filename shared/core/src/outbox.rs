@@ -175,11 +175,14 @@ pub struct OutboxSettings {
     pub backoff: Backoff,
     /// Lanes sent at the same time.
     pub concurrency: usize,
+    /// The clock that times retries and stamps items (the device's wall
+    /// clock; tests may pass another).
+    pub clock: fn() -> chrono::DateTime<chrono::Utc>,
 }
 
 impl Default for OutboxSettings {
     fn default() -> Self {
-        OutboxSettings { backoff: Backoff::default(), concurrency: 4 }
+        OutboxSettings { backoff: Backoff::default(), concurrency: 4, clock: crate::rt::now }
     }
 }
 
@@ -208,10 +211,6 @@ struct Inner {
     acknowledged: AtomicU64,
     /// When the store was last counted (ms since the epoch).
     counted_at: AtomicI64,
-}
-
-fn now_ms() -> i64 {
-    crate::rt::now().timestamp_millis()
 }
 
 fn new_key() -> String {
@@ -255,7 +254,7 @@ impl Outbox {
 
     /// Stores several changes atomically, in this order.
     pub fn enqueue_all(&self, operations: Vec<Operation>) -> CoreResult<Vec<i64>> {
-        let created_ms = now_ms();
+        let created_ms = self.now_ms();
         let items = operations
             .iter()
             .map(|op| {
@@ -277,7 +276,7 @@ impl Outbox {
 
     /// Puts an item that needs attention back in line, under a new key.
     pub fn retry(&self, id: i64) -> CoreResult<()> {
-        if !self.inner.store.retry(id, &new_key(), now_ms())? {
+        if !self.inner.store.retry(id, &new_key(), self.now_ms())? {
             return Err(CoreError::Refused("only an item that needs attention can be retried".into()));
         }
         self.republish();
@@ -343,6 +342,11 @@ impl Outbox {
         }
     }
 
+    /// Milliseconds since the epoch by the settings' clock.
+    fn now_ms(&self) -> i64 {
+        (self.inner.settings.clock)().timestamp_millis()
+    }
+
     /// Publishes the counts again, keeping the last known connectivity.
     fn republish(&self) {
         // Read first: the watch's lock must not be held while publishing.
@@ -355,7 +359,7 @@ impl Outbox {
         // Counting scans the store: while sends are in flight the counts are
         // refreshed at most every 100 ms; when nothing is in flight (which is
         // when "settled" is decided) always.
-        let now = now_ms();
+        let now = self.now_ms();
         let fresh = in_flight == 0 || now - self.inner.counted_at.load(Ordering::SeqCst) >= 100;
         let (waiting, needs_attention, sendable) = if fresh {
             self.inner.counted_at.store(now, Ordering::SeqCst);
@@ -395,7 +399,7 @@ impl Outbox {
             if !blocked && !inner.stopped.load(Ordering::SeqCst) {
                 let room = inner.settings.concurrency.saturating_sub(sending.len());
                 if room > 0 {
-                    match inner.store.heads(now_ms(), room + lanes.len()) {
+                    match inner.store.heads(self.now_ms(), room + lanes.len()) {
                         Ok(heads) => {
                             let free: Vec<StoredItem> =
                                 heads.into_iter().filter(|i| !lanes.contains(&i.lane)).take(room).collect();
@@ -439,7 +443,7 @@ impl Outbox {
             }
             self.publish(online);
             let wait = match next_due {
-                Some(due) => std::time::Duration::from_millis((due - now_ms()).clamp(1, 60_000) as u64),
+                Some(due) => std::time::Duration::from_millis((due - self.now_ms()).clamp(1, 60_000) as u64),
                 None => std::time::Duration::from_secs(60),
             };
             tokio::select! {
@@ -469,19 +473,19 @@ impl Outbox {
                     let attempts = item.attempts + 1;
                     let delay = self.inner.settings.backoff.delay(attempts);
                     let reached = matches!(error, CoreError::Server { .. });
-                    store.defer(item.id, now_ms() + delay.as_millis() as i64, &error.to_string()).map(|_| reached)
+                    store.defer(item.id, self.now_ms() + delay.as_millis() as i64, &error.to_string()).map(|_| reached)
                 }
                 NextStep::LogIn => {
                     if let Ok(mut blocked) = self.inner.blocked.lock() {
                         *blocked = Some(Blocked::LogIn);
                     }
-                    store.defer(item.id, now_ms(), &error.to_string()).map(|_| true)
+                    store.defer(item.id, self.now_ms(), &error.to_string()).map(|_| true)
                 }
                 NextStep::UpdateApp if matches!(error, CoreError::Incompatible { .. }) => {
                     if let Ok(mut blocked) = self.inner.blocked.lock() {
                         *blocked = Some(Blocked::UpdateApp(error.to_string()));
                     }
-                    store.defer(item.id, now_ms(), &error.to_string()).map(|_| true)
+                    store.defer(item.id, self.now_ms(), &error.to_string()).map(|_| true)
                 }
                 _ => {
                     let saved = serde_json::to_string(&ItemError::of(&error)).unwrap_or_default();
@@ -528,5 +532,46 @@ fn view(item: StoredItem) -> OutboxItem {
         state: item.state,
         attempts: item.attempts,
         error,
+    }
+}
+
+#[cfg(all(test, feature = "native"))]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn frozen() -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp(1_900_000_000, 0).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn retries_are_timed_by_the_injected_clock_and_nothing_is_dropped() {
+        let store = Arc::new(MemoryStore::default());
+        // Nothing listens on port 9: every attempt is a network failure.
+        let api = ApiClient::new("http://127.0.0.1:9").expect("client");
+        api.restore(crate::api::Session {
+            access_token: "t".into(),
+            refresh_token: "r".into(),
+            user: serde_json::from_value(
+                serde_json::json!({"id": uuid::Uuid::nil(), "username": "c", "role": "courier"}),
+            )
+            .expect("user"),
+        });
+        let settings = OutboxSettings { backoff: Backoff::fast(), concurrency: 1, clock: frozen };
+        let outbox = Outbox::start(store.clone(), api, settings);
+        let order_id = OrderId(uuid::Uuid::nil());
+        let id = outbox
+            .enqueue(Operation::Command { order_id, command: Command::Pack, expected_version: None })
+            .expect("enqueue");
+        crate::rt::sleep(std::time::Duration::from_millis(300)).await;
+        // The clock stands still, so the retry never comes due: one attempt only.
+        let items = outbox.items().expect("items");
+        assert_eq!(items.len(), 1);
+        assert_eq!((items[0].id, items[0].attempts, items[0].state), (id, 1, ItemState::Pending));
+        assert!(items[0].error.as_ref().is_some_and(|e| e.detail.contains("cannot be reached")));
+        assert!(!outbox.status().online);
+        // Sent once: too late to cancel.
+        assert!(outbox.cancel(id).is_err());
+        outbox.stop();
     }
 }

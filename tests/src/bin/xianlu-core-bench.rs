@@ -13,7 +13,7 @@ use serde_json::json;
 use xianlu_core::location::{Fix, Tracker, TrackerSettings, Verdict, distance_m};
 use xianlu_core::outbox::{Operation, OutboxSettings};
 use xianlu_core::store::SqliteStore;
-use xianlu_core::{ApiClient, Backoff, Outbox};
+use xianlu_core::{ApiClient, Outbox};
 use xianlu_domain::CourierId;
 use xianlu_domain::evidence::{PositionBatch, PositionFix};
 use xianlu_domain::wire::LatLng;
@@ -62,7 +62,7 @@ async fn outbox_throughput(items: usize) -> Result<String> {
         let api = ApiClient::new(&process.url)?;
         api.login("bench", PASSWORD).await?;
         let store = Arc::new(SqliteStore::open(&dir.join(format!("outbox-{lanes}.db")))?);
-        let outbox = Outbox::start(store, api, OutboxSettings { backoff: Backoff::default(), concurrency });
+        let outbox = Outbox::start(store, api, OutboxSettings { concurrency, ..OutboxSettings::default() });
         let started = Instant::now();
         let at = Utc::now();
         for i in 0..items {

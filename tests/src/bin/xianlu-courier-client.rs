@@ -32,7 +32,7 @@ async fn main() -> Result<()> {
         }
     }
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(std::path::Path::new(store))?);
-    let settings = OutboxSettings { backoff: Backoff::fast(), concurrency: 1 };
+    let settings = OutboxSettings { backoff: Backoff::fast(), concurrency: 1, ..OutboxSettings::default() };
     match mode.as_str() {
         "enqueue" => {
             // Stored before anything is sent: the kill may come at any moment after.
