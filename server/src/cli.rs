@@ -67,6 +67,19 @@ pub enum Command {
     },
     /// Print the effective configuration with secrets redacted.
     PrintConfig,
+    /// Import the road network routes and ETAs use: an OpenStreetMap PBF
+    /// extract, or a city generated from a seed.
+    ImportMap {
+        /// The `.osm.pbf` file.
+        #[arg(required_unless_present = "generate")]
+        file: Option<std::path::PathBuf>,
+        /// Generate a city from this seed instead.
+        #[arg(long, conflicts_with = "file")]
+        generate: Option<u64>,
+        /// Streets in each direction of a generated city.
+        #[arg(long, default_value_t = 40)]
+        size: u32,
+    },
     /// Users: create, reset passwords, revoke sessions, clear lockouts.
     User {
         #[command(subcommand)]
@@ -207,6 +220,33 @@ pub async fn run_with(cli: Cli, profile: Profile) -> anyhow::Result<i32> {
         }
         Command::PrintConfig => {
             print!("{}", config.redacted());
+            Ok(0)
+        }
+        Command::ImportMap { file, generate, size } => {
+            let network = match (generate, file) {
+                (Some(seed), _) => xianlu_roads::generate::city(xianlu_roads::generate::CitySpec::new(seed, size)),
+                (None, Some(file)) => {
+                    let read = file.clone();
+                    match tokio::task::spawn_blocking(move || xianlu_roads::osm::import(&read)).await? {
+                        Ok(network) => network,
+                        Err(error) => {
+                            eprintln!("{}: {error}", file.display());
+                            return Ok(2);
+                        }
+                    }
+                }
+                (None, None) => anyhow::bail!("give a .osm.pbf file or --generate SEED"),
+            };
+            let db = open(&config).await?;
+            let (stored, _) = crate::roads::store(&db, network).await?;
+            db.close().await;
+            println!(
+                "imported {}: {} road nodes, {} directed edges, {:.1} km of road (largest connected part), id {}",
+                stored.source, stored.nodes, stored.edges, stored.kilometres, stored.id
+            );
+            if stored.osm {
+                println!("map data {}", xianlu_roads::osm::ATTRIBUTION);
+            }
             Ok(0)
         }
         Command::User { command } => {

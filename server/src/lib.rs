@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod parties;
 pub mod payments;
 pub mod policy;
+pub mod roads;
 pub mod service;
 pub mod stream;
 pub mod tls;

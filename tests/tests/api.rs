@@ -51,6 +51,7 @@ on_both_backends!(
     failed_logins_say_nothing_and_lock_the_account_until_an_admin_clears_it,
     tokens_expire_and_only_our_signature_issuer_and_audience_are_accepted,
     the_command_line_creates_users_who_can_log_in,
+    the_command_line_imports_an_openstreetmap_extract_and_refuses_what_is_not_one,
     each_role_reaches_only_its_own_objects_and_actions,
     every_route_refuses_every_role_what_it_may_not_reach,
     https_speaks_tls_1_3_with_hsts_and_can_refuse_tls_1_2,
@@ -862,6 +863,50 @@ async fn after_a_demo_run_the_database_holds_no_plaintext_phone_number(backend: 
     }
     ensure!(holds(&stored, "老王饭店"), "the scan reads the stored data");
     process.stop().await;
+    Ok(())
+}
+
+async fn the_command_line_imports_an_openstreetmap_extract_and_refuses_what_is_not_one(backend: Backend) -> Result<()> {
+    let server = TestServer::spawn(backend).await?;
+    let cli = |args: Vec<String>| {
+        let url = server.db.url.clone();
+        async move {
+            anyhow::Ok(
+                tokio::process::Command::new(env!("CARGO_BIN_EXE_xianlu-server-under-test"))
+                    .args(args)
+                    .env("XIANLU_DATABASE_URL", url)
+                    .env("RUST_LOG", "warn")
+                    .output()
+                    .await?,
+            )
+        }
+    };
+    let map = concat!(env!("CARGO_MANIFEST_DIR"), "/data/maps/helsinki-center.osm.pbf");
+    let imported = cli(vec!["import-map".into(), map.into()]).await?;
+    let stdout = String::from_utf8_lossy(&imported.stdout);
+    ensure!(imported.status.success(), "{stdout}{}", String::from_utf8_lossy(&imported.stderr));
+    ensure!(stdout.contains("helsinki-center.osm.pbf") && stdout.contains("© OpenStreetMap contributors"), "{stdout}");
+    let generated =
+        cli(vec!["import-map".into(), "--generate".into(), "42".into(), "--size".into(), "12".into()]).await?;
+    let stdout = String::from_utf8_lossy(&generated.stdout);
+    ensure!(generated.status.success() && stdout.contains("generated: seed 42"), "{stdout}");
+    ensure!(!stdout.contains("OpenStreetMap"), "a generated city credits nobody");
+
+    let bogus = server.db.dir.clone().unwrap_or_default().join("not-a-map.osm.pbf");
+    std::fs::write(&bogus, b"<osm version='0.6'></osm>")?;
+    let refused = cli(vec!["import-map".into(), bogus.display().to_string()]).await?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    ensure!(refused.status.code() == Some(2) && stderr.contains("not a readable OpenStreetMap PBF file"), "{stderr}");
+    // Nothing half-stored: the two good imports only, the newest one generated.
+    let db = xianlu_server::db::Db::connect(&xianlu_server::db::DbOptions {
+        url: server.db.url.clone(),
+        sqlite_synchronous: "NORMAL".into(),
+        max_connections: 2,
+    })
+    .await?;
+    let router = xianlu_server::roads::load_latest(&db).await?.ok_or_else(|| anyhow::anyhow!("no network stored"))?;
+    ensure!(router.network().source.starts_with("generated") && router.network().nodes.len() <= 144);
+    server.stop().await;
     Ok(())
 }
 

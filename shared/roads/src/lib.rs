@@ -1,0 +1,296 @@
+//! The road network every ETA and every route is computed on.
+//!
+//! A [`RoadNetwork`] is plain data (nodes in WGS-84, directed edges with a
+//! length and a road class), imported from OpenStreetMap ([`osm`]) or
+//! generated from a seed ([`generate`]). A [`Router`] prepares it once with
+//! contraction hierarchies (`fast_paths`) and snaps positions to it with an
+//! R-tree (`rstar`); after that a shortest path is a few microseconds, which
+//! is what live ETAs and the planner's matrices need. **No hand-written
+//! Dijkstra on the hot path.**
+
+pub mod generate;
+pub mod osm;
+
+use fast_paths::{FastGraph, InputGraph, PathCalculator};
+use rstar::RTree;
+use rstar::primitives::GeomWithData;
+use serde::{Deserialize, Serialize};
+use xianlu_domain::wire::LatLng;
+
+/// A road's class, which sets its default speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoadClass {
+    Motorway,
+    Trunk,
+    Primary,
+    Secondary,
+    Tertiary,
+    Unclassified,
+    Residential,
+    LivingStreet,
+    Service,
+}
+
+impl RoadClass {
+    /// Urban default speed in km/h when the road has no speed limit of its own.
+    pub fn default_kmh(self) -> f32 {
+        match self {
+            RoadClass::Motorway => 80.0,
+            RoadClass::Trunk => 60.0,
+            RoadClass::Primary => 50.0,
+            RoadClass::Secondary => 40.0,
+            RoadClass::Tertiary => 35.0,
+            RoadClass::Unclassified => 30.0,
+            RoadClass::Residential => 25.0,
+            RoadClass::LivingStreet => 10.0,
+            RoadClass::Service => 15.0,
+        }
+    }
+}
+
+/// A directed road segment.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RoadEdge {
+    pub from: u32,
+    pub to: u32,
+    pub meters: f32,
+    /// The speed a vehicle keeps on it with no traffic, km/h.
+    pub kmh: f32,
+    pub class: RoadClass,
+}
+
+impl RoadEdge {
+    pub fn seconds(&self) -> f32 {
+        self.meters / (self.kmh / 3.6)
+    }
+}
+
+/// Nodes and directed edges; what is stored and shipped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoadNetwork {
+    /// Where it came from ("OpenStreetMap: FILE", "generated: seed …").
+    pub source: String,
+    /// Whether its data must be credited "© OpenStreetMap contributors".
+    pub osm: bool,
+    pub nodes: Vec<LatLng>,
+    pub edges: Vec<RoadEdge>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoadError {
+    #[error("not a readable OpenStreetMap PBF file: {0}")]
+    Unreadable(String),
+    #[error("the map holds no drivable roads")]
+    Empty,
+    #[error("the road network is inconsistent: {0}")]
+    Invalid(String),
+}
+
+/// Great-circle distance in metres.
+pub fn distance_m(a: LatLng, b: LatLng) -> f64 {
+    let (lat1, lat2) = (a.lat.to_radians(), b.lat.to_radians());
+    let (dlat, dlng) = ((b.lat - a.lat).to_radians(), (b.lng - a.lng).to_radians());
+    let h = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlng / 2.0).sin().powi(2);
+    2.0 * 6_371_008.8 * h.sqrt().asin()
+}
+
+impl RoadNetwork {
+    /// Total length of the roads, kilometres (each direction counted once per edge).
+    pub fn kilometres(&self) -> f64 {
+        self.edges.iter().map(|e| f64::from(e.meters)).sum::<f64>() / 1000.0
+    }
+
+    /// Keeps the largest connected part (ignoring direction), renumbering
+    /// nodes, so a position is never snapped onto an island.
+    pub fn largest_component(self) -> RoadNetwork {
+        let n = self.nodes.len();
+        let mut parent: Vec<usize> = (0..n).collect();
+        fn find(parent: &mut [usize], mut x: usize) -> usize {
+            while parent[x] != x {
+                parent[x] = parent[parent[x]];
+                x = parent[x];
+            }
+            x
+        }
+        for e in &self.edges {
+            let (a, b) = (find(&mut parent, e.from as usize), find(&mut parent, e.to as usize));
+            if a != b {
+                parent[a] = b;
+            }
+        }
+        let mut size = vec![0usize; n];
+        let mut used = vec![false; n];
+        for e in &self.edges {
+            used[e.from as usize] = true;
+            used[e.to as usize] = true;
+        }
+        for (i, &u) in used.iter().enumerate() {
+            if u {
+                let r = find(&mut parent, i);
+                size[r] += 1;
+            }
+        }
+        let Some(best) = (0..n).max_by_key(|&i| size[i]) else { return self };
+        let mut renumber = vec![u32::MAX; n];
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            if used[i] && find(&mut parent, i) == best {
+                renumber[i] = nodes.len() as u32;
+                nodes.push(self.nodes[i]);
+            }
+        }
+        let edges = self
+            .edges
+            .iter()
+            .filter(|e| renumber[e.from as usize] != u32::MAX)
+            .map(|e| RoadEdge { from: renumber[e.from as usize], to: renumber[e.to as usize], ..*e })
+            .collect();
+        RoadNetwork { source: self.source, osm: self.osm, nodes, edges }
+    }
+
+    fn check(&self) -> Result<(), RoadError> {
+        if self.edges.is_empty() {
+            return Err(RoadError::Empty);
+        }
+        let n = self.nodes.len() as u32;
+        if let Some(e) = self.edges.iter().find(|e| e.from >= n || e.to >= n) {
+            return Err(RoadError::Invalid(format!("edge {}→{} names a node that does not exist", e.from, e.to)));
+        }
+        if let Some(e) = self.edges.iter().find(|e| !(e.meters.is_finite() && e.meters >= 0.0 && e.kmh > 0.0)) {
+            return Err(RoadError::Invalid(format!("edge {}→{} has no usable length or speed", e.from, e.to)));
+        }
+        if self.nodes.iter().any(|p| !p.is_valid()) {
+            return Err(RoadError::Invalid("a node is not a WGS-84 position".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A route between two positions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub meters: f64,
+    /// Free-flow driving time (no traffic model applied).
+    pub seconds: f64,
+    /// The road geometry, from the road point nearest the start to the one nearest the end.
+    pub points: Vec<LatLng>,
+    /// How far the start and end were from the road, metres.
+    pub snap_m: (f64, f64),
+}
+
+/// Weights are tenths of a second (fast_paths needs positive integers).
+const WEIGHT_PER_SECOND: f64 = 10.0;
+
+/// A prepared network: snapping and shortest paths.
+pub struct Router {
+    network: RoadNetwork,
+    graph: FastGraph,
+    index: RTree<GeomWithData<[f64; 2], u32>>,
+    /// Metres per degree of longitude at the network's latitude.
+    x_scale: f64,
+    /// (from, to) → the fastest edge between them, for lengths along a path.
+    lengths: std::collections::HashMap<(u32, u32), f32>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("nodes", &self.network.nodes.len())
+            .field("edges", &self.network.edges.len())
+            .finish()
+    }
+}
+
+const METRES_PER_DEGREE: f64 = 111_320.0;
+
+impl Router {
+    /// Prepares the network's largest connected part (contraction hierarchies).
+    pub fn new(network: RoadNetwork) -> Result<Router, RoadError> {
+        network.check()?;
+        let network = network.largest_component();
+        network.check()?;
+        let mut input = InputGraph::new();
+        let mut lengths = std::collections::HashMap::new();
+        for e in &network.edges {
+            if e.from == e.to {
+                continue;
+            }
+            let weight = ((f64::from(e.seconds()) * WEIGHT_PER_SECOND).round() as usize).max(1);
+            input.add_edge(e.from as usize, e.to as usize, weight);
+            let slot = lengths.entry((e.from, e.to)).or_insert(e.meters);
+            *slot = slot.min(e.meters);
+        }
+        input.freeze();
+        let graph = fast_paths::prepare(&input);
+        let mean_lat = network.nodes.iter().map(|p| p.lat).sum::<f64>() / network.nodes.len().max(1) as f64;
+        let x_scale = METRES_PER_DEGREE * mean_lat.to_radians().cos();
+        let points = network
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| GeomWithData::new([p.lng * x_scale, p.lat * METRES_PER_DEGREE], i as u32))
+            .collect();
+        Ok(Router { index: RTree::bulk_load(points), network, graph, x_scale, lengths })
+    }
+
+    pub fn network(&self) -> &RoadNetwork {
+        &self.network
+    }
+
+    /// A calculator for many queries in a row (one per thread).
+    pub fn calculator(&self) -> PathCalculator {
+        fast_paths::create_calculator(&self.graph)
+    }
+
+    /// The road node nearest a position, and how far it is in metres.
+    pub fn snap(&self, p: LatLng) -> Option<(u32, f64)> {
+        let nearest = self.index.nearest_neighbor(&[p.lng * self.x_scale, p.lat * METRES_PER_DEGREE])?;
+        Some((nearest.data, distance_m(p, self.network.nodes[nearest.data as usize])))
+    }
+
+    /// The fastest route between two positions.
+    pub fn route(&self, calculator: &mut PathCalculator, from: LatLng, to: LatLng) -> Option<Route> {
+        let (a, snap_a) = self.snap(from)?;
+        let (b, snap_b) = self.snap(to)?;
+        if a == b {
+            let p = self.network.nodes[a as usize];
+            return Some(Route { meters: 0.0, seconds: 0.0, points: vec![p], snap_m: (snap_a, snap_b) });
+        }
+        let path = calculator.calc_path(&self.graph, a as usize, b as usize)?;
+        let nodes = path.get_nodes();
+        let meters = nodes
+            .windows(2)
+            .map(|w| f64::from(self.lengths.get(&(w[0] as u32, w[1] as u32)).copied().unwrap_or_default()))
+            .sum();
+        Some(Route {
+            meters,
+            seconds: path.get_weight() as f64 / WEIGHT_PER_SECOND,
+            points: nodes.iter().map(|&n| self.network.nodes[n]).collect(),
+            snap_m: (snap_a, snap_b),
+        })
+    }
+
+    /// Driving seconds from every source to every target (`None` where no
+    /// road leads), as the route planner needs them.
+    pub fn matrix(&self, sources: &[LatLng], targets: &[LatLng]) -> Vec<Vec<Option<f64>>> {
+        let mut calculator = self.calculator();
+        let snapped_targets: Vec<Option<u32>> = targets.iter().map(|t| self.snap(*t).map(|(n, _)| n)).collect();
+        sources
+            .iter()
+            .map(|s| {
+                let from = self.snap(*s).map(|(n, _)| n);
+                snapped_targets
+                    .iter()
+                    .map(|to| match (from, to) {
+                        (Some(a), Some(b)) if a == *b => Some(0.0),
+                        (Some(a), Some(b)) => calculator
+                            .calc_path(&self.graph, a as usize, *b as usize)
+                            .map(|p| p.get_weight() as f64 / WEIGHT_PER_SECOND),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
