@@ -713,6 +713,8 @@ pub fn router() -> (axum::Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(list_evidence))
         .routes(routes!(put_evidence, get_evidence))
         .routes(routes!(post_positions, get_positions))
+        .routes(routes!(crate::map::roads))
+        .routes(routes!(crate::map::route))
         .split_for_parts();
     doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
     (router, doc)

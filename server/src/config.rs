@@ -48,6 +48,10 @@ pub struct Config {
     /// Secret that signs access tokens (HS256), at least 32 bytes. Every
     /// replica needs the same one; without it each start makes a random one.
     pub token_secret: Option<String>,
+    /// An external map tile URL template (`https://…/{z}/{x}/{y}.png`) for
+    /// deployments that have a tile service; the apps draw the served road
+    /// geometry without one.
+    pub map_tile_url: Option<String>,
     /// Seconds an access token is valid.
     pub access_token_ttl_secs: i64,
     /// Days a refresh token is valid.
@@ -87,6 +91,7 @@ impl Default for Config {
             log_format: "text".into(),
             timer_interval_ms: 5000,
             token_secret: None,
+            map_tile_url: None,
             access_token_ttl_secs: 900,
             refresh_token_ttl_days: 30,
             tls_cert: None,

@@ -16,6 +16,7 @@ pub mod evidence;
 pub mod feed;
 pub mod idempotency;
 pub mod identity;
+pub mod map;
 pub mod metrics;
 pub mod parties;
 pub mod payments;
@@ -72,6 +73,8 @@ pub struct AppState {
     pub gateways: Vec<Box<dyn Gateway>>,
     pub identity: identity::Identity,
     pub openapi: String,
+    /// The road network in use (the newest imported), if any.
+    pub roads: Option<Arc<xianlu_roads::Router>>,
 }
 
 #[derive(Clone, Default)]
@@ -84,7 +87,14 @@ impl MakeRequestId for MakeId {
 }
 
 /// Builds the state and starts the order writer (it stops when the state is dropped).
-pub fn state(config: Config, db: Db, clock: Arc<dyn Clock>, head: u64, vault: Arc<vault::Vault>) -> Arc<AppState> {
+pub fn state(
+    config: Config,
+    db: Db,
+    clock: Arc<dyn Clock>,
+    head: u64,
+    vault: Arc<vault::Vault>,
+    roads: Option<Arc<xianlu_roads::Router>>,
+) -> Arc<AppState> {
     let metrics = Metrics::new();
     let hub = Hub::new(head, metrics.clone());
     let cache = Arc::new(OrderCache::new(config.cache_capacity));
@@ -130,7 +140,7 @@ pub fn state(config: Config, db: Db, clock: Arc<dyn Clock>, head: u64, vault: Ar
         identity::Identity::new(db.clone(), &secret, config.access_token_ttl_secs, config.refresh_token_ttl_days);
     let (_, doc) = api::router();
     let openapi = doc.to_pretty_json().unwrap_or_default();
-    Arc::new(AppState { config, db, service, hub, metrics, gateways, identity, openapi })
+    Arc::new(AppState { config, db, service, hub, metrics, gateways, identity, openapi, roads })
 }
 
 /// The whole HTTP surface.
@@ -281,9 +291,13 @@ impl Server {
             tracing::info!(rows = encrypted, "encrypted personal data stored in plaintext by an older version");
         }
         let head = feed::stored_head(&db).await?;
+        let roads = roads::load_latest(&db).await?.map(Arc::new);
+        if let Some(router) = &roads {
+            tracing::info!(source = %router.network().source, nodes = router.network().nodes.len(), "road network loaded");
+        }
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let state = state(config, db, clock, head, vault);
+        let state = state(config, db, clock, head, vault, roads);
         let mut background = Vec::new();
         background.push(tokio::spawn(state.service.feed.clone().run()));
         let purger = state.clone();

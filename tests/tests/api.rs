@@ -52,6 +52,7 @@ on_both_backends!(
     tokens_expire_and_only_our_signature_issuer_and_audience_are_accepted,
     the_command_line_creates_users_who_can_log_in,
     the_command_line_imports_an_openstreetmap_extract_and_refuses_what_is_not_one,
+    the_map_serves_road_geometry_and_routes_from_the_imported_network,
     each_role_reaches_only_its_own_objects_and_actions,
     every_route_refuses_every_role_what_it_may_not_reach,
     https_speaks_tls_1_3_with_hsts_and_can_refuse_tls_1_2,
@@ -477,6 +478,9 @@ fn route_matrix() -> Vec<(&'static str, &'static str, Option<[Expect; 7]>)> {
         ("get", "/couriers/{id}/positions", Some([Ok, Ok, Ok, Forbidden, Ok, Hidden, Ok])),
         // Authenticated by the gateway's signature, tested on its own.
         ("post", "/payments/{gateway}/notifications", None),
+        // Public map data, and routes for anyone logged in: tested on their own.
+        ("get", "/map/roads", None),
+        ("get", "/map/route", None),
         // Public: they are how one gets a token.
         ("post", "/auth/login", None),
         ("post", "/auth/refresh", None),
@@ -906,6 +910,56 @@ async fn the_command_line_imports_an_openstreetmap_extract_and_refuses_what_is_n
     .await?;
     let router = xianlu_server::roads::load_latest(&db).await?.ok_or_else(|| anyhow::anyhow!("no network stored"))?;
     ensure!(router.network().source.starts_with("generated") && router.network().nodes.len() <= 144);
+    server.stop().await;
+    Ok(())
+}
+
+async fn the_map_serves_road_geometry_and_routes_from_the_imported_network(backend: Backend) -> Result<()> {
+    let mut server = TestServer::spawn(backend).await?;
+    let anonymous = Client::new(&server.url, "-");
+    let bbox = "/api/v1/map/roads?bbox=24.935,60.164,24.954,60.179&zoom=16";
+    let none = anonymous.get(bbox).await?;
+    ensure!(none.status == 404 && none.json()["detail"].as_str().unwrap_or_default().contains("import-map"));
+    let map = concat!(env!("CARGO_MANIFEST_DIR"), "/data/maps/helsinki-center.osm.pbf");
+    let imported = tokio::process::Command::new(env!("CARGO_BIN_EXE_xianlu-server-under-test"))
+        .args(["import-map", map])
+        .env("XIANLU_DATABASE_URL", &server.db.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await?;
+    ensure!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    server.restart().await?;
+    let anonymous = Client::new(&server.url, "-");
+
+    // Road geometry: public, credited, cacheable.
+    let tile = anonymous.get(bbox).await?;
+    ensure!(tile.status == 200, "{}", tile.status);
+    let body = tile.json();
+    let roads = body["roads"].as_array().map_or(0, Vec::len);
+    ensure!(roads > 500 && body["attribution"] == "© OpenStreetMap contributors", "{roads} roads");
+    ensure!(body["roads"][0]["polyline"].as_str().is_some_and(|p| !p.is_empty()));
+    let etag = tile.headers.get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    ensure!(tile.headers.get("cache-control").is_some_and(|v| v.to_str().unwrap_or_default().contains("public")));
+    let again = anonymous.send(reqwest::Method::GET, bbox, None, None).await?;
+    ensure!(again.headers.get("etag").and_then(|v| v.to_str().ok()) == Some(etag.as_str()), "stable");
+    let revalidated =
+        xianlu_tests::http_client().get(format!("{}{bbox}", server.url)).header("if-none-match", &etag).send().await?;
+    ensure!(revalidated.status() == 304);
+    let overview = anonymous.get("/api/v1/map/roads?bbox=24.935,60.164,24.954,60.179&zoom=11").await?.json();
+    ensure!(overview["roads"].as_array().map_or(usize::MAX, Vec::len) < roads / 2, "minor roads left out at low zoom");
+    ensure!(anonymous.get("/api/v1/map/roads?bbox=24.9,60.2,24.8,60.1&zoom=14").await?.code() == "invalid_bbox");
+    ensure!(anonymous.get("/api/v1/map/roads?bbox=20,50,30,70&zoom=14").await?.code() == "bbox_too_large");
+
+    // Routes: for anyone logged in.
+    let route = "/api/v1/map/route?from=60.1710,24.9410&to=60.1675,24.9480";
+    ensure!(anonymous.get(route).await?.status == 401);
+    let courier = server.client("courier:c1");
+    let found = courier.get(route).await?;
+    ensure!(found.status == 200, "{}", found.status);
+    let found = found.json();
+    let meters = found["meters"].as_f64().unwrap_or_default();
+    ensure!((400.0..2000.0).contains(&meters) && found["seconds"].as_f64().unwrap_or_default() > 0.0, "{found}");
+    ensure!(courier.get("/api/v1/map/route?from=91,0&to=60,24").await?.code() == "invalid_point");
     server.stop().await;
     Ok(())
 }

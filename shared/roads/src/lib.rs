@@ -33,6 +33,11 @@ pub enum RoadClass {
 }
 
 impl RoadClass {
+    /// Importance, 0 the highest: what a map shows first.
+    pub fn rank(self) -> u8 {
+        self as u8
+    }
+
     /// Urban default speed in km/h when the road has no speed limit of its own.
     pub fn default_kmh(self) -> f32 {
         match self {
@@ -147,6 +152,26 @@ impl RoadNetwork {
             .map(|e| RoadEdge { from: renumber[e.from as usize], to: renumber[e.to as usize], ..*e })
             .collect();
         RoadNetwork { source: self.source, osm: self.osm, nodes, edges }
+    }
+
+    /// The roads with a point inside the box (`[min_lng, min_lat, max_lng,
+    /// max_lat]`), each two-way road once, minor classes left out at low zoom
+    /// (below 13 only primary roads and above; below 15 tertiary and above).
+    pub fn segments_in(&self, bbox: [f64; 4], zoom: u8) -> Vec<(RoadClass, LatLng, LatLng)> {
+        let minimum = match zoom {
+            0..=12 => RoadClass::Primary.rank(),
+            13..=14 => RoadClass::Tertiary.rank(),
+            _ => u8::MAX,
+        };
+        let inside = |p: LatLng| p.lng >= bbox[0] && p.lng <= bbox[2] && p.lat >= bbox[1] && p.lat <= bbox[3];
+        let mut seen = std::collections::HashSet::new();
+        self.edges
+            .iter()
+            .filter(|e| e.class.rank() <= minimum)
+            .filter(|e| seen.insert((e.from.min(e.to), e.from.max(e.to))))
+            .map(|e| (e.class, self.nodes[e.from as usize], self.nodes[e.to as usize]))
+            .filter(|(_, a, b)| inside(*a) || inside(*b))
+            .collect()
     }
 
     fn check(&self) -> Result<(), RoadError> {
