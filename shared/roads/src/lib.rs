@@ -8,6 +8,7 @@
 //! is what live ETAs and the planner's matrices need. **No hand-written
 //! Dijkstra on the hot path.**
 
+pub mod fence;
 pub mod generate;
 pub mod osm;
 
