@@ -311,6 +311,38 @@ async fn get_positions(
     Ok(axum::Json(state.service.positions(&ctx, courier, query.after_seq).await?))
 }
 
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+struct TrailQuery {
+    /// `geojson` (default) or `gpx`.
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// The order's trail: its courier's trusted positions from dispatch to
+/// sign-off (or return), as GeoJSON or GPX.
+#[utoipa::path(get, path = "/orders/{id}/trail", tag = "orders",
+    params(("id" = String, Path, description = "Order id (UUID) or number"), TrailQuery),
+    responses((status = 200, description = "GeoJSON Feature or GPX 1.1"), (status = 404, body = Problem)))]
+async fn order_trail(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+    ApiQuery(query): ApiQuery<TrailQuery>,
+) -> ApiResult<Response> {
+    let format = query.format.unwrap_or_else(|| "geojson".into());
+    crate::trail::check_format(&format)?;
+    let id = resolve_order(&state, &id).await?;
+    let points = state.service.trail(&ctx.scope, id).await?;
+    let mut response = if format == "gpx" {
+        crate::trail::gpx(id, &points).into_response()
+    } else {
+        crate::trail::geojson(id, &points).to_string().into_response()
+    };
+    let content_type = if format == "gpx" { "application/gpx+xml" } else { "application/geo+json" };
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(response)
+}
+
 /// One order in the requirements' shape, with its lines and timeline.
 #[utoipa::path(get, path = "/orders/{id}", tag = "orders",
     params(("id" = String, Path, description = "Order id (UUID) or number")),
@@ -715,6 +747,7 @@ pub fn router() -> (axum::Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(post_positions, get_positions))
         .routes(routes!(crate::map::roads))
         .routes(routes!(crate::map::route))
+        .routes(routes!(order_trail))
         .split_for_parts();
     doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
     (router, doc)

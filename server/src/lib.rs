@@ -25,6 +25,7 @@ pub mod roads;
 pub mod service;
 pub mod stream;
 pub mod tls;
+pub mod trail;
 pub mod vault;
 pub mod writer;
 

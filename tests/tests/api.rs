@@ -53,6 +53,7 @@ on_both_backends!(
     the_command_line_creates_users_who_can_log_in,
     the_command_line_imports_an_openstreetmap_extract_and_refuses_what_is_not_one,
     the_map_serves_road_geometry_and_routes_from_the_imported_network,
+    an_orders_trail_is_its_couriers_trusted_positions_from_dispatch_to_sign_off,
     each_role_reaches_only_its_own_objects_and_actions,
     every_route_refuses_every_role_what_it_may_not_reach,
     https_speaks_tls_1_3_with_hsts_and_can_refuse_tls_1_2,
@@ -473,6 +474,7 @@ fn route_matrix() -> Vec<(&'static str, &'static str, Option<[Expect; 7]>)> {
         ("put", "/orders/{id}/evidence/{sha256}", Some([Ok, Ok, Ok, Forbidden, Ok, Ok, Ok])),
         ("get", "/orders/{id}/evidence/{sha256}", Some([Ok, Ok, Ok, Ok, Ok, Ok, Ok])),
         ("get", "/orders/{id}/evidence", Some([Ok, Ok, Ok, Ok, Ok, Ok, Ok])),
+        ("get", "/orders/{id}/trail", Some([Ok, Ok, Ok, Ok, Ok, Ok, Ok])),
         // Courier 0's positions: only they send them; the office reads them.
         ("post", "/couriers/{id}/positions", Some([Ok, Forbidden, Forbidden, Forbidden, Ok, Hidden, Forbidden])),
         ("get", "/couriers/{id}/positions", Some([Ok, Ok, Ok, Forbidden, Ok, Hidden, Ok])),
@@ -960,6 +962,47 @@ async fn the_map_serves_road_geometry_and_routes_from_the_imported_network(backe
     let meters = found["meters"].as_f64().unwrap_or_default();
     ensure!((400.0..2000.0).contains(&meters) && found["seconds"].as_f64().unwrap_or_default() > 0.0, "{found}");
     ensure!(courier.get("/api/v1/map/route?from=91,0&to=60,24").await?.code() == "invalid_point");
+    server.stop().await;
+    Ok(())
+}
+
+async fn an_orders_trail_is_its_couriers_trusted_positions_from_dispatch_to_sign_off(backend: Backend) -> Result<()> {
+    let (server, admin, shop) = setup(backend).await?;
+    let id = shop.place(&admin, &shop.spinach()).await?;
+    let courier = &shop.couriers[0];
+    let fix = |seq: u64, at: chrono::DateTime<chrono::Utc>, lat: f64| json!({"deviceSeq": seq, "at": at, "lat": lat, "lng": 116.42, "accuracyM": 5.0});
+    // Before dispatch: not on this order's trail.
+    let before = chrono::Utc::now() - chrono::Duration::seconds(60);
+    admin.ok(&format!("/api/v1/couriers/{courier}/positions"), &json!({"fixes": [fix(1, before, 39.90)]})).await?;
+    deliver(&admin, &shop, &id).await?;
+    let t0 = chrono::Utc::now();
+    let ms = |n: i64| t0 + chrono::Duration::milliseconds(n);
+    let fixes = json!({"fixes": [fix(2, ms(10), 39.9001), fix(3, ms(20), 39.9002), fix(4, ms(30), 39.95), fix(5, ms(40), 39.9003)]});
+    let receipt = admin.ok(&format!("/api/v1/couriers/{courier}/positions"), &fixes).await?;
+    ensure!(receipt["accepted"] == 4 && receipt["flagged"] == 1, "a 5 km jump in 10 ms is flagged: {receipt}");
+    // Another courier's positions meanwhile are not this order's.
+    let other = &shop.couriers[1];
+    admin.ok(&format!("/api/v1/couriers/{other}/positions"), &json!({"fixes": [fix(1, ms(15), 39.80)]})).await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let signature = upload_signature(&admin, &id, 3).await?;
+    admin.command(&id, json!({"type": "SIGN", "signatureSha256": signature})).await?;
+    // After sign-off: not on the trail either.
+    admin
+        .ok(
+            &format!("/api/v1/couriers/{courier}/positions"),
+            &json!({"fixes": [fix(6, chrono::Utc::now() + chrono::Duration::seconds(30), 39.9004)]}),
+        )
+        .await?;
+
+    let geo = admin.get(&format!("/api/v1/orders/{id}/trail")).await?;
+    ensure!(geo.content_type == "application/geo+json", "{}", geo.content_type);
+    let coordinates = geo.json()["geometry"]["coordinates"].clone();
+    ensure!(coordinates == json!([[116.42, 39.9001], [116.42, 39.9002], [116.42, 39.9003]]), "{coordinates}");
+    let gpx = admin.get(&format!("/api/v1/orders/{id}/trail?format=gpx")).await?;
+    let text = String::from_utf8_lossy(&gpx.bytes).into_owned();
+    ensure!(gpx.content_type == "application/gpx+xml" && text.matches("<trkpt").count() == 3, "{text}");
+    ensure!(text.contains("lat=\"39.9002000\" lon=\"116.4200000\""), "{text}");
+    ensure!(admin.get(&format!("/api/v1/orders/{id}/trail?format=kml")).await?.code() == "invalid_format");
     server.stop().await;
     Ok(())
 }
