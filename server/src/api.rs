@@ -343,6 +343,22 @@ async fn order_trail(
     Ok(response)
 }
 
+/// An accident or breakdown: every order the courier is delivering goes to
+/// `EXCEPTION_HANDLING` with it. Send an `Idempotency-Key`.
+#[utoipa::path(post, path = "/couriers/{id}/exceptions", tag = "couriers",
+    request_body = crate::trail::VehicleException, params(("id" = String, Path)),
+    responses((status = 200, body = crate::trail::VehicleExceptionReport), (status = 422, body = Problem),
+              (status = 404, body = Problem)))]
+async fn vehicle_exception(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+    ApiJson(report): ApiJson<crate::trail::VehicleException>,
+) -> ApiResult<axum::Json<crate::trail::VehicleExceptionReport>> {
+    let courier: CourierId = parse_id(&id, "courier")?;
+    Ok(axum::Json(state.service.report_vehicle_exception(&ctx, courier, report).await?))
+}
+
 /// One order in the requirements' shape, with its lines and timeline.
 #[utoipa::path(get, path = "/orders/{id}", tag = "orders",
     params(("id" = String, Path, description = "Order id (UUID) or number")),
@@ -748,6 +764,7 @@ pub fn router() -> (axum::Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(crate::map::roads))
         .routes(routes!(crate::map::route))
         .routes(routes!(order_trail))
+        .routes(routes!(vehicle_exception))
         .split_for_parts();
     doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
     (router, doc)

@@ -120,3 +120,63 @@ pub fn check_format(format: &str) -> ApiResult<()> {
         _ => Err(ApiError::bad_request("invalid_format", "format must be geojson or gpx")),
     }
 }
+
+/// A vehicle-level exception (accident, breakdown) reported for a courier.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VehicleException {
+    /// `TRAFFIC_ACCIDENT` or `VEHICLE_BREAKDOWN`.
+    pub kind: xianlu_domain::ExceptionKind,
+    pub note: String,
+}
+
+/// What a vehicle-level exception reached.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VehicleExceptionReport {
+    pub courier_id: CourierId,
+    /// Orders aboard that went to `EXCEPTION_HANDLING`.
+    pub orders: Vec<OrderId>,
+    /// Orders aboard that could not take it (changed meanwhile), with the refusal's code.
+    pub skipped: Vec<(OrderId, String)>,
+}
+
+impl OrderService {
+    /// Reports an accident or breakdown on every order the courier is delivering.
+    pub async fn report_vehicle_exception(
+        &self,
+        ctx: &crate::service::RequestCtx,
+        courier: CourierId,
+        report: VehicleException,
+    ) -> ApiResult<VehicleExceptionReport> {
+        let merchant =
+            self.courier_merchant(courier).await?.ok_or_else(|| ApiError::NotFound("no such courier".into()))?;
+        crate::policy::check_own_courier(&ctx.scope, merchant, courier)?;
+        if !report.kind.is_vehicle_level() {
+            return Err(ApiError::unprocessable(
+                "not_vehicle_level",
+                "only TRAFFIC_ACCIDENT and VEHICLE_BREAKDOWN cover a whole vehicle; report others on the order",
+            ));
+        }
+        let aboard: Vec<(uuid::Uuid,)> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT id FROM orders WHERE courier_id = $1 AND status = $2 ORDER BY id")
+                .bind(courier.uuid())
+                .bind(Status::Delivering.as_str())
+                .fetch_all(pool)
+                .await?
+        });
+        let command = xianlu_domain::Command::ReportException { kind: report.kind, note: report.note };
+        let mut result = VehicleExceptionReport { courier_id: courier, orders: Vec::new(), skipped: Vec::new() };
+        for (id,) in aboard {
+            let id = OrderId(id);
+            match self.execute(ctx, id, None, &command).await {
+                Ok(_) => result.orders.push(id),
+                Err(error @ (ApiError::Rejected(_) | ApiError::VersionConflict { .. })) => {
+                    result.skipped.push((id, error.code().to_owned()));
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(result)
+    }
+}

@@ -478,6 +478,7 @@ fn route_matrix() -> Vec<(&'static str, &'static str, Option<[Expect; 7]>)> {
         // Courier 0's positions: only they send them; the office reads them.
         ("post", "/couriers/{id}/positions", Some([Ok, Forbidden, Forbidden, Forbidden, Ok, Hidden, Forbidden])),
         ("get", "/couriers/{id}/positions", Some([Ok, Ok, Ok, Forbidden, Ok, Hidden, Ok])),
+        ("post", "/couriers/{id}/exceptions", Some([Ok, Forbidden, Forbidden, Forbidden, Ok, Hidden, Forbidden])),
         // Authenticated by the gateway's signature, tested on its own.
         ("post", "/payments/{gateway}/notifications", None),
         // Public map data, and routes for anyone logged in: tested on their own.
@@ -563,6 +564,7 @@ async fn every_route_refuses_every_role_what_it_may_not_reach(backend: Backend) 
                     .replace("{sha256}", &photo_sha);
                 let body = match *path {
                     "/orders/{id}/evidence/{sha256}" => photo.clone(),
+                    "/couriers/{id}/exceptions" => json!({"kind": "VEHICLE_BREAKDOWN", "note": "爆胎"}),
                     "/couriers/{id}/positions" => json!({"fixes": [{"deviceSeq": 1, "at": "2030-06-01T01:00:00Z",
                         "lat": 39.93, "lng": 116.42, "accuracyM": 5.0}]}),
                     "/orders/{id}/commands" => {

@@ -91,7 +91,15 @@ async fn an_accident_reported_on_one_order_covers_every_order_aboard() -> Result
     let affected =
         xianlu_core::report::affected_orders(report.reason, order_id(&aboard[1])?, courier_id(&courier)?, &known);
     ensure!(affected.len() == 3, "{affected:?}");
-    outbox.enqueue_all(xianlu_core::report::report_operations(&report, &affected))?;
+    // Meanwhile the office hands this courier one more order the device has not heard of.
+    let late = world.packed_order(&courier).await?;
+    world.admin.command(&late, json!({"type": "DISPATCH"})).await?;
+    outbox.enqueue_all(xianlu_core::report::file_report(
+        &report,
+        order_id(&aboard[1])?,
+        courier_id(&courier)?,
+        &known,
+    ))?;
     let status = tokio::time::timeout(Duration::from_secs(30), outbox.settled()).await?;
     ensure!(status.waiting == 0, "{status:?}");
     for id in &aboard {
@@ -106,7 +114,13 @@ async fn an_accident_reported_on_one_order_covers_every_order_aboard() -> Result
             "{evidence}"
         );
     }
+    ensure!(world.admin.order(&late).await?["status"] == "EXCEPTION_HANDLING", "the server covers every order aboard");
     ensure!(world.admin.order(&elsewhere).await?["status"] == "DELIVERING", "another courier's order is untouched");
+    // Only accidents and breakdowns cover a vehicle.
+    match api.vehicle_exception(courier_id(&courier)?, xianlu_domain::ExceptionKind::Delay, "堵车", "k-delay").await {
+        Err(CoreError::Server { problem }) => ensure!(problem.code == "not_vehicle_level", "{problem:?}"),
+        other => bail!("{other:?}"),
+    }
     world.server.stop().await;
     Ok(())
 }

@@ -318,6 +318,20 @@ impl ApiClient {
         Ok(response.bytes().await.map_err(network)?.to_vec())
     }
 
+    /// Reports an accident or breakdown for every order the courier is
+    /// delivering; answers which orders it reached.
+    pub async fn vehicle_exception(
+        &self,
+        courier: CourierId,
+        kind: xianlu_domain::ExceptionKind,
+        note: &str,
+        idempotency_key: &str,
+    ) -> CoreResult<serde_json::Value> {
+        let body = serde_json::json!({"kind": kind, "note": note});
+        self.call(Method::POST, &format!("/api/v1/couriers/{courier}/exceptions"), Some(&body), Some(idempotency_key))
+            .await
+    }
+
     // ---- stock --------------------------------------------------------
 
     /// A warehouse's stock levels (on hand and reserved, grams or pieces).

@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use xianlu_domain::evidence::{EvidenceUpload, PositionBatch};
 use xianlu_domain::wire::CommandRequest;
-use xianlu_domain::{Command, CourierId, OrderDraft, OrderId};
+use xianlu_domain::{Command, CourierId, ExceptionKind, OrderDraft, OrderId};
 
 use crate::api::ApiClient;
 use crate::error::{CoreError, CoreResult, NextStep};
@@ -78,6 +78,11 @@ pub enum Operation {
     Positions { courier_id: CourierId, batch: PositionBatch },
     /// A new order (placed offline by a customer or the office).
     CreateOrder { draft: Box<OrderDraft> },
+    /// An accident or breakdown: the server applies it to every order the
+    /// courier is delivering when it arrives (including ones this device
+    /// has not heard of yet).
+    #[serde(rename_all = "camelCase")]
+    VehicleException { courier_id: CourierId, kind: ExceptionKind, note: String },
 }
 
 impl Operation {
@@ -86,6 +91,7 @@ impl Operation {
             Operation::Command { order_id, .. } | Operation::Evidence { order_id, .. } => format!("order:{order_id}"),
             Operation::Positions { courier_id, .. } => format!("positions:{courier_id}"),
             Operation::CreateOrder { .. } => format!("new:{key}"),
+            Operation::VehicleException { courier_id, .. } => format!("vehicle:{courier_id}"),
         }
     }
 }
@@ -513,6 +519,9 @@ async fn send(api: &ApiClient, item: &StoredItem, operation: Operation) -> Resul
             api.post_positions(courier_id, &batch, &item.key).await.map(|_| ())
         }
         Operation::CreateOrder { draft } => api.create_order(&draft, &item.key).await.map(|_| ()),
+        Operation::VehicleException { courier_id, kind, note } => {
+            api.vehicle_exception(courier_id, kind, &note, &item.key).await.map(|_| ())
+        }
     }
 }
 

@@ -124,6 +124,26 @@ pub fn report_operations(report: &ExceptionReport, orders: &[OrderId]) -> Vec<Op
     operations
 }
 
+/// The outbox operations of a report filed from one order: for an accident
+/// or breakdown, the photos go to every order this device knows is aboard
+/// and one vehicle-level operation lets the server cover every order aboard
+/// (also those assigned since this device last heard); otherwise the
+/// photos and the command go to the one order.
+pub fn file_report(report: &ExceptionReport, order: OrderId, courier: CourierId, known: &[Order]) -> Vec<Operation> {
+    if !report.reason.is_vehicle_level() {
+        return report_operations(report, &[order]);
+    }
+    let aboard = affected_orders(report.reason, order, courier, known);
+    let mut operations: Vec<Operation> =
+        report_operations(report, &aboard).into_iter().filter(|op| matches!(op, Operation::Evidence { .. })).collect();
+    operations.push(Operation::VehicleException {
+        courier_id: courier,
+        kind: report.reason.exception_kind().unwrap_or(ExceptionKind::Other),
+        note: report.note.clone(),
+    });
+    operations
+}
+
 /// A sign-off: the signature (and a photo of the signed paper note, if
 /// taken) uploaded before the `SIGN` command that names it.
 pub fn sign_off_operations(
