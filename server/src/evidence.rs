@@ -37,6 +37,8 @@ const MAX_STROKES_BYTES: usize = 256 * 1024;
 const SERVED_MAX_SIDE: u32 = 2048;
 /// Fixes in one batch.
 pub const MAX_FIXES: usize = 1000;
+/// How far ahead of the server a device's clock may be.
+const MAX_CLOCK_AHEAD_MINUTES: i64 = 5;
 /// Faster than this between two fixes is a GPS jump, not a courier (250 km/h).
 const MAX_PLAUSIBLE_MPS: f64 = 70.0;
 
@@ -323,6 +325,17 @@ impl OrderService {
         policy::check_own_courier(&ctx.scope, merchant, courier)?;
         if batch.fixes.len() > MAX_FIXES {
             return Err(ApiError::unprocessable("too_many_fixes", format!("send at most {MAX_FIXES} fixes per batch")));
+        }
+        // Device clocks drift a little; a fix from far in the future is a broken clock.
+        let latest = self.clock.now() + chrono::Duration::minutes(MAX_CLOCK_AHEAD_MINUTES);
+        if let Some(fix) = batch.fixes.iter().find(|f| f.at > latest) {
+            return Err(ApiError::unprocessable(
+                "fix_in_future",
+                format!(
+                    "fix {} is dated {}, more than {MAX_CLOCK_AHEAD_MINUTES} minutes ahead of the server; check the device clock",
+                    fix.device_seq, fix.at
+                ),
+            ));
         }
         for fix in &batch.fixes {
             let valid = LatLng { lat: fix.lat, lng: fix.lng }.is_valid()

@@ -1005,6 +1005,18 @@ async fn an_orders_trail_is_its_couriers_trusted_positions_from_dispatch_to_sign
     ensure!(gpx.content_type == "application/gpx+xml" && text.matches("<trkpt").count() == 3, "{text}");
     ensure!(text.contains("lat=\"39.9002000\" lon=\"116.4200000\""), "{text}");
     ensure!(admin.get(&format!("/api/v1/orders/{id}/trail?format=kml")).await?.code() == "invalid_format");
+    // Bad fixes are refused whole: nothing of the batch is stored.
+    let positions = format!("/api/v1/couriers/{courier}/positions");
+    let future = json!({"fixes": [fix(7, chrono::Utc::now(), 39.9005), fix(8, chrono::Utc::now() + chrono::Duration::hours(2), 39.9006)]});
+    ensure!(admin.post(&positions, &future).await?.code() == "fix_in_future");
+    let off_the_globe = json!({"fixes": [fix(7, chrono::Utc::now(), 91.0)]});
+    ensure!(admin.post(&positions, &off_the_globe).await?.code() == "invalid_fix");
+    let too_many: Vec<Value> = (0..1001).map(|i| fix(100 + i, chrono::Utc::now(), 39.9)).collect();
+    ensure!(admin.post(&positions, &json!({"fixes": too_many})).await?.code() == "too_many_fixes");
+    let unknown = format!("/api/v1/couriers/{}/positions", uuid::Uuid::now_v7());
+    ensure!(admin.post(&unknown, &json!({"fixes": []})).await?.status == 404);
+    let stored = admin.get(&format!("{positions}?afterSeq=6")).await?.json();
+    ensure!(stored.as_array().is_some_and(Vec::is_empty), "{stored}");
     server.stop().await;
     Ok(())
 }
