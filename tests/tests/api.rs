@@ -565,7 +565,7 @@ async fn every_route_refuses_every_role_what_it_may_not_reach(backend: Backend) 
                 let body = match *path {
                     "/orders/{id}/evidence/{sha256}" => photo.clone(),
                     "/couriers/{id}/exceptions" => json!({"kind": "VEHICLE_BREAKDOWN", "note": "爆胎"}),
-                    "/couriers/{id}/positions" => json!({"fixes": [{"deviceSeq": 1, "at": "2030-06-01T01:00:00Z",
+                    "/couriers/{id}/positions" => json!({"fixes": [{"deviceSeq": 1, "at": "2025-06-01T01:00:00Z",
                         "lat": 39.93, "lng": 116.42, "accuracyM": 5.0}]}),
                     "/orders/{id}/commands" => {
                         json!({"command": {"type": "ASSIGN_COURIER", "courierId": shop.couriers[0]}})

@@ -305,7 +305,7 @@ async fn two_thousand_changes_through_cuts_lost_responses_and_restarts_land_exac
             outbox.enqueue_all(ops)?;
         }
         let courier_id = courier_id(courier)?;
-        let start = Utc::now();
+        let start = Utc::now() - chrono::Duration::hours(3);
         for b in 0..BATCHES_EACH {
             let fixes = (0..FIXES_PER_BATCH)
                 .map(|f| {

@@ -64,7 +64,7 @@ async fn outbox_throughput(items: usize) -> Result<String> {
         let store = Arc::new(SqliteStore::open(&dir.join(format!("outbox-{lanes}.db")))?);
         let outbox = Outbox::start(store, api, OutboxSettings { concurrency, ..OutboxSettings::default() });
         let started = Instant::now();
-        let at = Utc::now();
+        let at = Utc::now() - chrono::Duration::hours(2);
         for i in 0..items {
             let courier_id = couriers[i % lanes];
             let fix = PositionFix {
