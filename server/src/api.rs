@@ -56,11 +56,6 @@ pub async fn actor_label(state: &AppState, headers: &HeaderMap) -> String {
     }
 }
 
-/// Evidence uploads carry images and have their own body limit.
-pub fn is_evidence_path(path: &str) -> bool {
-    path.contains("/evidence/")
-}
-
 /// Who is calling: the holder of a valid bearer token, or, on a server
 /// started for tests with `dev_actor_header`, whoever the development header
 /// names. The one place identity is decided.
@@ -225,16 +220,8 @@ async fn put_evidence(
     State(state): State<Arc<AppState>>,
     Path((id, sha256)): Path<(String, String)>,
     Ctx(ctx): Ctx,
-    request: Request,
+    ApiJson(upload): ApiJson<EvidenceUpload>,
 ) -> ApiResult<(StatusCode, axum::Json<EvidenceRecord>)> {
-    // Images are larger than other bodies: this route has its own limit.
-    let body = axum::body::to_bytes(request.into_body(), state.config.max_evidence_bytes)
-        .await
-        .map_err(|_| ApiError::TooLarge)?;
-    let upload: EvidenceUpload = serde_json::from_slice(&body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::unprocessable("invalid_body", e.to_string()),
-        _ => ApiError::bad_request("malformed_json", e.to_string()),
-    })?;
     let id = resolve_order(&state, &id).await?;
     let (created, record) = state.service.put_evidence(&ctx, id, &sha256, upload).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, axum::Json(record)))
@@ -330,13 +317,13 @@ async fn order_trail(
     ApiQuery(query): ApiQuery<TrailQuery>,
 ) -> ApiResult<Response> {
     let format = query.format.unwrap_or_else(|| "geojson".into());
-    crate::trail::check_format(&format)?;
+    crate::couriers::check_format(&format)?;
     let id = resolve_order(&state, &id).await?;
     let points = state.service.trail(&ctx.scope, id).await?;
     let mut response = if format == "gpx" {
-        crate::trail::gpx(id, &points).into_response()
+        crate::couriers::gpx(id, &points).into_response()
     } else {
-        crate::trail::geojson(id, &points).to_string().into_response()
+        crate::couriers::geojson(id, &points).to_string().into_response()
     };
     let content_type = if format == "gpx" { "application/gpx+xml" } else { "application/geo+json" };
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -346,15 +333,15 @@ async fn order_trail(
 /// An accident or breakdown: every order the courier is delivering goes to
 /// `EXCEPTION_HANDLING` with it. Send an `Idempotency-Key`.
 #[utoipa::path(post, path = "/couriers/{id}/exceptions", tag = "couriers",
-    request_body = crate::trail::VehicleException, params(("id" = String, Path)),
-    responses((status = 200, body = crate::trail::VehicleExceptionReport), (status = 422, body = Problem),
+    request_body = crate::couriers::VehicleException, params(("id" = String, Path)),
+    responses((status = 200, body = crate::couriers::VehicleExceptionReport), (status = 422, body = Problem),
               (status = 404, body = Problem)))]
 async fn vehicle_exception(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     Ctx(ctx): Ctx,
-    ApiJson(report): ApiJson<crate::trail::VehicleException>,
-) -> ApiResult<axum::Json<crate::trail::VehicleExceptionReport>> {
+    ApiJson(report): ApiJson<crate::couriers::VehicleException>,
+) -> ApiResult<axum::Json<crate::couriers::VehicleExceptionReport>> {
     let courier: CourierId = parse_id(&id, "courier")?;
     Ok(axum::Json(state.service.report_vehicle_exception(&ctx, courier, report).await?))
 }
@@ -730,9 +717,15 @@ async fn unlock_user(
 )]
 struct ApiDoc;
 
-/// The `/api/v1` routes and their OpenAPI document.
-pub fn router() -> (axum::Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
+/// The `/api/v1` routes and their OpenAPI document. Evidence uploads carry
+/// images: their route takes bodies up to `evidence_limit` bytes, every
+/// other route the server-wide limit.
+pub fn router(evidence_limit: usize) -> (axum::Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
+    let evidence = OpenApiRouter::new()
+        .routes(routes!(put_evidence, get_evidence))
+        .layer(axum::extract::DefaultBodyLimit::max(evidence_limit));
     let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(evidence)
         .routes(routes!(create_order, list_orders))
         .routes(routes!(get_order))
         .routes(routes!(order_command))
@@ -759,7 +752,6 @@ pub fn router() -> (axum::Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(link_courier))
         .routes(routes!(assign_role))
         .routes(routes!(list_evidence))
-        .routes(routes!(put_evidence, get_evidence))
         .routes(routes!(post_positions, get_positions))
         .routes(routes!(crate::map::roads))
         .routes(routes!(crate::map::route))

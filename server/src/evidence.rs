@@ -1,5 +1,4 @@
-//! Evidence (signatures, photos, photographed delivery notes) and courier
-//! positions.
+//! Evidence: signatures, photos, photographed delivery notes.
 //!
 //! Evidence is content-addressed (within its order) by the digest the device computed
 //! (`xianlu_domain::evidence::evidence_digest`); the server recomputes it and
@@ -17,12 +16,9 @@ use chrono::{DateTime, Utc};
 use image::{DynamicImage, ImageFormat, ImageReader, Limits};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
-use xianlu_domain::evidence::{
-    EvidenceKind, EvidenceRecord, EvidenceUpload, PositionBatch, PositionFix, PositionReceipt, evidence_digest,
-    is_digest,
-};
+use xianlu_domain::evidence::{EvidenceKind, EvidenceRecord, EvidenceUpload, evidence_digest, is_digest};
 use xianlu_domain::wire::LatLng;
-use xianlu_domain::{CourierId, ExceptionKind, OrderId};
+use xianlu_domain::{ExceptionKind, OrderId};
 
 use crate::error::{ApiError, ApiResult};
 use crate::policy::{self, Action, Scope};
@@ -35,12 +31,6 @@ const MAX_SIDE: u32 = 6000;
 const MAX_STROKES_BYTES: usize = 256 * 1024;
 /// Photos are served at most this wide or high.
 const SERVED_MAX_SIDE: u32 = 2048;
-/// Fixes in one batch.
-pub const MAX_FIXES: usize = 1000;
-/// How far ahead of the server a device's clock may be.
-const MAX_CLOCK_AHEAD_MINUTES: i64 = 5;
-/// Faster than this between two fixes is a GPS jump, not a courier (250 km/h).
-const MAX_PLAUSIBLE_MPS: f64 = 70.0;
 
 type EvidenceRow = (
     String,
@@ -118,42 +108,26 @@ fn reencode(kind: EvidenceKind, bytes: &[u8]) -> ApiResult<(Vec<u8>, &'static st
     limits.max_alloc = Some(256 * 1024 * 1024);
     reader.limits(limits);
     let image = reader.decode().map_err(|e| unreadable(e.to_string()))?;
-    let mut out = Vec::new();
-    let (content_type, image) = match kind {
-        EvidenceKind::Signature => {
-            DynamicImage::ImageLumaA8(image.to_luma_alpha8())
-                .write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
-                .map_err(|e| ApiError::Internal(e.into()))?;
-            ("image/png", None)
-        }
+    let (encoded, content_type) = match kind {
+        EvidenceKind::Signature => (DynamicImage::ImageLumaA8(image.to_luma_alpha8()), "image/png"),
         EvidenceKind::Photo | EvidenceKind::DeliveryNote => {
             let image = if image.width().max(image.height()) > SERVED_MAX_SIDE {
                 image.resize(SERVED_MAX_SIDE, SERVED_MAX_SIDE, image::imageops::FilterType::Triangle)
             } else {
                 image
             };
-            let rgb = DynamicImage::ImageRgb8(image.to_rgb8());
-            let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85);
-            rgb.write_with_encoder(encoder).map_err(|e| ApiError::Internal(e.into()))?;
-            ("image/jpeg", Some(rgb))
+            (DynamicImage::ImageRgb8(image.to_rgb8()), "image/jpeg")
         }
     };
-    let (width, height) = match &image {
-        Some(i) => (i.width(), i.height()),
-        None => {
-            let decoded = image::load_from_memory_with_format(&out, ImageFormat::Png)
-                .map_err(|e| ApiError::Internal(e.into()))?;
-            (decoded.width(), decoded.height())
-        }
+    let mut out = Vec::new();
+    let written = if kind == EvidenceKind::Signature {
+        encoded.write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+    } else {
+        encoded.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85))
     };
+    written.map_err(|e| ApiError::Internal(e.into()))?;
+    let (width, height) = (encoded.width(), encoded.height());
     Ok((out, content_type, width, height))
-}
-
-fn distance_m(a: (f64, f64), b: (f64, f64)) -> f64 {
-    let (lat1, lng1) = (a.0.to_radians(), a.1.to_radians());
-    let (lat2, lng2) = (b.0.to_radians(), b.1.to_radians());
-    let h = ((lat2 - lat1) / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * ((lng2 - lng1) / 2.0).sin().powi(2);
-    2.0 * 6_371_008.8 * h.sqrt().asin()
 }
 
 impl OrderService {
@@ -309,129 +283,6 @@ impl OrderService {
         });
         row.ok_or_else(|| ApiError::NotFound(format!("no evidence {sha256} for this order")))
     }
-
-    /// Stores a batch of a courier's fixes. Replayed fixes (same device
-    /// sequence) are counted, not stored again; fixes may arrive in any
-    /// order; a fix implying an impossible speed from its predecessor in
-    /// time is stored flagged, so it is kept but never trusted.
-    pub async fn ingest_positions(
-        &self,
-        ctx: &RequestCtx,
-        courier: CourierId,
-        batch: PositionBatch,
-    ) -> ApiResult<PositionReceipt> {
-        let merchant =
-            self.courier_merchant(courier).await?.ok_or_else(|| ApiError::NotFound("no such courier".into()))?;
-        policy::check_own_courier(&ctx.scope, merchant, courier)?;
-        if batch.fixes.len() > MAX_FIXES {
-            return Err(ApiError::unprocessable("too_many_fixes", format!("send at most {MAX_FIXES} fixes per batch")));
-        }
-        // Device clocks drift a little; a fix from far in the future is a broken clock.
-        let latest = self.clock.now() + chrono::Duration::minutes(MAX_CLOCK_AHEAD_MINUTES);
-        if let Some(fix) = batch.fixes.iter().find(|f| f.at > latest) {
-            return Err(ApiError::unprocessable(
-                "fix_in_future",
-                format!(
-                    "fix {} is dated {}, more than {MAX_CLOCK_AHEAD_MINUTES} minutes ahead of the server; check the device clock",
-                    fix.device_seq, fix.at
-                ),
-            ));
-        }
-        for fix in &batch.fixes {
-            let valid = LatLng { lat: fix.lat, lng: fix.lng }.is_valid()
-                && fix.accuracy_m.is_finite()
-                && fix.accuracy_m >= 0.0
-                && i64::try_from(fix.device_seq).is_ok();
-            if !valid {
-                return Err(ApiError::unprocessable(
-                    "invalid_fix",
-                    format!("fix {} must have a WGS-84 position and a non-negative accuracy", fix.device_seq),
-                ));
-            }
-        }
-        let mut fixes: Vec<PositionFix> = batch.fixes;
-        fixes.sort_by_key(|f| (f.at, f.device_seq));
-        let now = self.clock.now();
-        let mut receipt = PositionReceipt { accepted: 0, duplicates: 0, flagged: 0 };
-        let mut tx = self.db.begin().await?;
-        for fix in fixes {
-            let before: Option<(DateTime<Utc>, f64, f64)> = on_tx!(&mut tx, c => {
-                sqlx::query_as(
-                    "SELECT at, lat, lng FROM courier_positions WHERE courier_id = $1 AND at <= $2 AND NOT flagged \
-                     AND device_seq <> $3 ORDER BY at DESC LIMIT 1",
-                )
-                .bind(courier.uuid())
-                .bind(fix.at)
-                .bind(fix.device_seq as i64)
-                .fetch_optional(&mut *c)
-                .await?
-            });
-            let flagged = before.is_some_and(|(at, lat, lng)| {
-                let seconds = ((fix.at - at).num_milliseconds() as f64 / 1000.0).max(1.0);
-                distance_m((lat, lng), (fix.lat, fix.lng)) / seconds > MAX_PLAUSIBLE_MPS
-            });
-            let inserted = on_tx!(&mut tx, c => {
-                sqlx::query(
-                    "INSERT INTO courier_positions (courier_id, device_seq, at, lat, lng, accuracy_m, speed_mps, heading_deg, \
-                     flagged, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                     ON CONFLICT (courier_id, device_seq) DO NOTHING",
-                )
-                .bind(courier.uuid())
-                .bind(fix.device_seq as i64)
-                .bind(fix.at)
-                .bind(fix.lat)
-                .bind(fix.lng)
-                .bind(fix.accuracy_m)
-                .bind(fix.speed_mps)
-                .bind(fix.heading_deg)
-                .bind(flagged)
-                .bind(now)
-                .execute(&mut *c)
-                .await?
-                .rows_affected()
-            });
-            match (inserted, flagged) {
-                (0, _) => receipt.duplicates += 1,
-                (_, true) => {
-                    receipt.accepted += 1;
-                    receipt.flagged += 1;
-                }
-                (_, false) => receipt.accepted += 1,
-            }
-        }
-        tx.commit().await?;
-        Ok(receipt)
-    }
-
-    /// A courier's stored fixes after a device sequence, in time order.
-    pub async fn positions(&self, ctx: &RequestCtx, courier: CourierId, after_seq: u64) -> ApiResult<Vec<PositionFix>> {
-        let merchant =
-            self.courier_merchant(courier).await?.ok_or_else(|| ApiError::NotFound("no such courier".into()))?;
-        policy::check_courier_positions(&ctx.scope, merchant, courier)?;
-        type Row = (i64, DateTime<Utc>, f64, f64, f32, Option<f32>, Option<f32>);
-        let rows: Vec<Row> = on_db!(&self.db, pool => {
-            sqlx::query_as(
-                "SELECT device_seq, at, lat, lng, accuracy_m, speed_mps, heading_deg FROM courier_positions \
-                 WHERE courier_id = $1 AND device_seq > $2 ORDER BY at, device_seq LIMIT 10000",
-            )
-            .bind(courier.uuid())
-            .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
-            .fetch_all(pool)
-            .await?
-        });
-        Ok(rows
-            .into_iter()
-            .map(|(seq, at, lat, lng, accuracy_m, speed_mps, heading_deg)| PositionFix {
-                device_seq: seq as u64,
-                at,
-                lat,
-                lng,
-                accuracy_m,
-                speed_mps,
-                heading_deg,
-            })
-            .collect())
-    }
 }
 
 #[cfg(test)]
@@ -455,11 +306,5 @@ mod tests {
         assert_eq!((content_type, width, height), ("image/jpeg", 40, 30));
         assert!(!out.windows(6).any(|w| w == b"secret"));
         assert!(reencode(EvidenceKind::Photo, b"GIF89a not an image").is_err());
-    }
-
-    #[test]
-    fn distance_is_haversine() {
-        let d = distance_m((60.1699, 24.9384), (60.1699, 24.9484));
-        assert!((d - 553.0).abs() < 5.0, "{d}");
     }
 }

@@ -69,11 +69,9 @@ pub async fn middleware(State(state): State<Arc<AppState>>, request: Request, ne
 
 async fn run(state: &AppState, key: String, request: Request, next: Next) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
-    let limit = if crate::api::is_evidence_path(parts.uri.path()) {
-        state.config.max_evidence_bytes
-    } else {
-        state.config.max_body_bytes
-    };
+    // Buffer up to the largest body any route takes; each route's extractor
+    // then holds the request to that route's own limit.
+    let limit = state.config.max_body_bytes.max(state.config.max_evidence_bytes);
     let bytes = to_bytes(body, limit).await.map_err(|_| ApiError::TooLarge)?;
     // Keys are scoped to the authenticated user, not the token: a client that
     // refreshed its token while retrying must still find its first attempt.

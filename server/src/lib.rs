@@ -10,6 +10,7 @@ pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod couriers;
 pub mod db;
 pub mod error;
 pub mod evidence;
@@ -25,7 +26,6 @@ pub mod roads;
 pub mod service;
 pub mod stream;
 pub mod tls;
-pub mod trail;
 pub mod vault;
 pub mod writer;
 
@@ -139,14 +139,14 @@ pub fn state(
     };
     let identity =
         identity::Identity::new(db.clone(), &secret, config.access_token_ttl_secs, config.refresh_token_ttl_days);
-    let (_, doc) = api::router();
+    let (_, doc) = api::router(config.max_evidence_bytes);
     let openapi = doc.to_pretty_json().unwrap_or_default();
     Arc::new(AppState { config, db, service, hub, metrics, gateways, identity, openapi, roads })
 }
 
 /// The whole HTTP surface.
 pub fn app(state: Arc<AppState>) -> Router {
-    let (api, _) = api::router();
+    let (api, _) = api::router(state.config.max_evidence_bytes);
     let api = api
         .route("/stream", get(stream::upgrade))
         .route("/openapi.json", get(openapi_json))

@@ -9,28 +9,7 @@ use xianlu_tests::{
     Backend, Client, Reply, ServerProcess, Shop, Stream, TestServer, signed_notification, upload_signature,
 };
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() -> anyhow::Result<()> {
-                    super::$name(xianlu_tests::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() -> anyhow::Result<()> {
-                    super::$name(xianlu_tests::Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+xianlu_tests::on_both_backends!(
     an_order_runs_from_creation_to_sign_off_and_is_repriced_on_actual_weight,
     a_short_line_goes_out_of_stock_and_is_resolved_by_substitution,
     a_credit_customer_order_is_paid_and_stock_checked_at_creation,

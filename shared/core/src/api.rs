@@ -181,7 +181,6 @@ impl ApiClient {
         self.set_session(None);
         match result {
             Ok(_) | Err(CoreError::Unauthenticated(_)) => Ok(()),
-            Err(CoreError::Protocol(_)) => Ok(()), // 204: no body to read
             Err(other) => Err(other),
         }
     }
@@ -225,6 +224,7 @@ impl ApiClient {
     async fn exchange<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> CoreResult<T> {
         let request = self.inner.http.post(format!("{}{path}", self.inner.base)).json(body);
         let response = request.send().await.map_err(network)?;
+        check_version(&response)?;
         read(response).await
     }
 
@@ -277,7 +277,8 @@ impl ApiClient {
     // ---- orders -------------------------------------------------------
 
     pub async fn orders(&self, query: &OrderQuery) -> CoreResult<OrderPage> {
-        let query = serde_urlencoded(query)?;
+        let query = serde_urlencoded::to_string(query).map_err(|e| CoreError::Refused(e.to_string()))?;
+        let query = if query.is_empty() { query } else { format!("?{query}") };
         self.call(Method::GET, &format!("/api/v1/orders{query}"), None::<&()>, None).await
     }
 
@@ -361,28 +362,6 @@ fn network(error: reqwest::Error) -> CoreError {
     CoreError::Network(error.to_string())
 }
 
-fn serde_urlencoded(query: &OrderQuery) -> CoreResult<String> {
-    let value = serde_json::to_value(query).map_err(|e| CoreError::Refused(e.to_string()))?;
-    let mut pairs = Vec::new();
-    if let serde_json::Value::Object(map) = value {
-        for (key, value) in map {
-            let text = match value {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            };
-            let encoded: String = text
-                .bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-                    _ => format!("%{b:02X}"),
-                })
-                .collect();
-            pairs.push(format!("{key}={encoded}"));
-        }
-    }
-    Ok(if pairs.is_empty() { String::new() } else { format!("?{}", pairs.join("&")) })
-}
-
 /// Refuses answers from a server that speaks another major protocol version.
 fn check_version(response: &reqwest::Response) -> CoreResult<()> {
     let Some(value) = response.headers().get(API_VERSION_HEADER) else {
@@ -398,7 +377,6 @@ fn check_version(response: &reqwest::Response) -> CoreResult<()> {
 
 /// Reads a success body as `T`, or a failure as a problem.
 async fn read<T: DeserializeOwned>(response: reqwest::Response) -> CoreResult<T> {
-    check_version(&response)?;
     if !response.status().is_success() {
         return Err(CoreError::Server { problem: Box::new(problem_of(response).await?) });
     }

@@ -54,15 +54,7 @@ impl CoreError {
     pub fn next_step(&self) -> NextStep {
         match self {
             CoreError::Network(_) => NextStep::RetryLater,
-            CoreError::Server { problem } => match (problem.status, problem.code.as_str()) {
-                (_, "idempotency_in_flight") => NextStep::RetryLater,
-                (408 | 429, _) | (500..=599, _) => NextStep::RetryLater,
-                (401, _) => NextStep::LogIn,
-                (403, _) => NextStep::NotAllowed,
-                (404 | 410, _) => NextStep::Gone,
-                (409, _) => NextStep::Reload,
-                _ => NextStep::FixRequest,
-            },
+            CoreError::Server { problem } => next_step_for(problem.status, &problem.code),
             CoreError::Protocol(_) => NextStep::UpdateApp,
             CoreError::Incompatible { .. } => NextStep::UpdateApp,
             CoreError::Unauthenticated(_) => NextStep::LogIn,
@@ -82,6 +74,19 @@ impl CoreError {
             CoreError::Server { problem } => Some(&problem.code),
             _ => None,
         }
+    }
+}
+
+/// What to do about a server's refusal, by its status and stable code.
+pub fn next_step_for(status: u16, code: &str) -> NextStep {
+    match (status, code) {
+        (_, "idempotency_in_flight") => NextStep::RetryLater,
+        (408 | 429, _) | (500..=599, _) => NextStep::RetryLater,
+        (401, _) => NextStep::LogIn,
+        (403, _) => NextStep::NotAllowed,
+        (404 | 410, _) => NextStep::Gone,
+        (409, _) => NextStep::Reload,
+        _ => NextStep::FixRequest,
     }
 }
 

@@ -101,11 +101,6 @@ pub fn distance_m(a: LatLng, b: LatLng) -> f64 {
     Haversine.distance(Point::new(a.lng, a.lat), Point::new(b.lng, b.lat))
 }
 
-fn bearing_deg(a: LatLng, b: LatLng) -> f64 {
-    use geo::{Bearing, Haversine, Point};
-    Haversine.bearing(Point::new(a.lng, a.lat), Point::new(b.lng, b.lat))
-}
-
 fn seconds_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
     (b - a).num_milliseconds() as f64 / 1000.0
 }
@@ -242,12 +237,6 @@ pub struct LocationShipper {
     store: Arc<dyn Store>,
 }
 
-impl std::fmt::Debug for dyn Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Store")
-    }
-}
-
 impl LocationShipper {
     pub fn new(tracker: Tracker, courier: CourierId, outbox: Outbox, store: Arc<dyn Store>) -> LocationShipper {
         LocationShipper { tracker, courier, outbox, store }
@@ -290,7 +279,8 @@ impl LocationShipper {
 
 /// The bearing from one position to the next, for trails without headings.
 pub fn heading(from: LatLng, to: LatLng) -> f32 {
-    bearing_deg(from, to).rem_euclid(360.0) as f32
+    use geo::{Bearing, Haversine, Point};
+    Haversine.bearing(Point::new(from.lng, from.lat), Point::new(to.lng, to.lat)).rem_euclid(360.0) as f32
 }
 
 #[cfg(test)]

@@ -128,10 +128,7 @@ impl ItemError {
         match (self.status, self.code.as_str()) {
             (_, "corrupt_item") => NextStep::CheckDevice,
             (None, _) => NextStep::UpdateApp,
-            (Some(403), _) => NextStep::NotAllowed,
-            (Some(404), _) => NextStep::Gone,
-            (Some(409), _) => NextStep::Reload,
-            _ => NextStep::FixRequest,
+            (Some(status), code) => crate::error::next_step_for(status, code),
         }
     }
 }

@@ -87,6 +87,12 @@ pub trait Store: Send + Sync {
     fn cache_all(&self) -> CoreResult<Vec<(String, u64, String)>>;
 }
 
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
 /// In memory: the browser, and tests of the core alone.
 #[derive(Debug, Default)]
 pub struct MemoryStore {

@@ -10,7 +10,7 @@ use geo::{Contains, Distance, Euclidean, Point, Polygon, Validation};
 use rstar::{AABB, RTree, RTreeObject};
 use xianlu_domain::wire::LatLng;
 
-use crate::distance_m;
+use crate::{degrees_for, distance_m, local_xy};
 
 /// A fence's shape (WGS-84).
 #[derive(Debug, Clone, PartialEq)]
@@ -63,9 +63,8 @@ impl Default for FenceSettings {
     }
 }
 
-/// Local metres around a reference latitude.
 fn project(p: LatLng, lat0: f64) -> Point<f64> {
-    Point::new(p.lng * 111_320.0 * lat0.to_radians().cos(), p.lat * 111_320.0)
+    Point::from(local_xy(p, lat0))
 }
 
 struct Prepared<K> {
@@ -122,11 +121,6 @@ impl<K, S> std::fmt::Debug for Geofences<K, S> {
     }
 }
 
-/// Degrees that cover the margin around an envelope (generous).
-fn margin_degrees(m: f64) -> f64 {
-    m / 50_000.0
-}
-
 impl<K: Clone, S: Clone + Eq + std::hash::Hash> Geofences<K, S> {
     pub fn new(settings: FenceSettings) -> Self {
         Geofences { settings, fences: Vec::new(), index: RTree::new(), states: HashMap::new() }
@@ -139,8 +133,7 @@ impl<K: Clone, S: Clone + Eq + std::hash::Hash> Geofences<K, S> {
                 if !center.is_valid() || !(5.0..=5000.0).contains(radius_m) {
                     return Err(FenceError::BadCircle);
                 }
-                let d = radius_m / 111_320.0;
-                let dl = d / center.lat.to_radians().cos().max(0.01);
+                let (d, dl) = degrees_for(*radius_m, center.lat);
                 (None, center.lat, *radius_m, ([center.lng - dl, center.lat - d], [center.lng + dl, center.lat + d]))
             }
             Shape::Polygon(points) => {
@@ -163,8 +156,9 @@ impl<K: Clone, S: Clone + Eq + std::hash::Hash> Geofences<K, S> {
                 (Some(polygon), lat0, size_m, (min, max))
             }
         };
-        let m = margin_degrees(self.settings.exit_margin_m + 100.0);
-        let envelope = AABB::from_corners([min[0] - m, min[1] - m], [max[0] + m, max[1] + m]);
+        // Fixes this close are judged against the fence (beyond the exit margin, with room to spare).
+        let (dlat, dlng) = degrees_for(self.settings.exit_margin_m + 100.0, lat0);
+        let envelope = AABB::from_corners([min[0] - dlng, min[1] - dlat], [max[0] + dlng, max[1] + dlat]);
         let i = self.fences.len();
         self.fences.push(Prepared { key, shape, polygon, lat0, size_m });
         self.index.insert(Entry(i, envelope));

@@ -75,29 +75,20 @@ pub fn city(spec: CitySpec) -> RoadNetwork {
             edges.push(RoadEdge { from: b, to: a, ..edge });
         }
     };
+    // A street's class from its index across the grid: the outermost ones
+    // form the ring road, every fifth is an arterial.
+    let class_of = |index: u32| match index {
+        i if i == 0 || i == n - 1 => RoadClass::Trunk,
+        i if i % 5 == 0 => RoadClass::Primary,
+        _ => RoadClass::Residential,
+    };
     for row in 0..n {
         for col in 0..n {
-            let border_row = row == 0 || row == n - 1;
-            let border_col = col == 0 || col == n - 1;
             if col + 1 < n {
-                let class = if border_row {
-                    RoadClass::Trunk
-                } else if row % 5 == 0 {
-                    RoadClass::Primary
-                } else {
-                    RoadClass::Residential
-                };
-                street(id(row, col), id(row, col + 1), class, &mut rng, &mut edges);
+                street(id(row, col), id(row, col + 1), class_of(row), &mut rng, &mut edges);
             }
             if row + 1 < n {
-                let class = if border_col {
-                    RoadClass::Trunk
-                } else if col % 5 == 0 {
-                    RoadClass::Primary
-                } else {
-                    RoadClass::Residential
-                };
-                street(id(row, col), id(row + 1, col), class, &mut rng, &mut edges);
+                street(id(row, col), id(row + 1, col), class_of(col), &mut rng, &mut edges);
             }
         }
     }

@@ -95,10 +95,21 @@ pub enum RoadError {
 
 /// Great-circle distance in metres.
 pub fn distance_m(a: LatLng, b: LatLng) -> f64 {
-    let (lat1, lat2) = (a.lat.to_radians(), b.lat.to_radians());
-    let (dlat, dlng) = ((b.lat - a.lat).to_radians(), (b.lng - a.lng).to_radians());
-    let h = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlng / 2.0).sin().powi(2);
-    2.0 * 6_371_008.8 * h.sqrt().asin()
+    use geo::{Distance, Haversine, Point};
+    Haversine.distance(Point::new(a.lng, a.lat), Point::new(b.lng, b.lat))
+}
+
+const METRES_PER_DEGREE: f64 = 111_320.0;
+
+/// Local metres (equirectangular around latitude `lat0`): good enough for
+/// nearest-point searches and shapes a few kilometres across.
+pub(crate) fn local_xy(p: LatLng, lat0: f64) -> [f64; 2] {
+    [p.lng * METRES_PER_DEGREE * lat0.to_radians().cos(), p.lat * METRES_PER_DEGREE]
+}
+
+/// Degrees of (latitude, longitude) that span `m` metres at latitude `lat0`.
+pub(crate) fn degrees_for(m: f64, lat0: f64) -> (f64, f64) {
+    (m / METRES_PER_DEGREE, m / (METRES_PER_DEGREE * lat0.to_radians().cos().max(0.01)))
 }
 
 impl RoadNetwork {
@@ -213,8 +224,8 @@ pub struct Router {
     network: RoadNetwork,
     graph: FastGraph,
     index: RTree<GeomWithData<[f64; 2], u32>>,
-    /// Metres per degree of longitude at the network's latitude.
-    x_scale: f64,
+    /// The latitude the index's local metres are taken around.
+    lat0: f64,
     /// (from, to) → the fastest edge between them, for lengths along a path.
     lengths: std::collections::HashMap<(u32, u32), f32>,
 }
@@ -227,8 +238,6 @@ impl std::fmt::Debug for Router {
             .finish()
     }
 }
-
-const METRES_PER_DEGREE: f64 = 111_320.0;
 
 impl Router {
     /// Prepares the network's largest connected part (contraction hierarchies).
@@ -249,15 +258,10 @@ impl Router {
         }
         input.freeze();
         let graph = fast_paths::prepare(&input);
-        let mean_lat = network.nodes.iter().map(|p| p.lat).sum::<f64>() / network.nodes.len().max(1) as f64;
-        let x_scale = METRES_PER_DEGREE * mean_lat.to_radians().cos();
-        let points = network
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, p)| GeomWithData::new([p.lng * x_scale, p.lat * METRES_PER_DEGREE], i as u32))
-            .collect();
-        Ok(Router { index: RTree::bulk_load(points), network, graph, x_scale, lengths })
+        let lat0 = network.nodes.iter().map(|p| p.lat).sum::<f64>() / network.nodes.len().max(1) as f64;
+        let points =
+            network.nodes.iter().enumerate().map(|(i, p)| GeomWithData::new(local_xy(*p, lat0), i as u32)).collect();
+        Ok(Router { index: RTree::bulk_load(points), network, graph, lat0, lengths })
     }
 
     pub fn network(&self) -> &RoadNetwork {
@@ -271,7 +275,7 @@ impl Router {
 
     /// The road node nearest a position, and how far it is in metres.
     pub fn snap(&self, p: LatLng) -> Option<(u32, f64)> {
-        let nearest = self.index.nearest_neighbor(&[p.lng * self.x_scale, p.lat * METRES_PER_DEGREE])?;
+        let nearest = self.index.nearest_neighbor(&local_xy(p, self.lat0))?;
         Some((nearest.data, distance_m(p, self.network.nodes[nearest.data as usize])))
     }
 

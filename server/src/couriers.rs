@@ -1,17 +1,32 @@
-//! An order's trail: the positions of the courier(s) who carried it, from
+//! Courier operations: position ingest, an order's trail, and exceptions
+//! that cover a whole vehicle.
+//!
+//! Positions: replayed fixes (same device sequence) are counted, not stored
+//! again; fixes may arrive in any order; a fix implying an impossible speed
+//! from its predecessor in time is stored flagged, kept but never trusted.
+//! An order's trail is the positions of the courier(s) who carried it, from
 //! dispatch until it was signed for, returned or cancelled, as GeoJSON or
-//! GPX. After a hand-over (an accident, a re-assignment) each courier's part
+//! GPX; after a hand-over (an accident, a re-assignment) each courier's part
 //! comes from their own positions.
 
 use chrono::{DateTime, Utc};
+use xianlu_domain::evidence::{PositionBatch, PositionFix, PositionReceipt};
+use xianlu_domain::wire::LatLng;
 use xianlu_domain::{CourierId, EventKind, OrderId, Status};
+use xianlu_roads::distance_m;
 
 use crate::error::{ApiError, ApiResult};
-use crate::on_db;
-use crate::policy::Scope;
-use crate::service::OrderService;
+use crate::policy::{self, Scope};
+use crate::service::{OrderService, RequestCtx};
+use crate::{on_db, on_tx};
 
-/// One trusted (unflagged) position on the trail.
+/// Fixes in one batch.
+pub const MAX_FIXES: usize = 1000;
+/// How far ahead of the server a device's clock may be.
+const MAX_CLOCK_AHEAD_MINUTES: i64 = 5;
+/// Faster than this between two fixes is a GPS jump, not a courier (250 km/h).
+const MAX_PLAUSIBLE_MPS: f64 = 70.0;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrailPoint {
     pub courier: CourierId,
@@ -21,6 +36,129 @@ pub struct TrailPoint {
 }
 
 impl OrderService {
+    /// Stores a batch of a courier's fixes. Replayed fixes (same device
+    /// sequence) are counted, not stored again; fixes may arrive in any
+    /// order; a fix implying an impossible speed from its predecessor in
+    /// time is stored flagged, so it is kept but never trusted.
+    pub async fn ingest_positions(
+        &self,
+        ctx: &RequestCtx,
+        courier: CourierId,
+        batch: PositionBatch,
+    ) -> ApiResult<PositionReceipt> {
+        let merchant =
+            self.courier_merchant(courier).await?.ok_or_else(|| ApiError::NotFound("no such courier".into()))?;
+        policy::check_own_courier(&ctx.scope, merchant, courier)?;
+        if batch.fixes.len() > MAX_FIXES {
+            return Err(ApiError::unprocessable("too_many_fixes", format!("send at most {MAX_FIXES} fixes per batch")));
+        }
+        // Device clocks drift a little; a fix from far in the future is a broken clock.
+        let latest = self.clock.now() + chrono::Duration::minutes(MAX_CLOCK_AHEAD_MINUTES);
+        if let Some(fix) = batch.fixes.iter().find(|f| f.at > latest) {
+            return Err(ApiError::unprocessable(
+                "fix_in_future",
+                format!(
+                    "fix {} is dated {}, more than {MAX_CLOCK_AHEAD_MINUTES} minutes ahead of the server; check the device clock",
+                    fix.device_seq, fix.at
+                ),
+            ));
+        }
+        for fix in &batch.fixes {
+            let valid = LatLng { lat: fix.lat, lng: fix.lng }.is_valid()
+                && fix.accuracy_m.is_finite()
+                && fix.accuracy_m >= 0.0
+                && i64::try_from(fix.device_seq).is_ok();
+            if !valid {
+                return Err(ApiError::unprocessable(
+                    "invalid_fix",
+                    format!("fix {} must have a WGS-84 position and a non-negative accuracy", fix.device_seq),
+                ));
+            }
+        }
+        let mut fixes: Vec<PositionFix> = batch.fixes;
+        fixes.sort_by_key(|f| (f.at, f.device_seq));
+        let now = self.clock.now();
+        let mut receipt = PositionReceipt { accepted: 0, duplicates: 0, flagged: 0 };
+        let mut tx = self.db.begin().await?;
+        for fix in fixes {
+            let before: Option<(DateTime<Utc>, f64, f64)> = on_tx!(&mut tx, c => {
+                sqlx::query_as(
+                    "SELECT at, lat, lng FROM courier_positions WHERE courier_id = $1 AND at <= $2 AND NOT flagged \
+                     AND device_seq <> $3 ORDER BY at DESC LIMIT 1",
+                )
+                .bind(courier.uuid())
+                .bind(fix.at)
+                .bind(fix.device_seq as i64)
+                .fetch_optional(&mut *c)
+                .await?
+            });
+            let flagged = before.is_some_and(|(at, lat, lng)| {
+                let seconds = ((fix.at - at).num_milliseconds() as f64 / 1000.0).max(1.0);
+                distance_m(LatLng { lat, lng }, LatLng { lat: fix.lat, lng: fix.lng }) / seconds > MAX_PLAUSIBLE_MPS
+            });
+            let inserted = on_tx!(&mut tx, c => {
+                sqlx::query(
+                    "INSERT INTO courier_positions (courier_id, device_seq, at, lat, lng, accuracy_m, speed_mps, heading_deg, \
+                     flagged, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                     ON CONFLICT (courier_id, device_seq) DO NOTHING",
+                )
+                .bind(courier.uuid())
+                .bind(fix.device_seq as i64)
+                .bind(fix.at)
+                .bind(fix.lat)
+                .bind(fix.lng)
+                .bind(fix.accuracy_m)
+                .bind(fix.speed_mps)
+                .bind(fix.heading_deg)
+                .bind(flagged)
+                .bind(now)
+                .execute(&mut *c)
+                .await?
+                .rows_affected()
+            });
+            match (inserted, flagged) {
+                (0, _) => receipt.duplicates += 1,
+                (_, true) => {
+                    receipt.accepted += 1;
+                    receipt.flagged += 1;
+                }
+                (_, false) => receipt.accepted += 1,
+            }
+        }
+        tx.commit().await?;
+        Ok(receipt)
+    }
+
+    /// A courier's stored fixes after a device sequence, in time order.
+    pub async fn positions(&self, ctx: &RequestCtx, courier: CourierId, after_seq: u64) -> ApiResult<Vec<PositionFix>> {
+        let merchant =
+            self.courier_merchant(courier).await?.ok_or_else(|| ApiError::NotFound("no such courier".into()))?;
+        policy::check_courier_positions(&ctx.scope, merchant, courier)?;
+        type Row = (i64, DateTime<Utc>, f64, f64, f32, Option<f32>, Option<f32>);
+        let rows: Vec<Row> = on_db!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT device_seq, at, lat, lng, accuracy_m, speed_mps, heading_deg FROM courier_positions \
+                 WHERE courier_id = $1 AND device_seq > $2 ORDER BY at, device_seq LIMIT 10000",
+            )
+            .bind(courier.uuid())
+            .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(seq, at, lat, lng, accuracy_m, speed_mps, heading_deg)| PositionFix {
+                device_seq: seq as u64,
+                at,
+                lat,
+                lng,
+                accuracy_m,
+                speed_mps,
+                heading_deg,
+            })
+            .collect())
+    }
+
     /// The order's trail, for those who may read the order.
     pub async fn trail(&self, scope: &Scope, id: OrderId) -> ApiResult<Vec<TrailPoint>> {
         let view = self.view_for(scope, id).await?;
@@ -145,13 +283,13 @@ impl OrderService {
     /// Reports an accident or breakdown on every order the courier is delivering.
     pub async fn report_vehicle_exception(
         &self,
-        ctx: &crate::service::RequestCtx,
+        ctx: &RequestCtx,
         courier: CourierId,
         report: VehicleException,
     ) -> ApiResult<VehicleExceptionReport> {
         let merchant =
             self.courier_merchant(courier).await?.ok_or_else(|| ApiError::NotFound("no such courier".into()))?;
-        crate::policy::check_own_courier(&ctx.scope, merchant, courier)?;
+        policy::check_own_courier(&ctx.scope, merchant, courier)?;
         if !report.kind.is_vehicle_level() {
             return Err(ApiError::unprocessable(
                 "not_vehicle_level",
