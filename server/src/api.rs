@@ -13,6 +13,8 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
+
+use crate::operations::http as ops;
 use utoipa_axum::routes;
 use xianlu_domain::evidence::{EvidenceRecord, EvidenceUpload, PositionBatch, PositionFix, PositionReceipt};
 use xianlu_domain::wire::{Actor, CommandRequest, OrderPage, OrderView, Problem, StreamEvent};
@@ -153,7 +155,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-fn parse_id<T: std::str::FromStr>(text: &str, what: &str) -> ApiResult<T> {
+pub(crate) fn parse_id<T: std::str::FromStr>(text: &str, what: &str) -> ApiResult<T> {
     text.parse().map_err(|_| ApiError::NotFound(format!("no {what} {text}")))
 }
 
@@ -274,7 +276,12 @@ async fn post_positions(
     ApiJson(batch): ApiJson<PositionBatch>,
 ) -> ApiResult<axum::Json<PositionReceipt>> {
     let courier: CourierId = parse_id(&id, "courier")?;
-    Ok(axum::Json(state.service.ingest_positions(&ctx, courier, batch).await?))
+    let ingested = state.service.ingest_positions(&ctx, courier, batch).await?;
+    // Fences, pushes and ETAs follow from what was stored; the fixes are safe either way.
+    if let Err(error) = state.ops.on_positions(ingested.merchant, courier, &ingested.trusted).await {
+        tracing::warn!(%error, %courier, "courier operations could not follow a batch of positions");
+    }
+    Ok(axum::Json(ingested.receipt))
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -713,7 +720,7 @@ async fn unlock_user(
         REST commands over one state machine, a resumable WebSocket push stream at /api/v1/stream, \
         problem+json errors with stable codes. Send `Idempotency-Key` on every mutating request."),
     components(schemas(Problem, xianlu_domain::wire::ClientMessage, xianlu_domain::wire::ServerMessage)),
-    tags((name = "auth"), (name = "orders"), (name = "parties"), (name = "stock"), (name = "payments"), (name = "admin"))
+    tags((name = "auth"), (name = "orders"), (name = "parties"), (name = "stock"), (name = "payments"), (name = "admin"), (name = "operations"), (name = "couriers"))
 )]
 struct ApiDoc;
 
@@ -757,6 +764,14 @@ pub fn router(evidence_limit: usize) -> (axum::Router<Arc<AppState>>, utoipa::op
         .routes(routes!(crate::map::route))
         .routes(routes!(order_trail))
         .routes(routes!(vehicle_exception))
+        .routes(routes!(ops::get_settings, ops::put_settings))
+        .routes(routes!(ops::put_warehouse_fence))
+        .routes(routes!(ops::put_quiet_hours))
+        .routes(routes!(ops::list_alerts))
+        .routes(routes!(ops::acknowledge_alert))
+        .routes(routes!(ops::eta_accuracy))
+        .routes(routes!(ops::courier_locations))
+        .routes(routes!(ops::sweep_now))
         .split_for_parts();
     doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
     (router, doc)

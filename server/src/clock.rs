@@ -25,3 +25,25 @@ impl Clock for SystemClock {
 pub fn wall_now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
+
+/// Business time that can be moved forward: the wall clock plus an offset.
+/// Tests and the simulation move it; token expiry, rate limits and
+/// idempotency retention read [`wall_now`] and never see the offset.
+#[derive(Debug, Default)]
+pub struct ShiftedClock {
+    offset_ms: std::sync::atomic::AtomicI64,
+}
+
+impl ShiftedClock {
+    /// Moves business time forward (or back, with a negative duration).
+    pub fn advance(&self, by: chrono::Duration) {
+        self.offset_ms.fetch_add(by.num_milliseconds(), std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl Clock for ShiftedClock {
+    fn now(&self) -> DateTime<Utc> {
+        let offset = self.offset_ms.load(std::sync::atomic::Ordering::Acquire);
+        wall_now() + chrono::Duration::milliseconds(offset)
+    }
+}

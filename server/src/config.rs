@@ -43,7 +43,7 @@ pub struct Config {
     pub dev_actor_header: bool,
     /// `text` or `json`.
     pub log_format: String,
-    /// How often timers (unanswered substitution offers) are checked, in milliseconds.
+    /// How often timers (unanswered substitution offers, alert rules) are checked, in milliseconds.
     pub timer_interval_ms: u64,
     /// Secret that signs access tokens (HS256), at least 32 bytes. Every
     /// replica needs the same one; without it each start makes a random one.
@@ -52,6 +52,13 @@ pub struct Config {
     /// deployments that have a tile service; the apps draw the served road
     /// geometry without one.
     pub map_tile_url: Option<String>,
+    /// Where travel times come from: `local` (the imported road network) or
+    /// `amap` (AMap's web service, needs `amap_key`).
+    pub map_provider: String,
+    /// The AMap web-service key (never logged).
+    pub amap_key: Option<String>,
+    /// AMap's base URL (a proxy or a test double may stand in).
+    pub amap_base_url: Option<String>,
     /// Seconds an access token is valid.
     pub access_token_ttl_secs: i64,
     /// Days a refresh token is valid.
@@ -92,6 +99,9 @@ impl Default for Config {
             timer_interval_ms: 5000,
             token_secret: None,
             map_tile_url: None,
+            map_provider: "local".into(),
+            amap_key: None,
+            amap_base_url: None,
             access_token_ttl_secs: 900,
             refresh_token_ttl_days: 30,
             tls_cert: None,

@@ -27,6 +27,14 @@ const MAX_CLOCK_AHEAD_MINUTES: i64 = 5;
 /// Faster than this between two fixes is a GPS jump, not a courier (250 km/h).
 const MAX_PLAUSIBLE_MPS: f64 = 70.0;
 
+/// A stored batch: the receipt, and the new trusted fixes in time order.
+#[derive(Debug)]
+pub struct Ingested {
+    pub receipt: PositionReceipt,
+    pub merchant: xianlu_domain::MerchantId,
+    pub trusted: Vec<PositionFix>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrailPoint {
     pub courier: CourierId,
@@ -45,7 +53,7 @@ impl OrderService {
         ctx: &RequestCtx,
         courier: CourierId,
         batch: PositionBatch,
-    ) -> ApiResult<PositionReceipt> {
+    ) -> ApiResult<Ingested> {
         let merchant =
             self.courier_merchant(courier).await?.ok_or_else(|| ApiError::NotFound("no such courier".into()))?;
         policy::check_own_courier(&ctx.scope, merchant, courier)?;
@@ -79,8 +87,10 @@ impl OrderService {
         fixes.sort_by_key(|f| (f.at, f.device_seq));
         let now = self.clock.now();
         let mut receipt = PositionReceipt { accepted: 0, duplicates: 0, flagged: 0 };
+        let mut trusted = Vec::new();
         let mut tx = self.db.begin().await?;
         for fix in fixes {
+            let stored = fix;
             let before: Option<(DateTime<Utc>, f64, f64)> = on_tx!(&mut tx, c => {
                 sqlx::query_as(
                     "SELECT at, lat, lng FROM courier_positions WHERE courier_id = $1 AND at <= $2 AND NOT flagged \
@@ -122,11 +132,21 @@ impl OrderService {
                     receipt.accepted += 1;
                     receipt.flagged += 1;
                 }
-                (_, false) => receipt.accepted += 1,
+                (_, false) => {
+                    receipt.accepted += 1;
+                    trusted.push(stored);
+                }
             }
         }
         tx.commit().await?;
-        Ok(receipt)
+        for (outcome, n) in [
+            ("accepted", receipt.accepted - receipt.flagged),
+            ("flagged", receipt.flagged),
+            ("duplicate", receipt.duplicates),
+        ] {
+            self.metrics.positions.with_label_values(&[outcome]).inc_by(u64::from(n));
+        }
+        Ok(Ingested { receipt, merchant, trusted })
     }
 
     /// A courier's stored fixes after a device sequence, in time order.

@@ -226,6 +226,11 @@ impl Tx {
 }
 
 /// `($1, $2, …), ($n+1, …)` for a multi-row insert of `rows` rows of `columns` values.
+/// `$1, $2, …, $count`
+pub fn in_list(count: usize) -> String {
+    (1..=count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
 pub fn placeholders(rows: usize, columns: usize) -> String {
     let mut out = String::with_capacity(rows * columns * 5);
     for row in 0..rows {

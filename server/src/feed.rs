@@ -25,7 +25,7 @@ use crate::on_db;
 /// The PostgreSQL channel on which commits announce new events.
 pub const NOTIFY_CHANNEL: &str = "xianlu_events";
 
-#[derive(sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 pub struct EventRow {
     pub seq: i64,
     pub order_id: Uuid,
@@ -212,11 +212,19 @@ pub struct Feed {
     cache: Arc<OrderCache>,
     wake: Notify,
     metrics: Metrics,
+    /// Courier operations follow every event that names a courier.
+    tap: std::sync::OnceLock<mpsc::Sender<StreamEvent>>,
 }
 
 impl Feed {
     pub fn new(db: Db, hub: Arc<Hub>, cache: Arc<OrderCache>, metrics: Metrics) -> Arc<Feed> {
-        Arc::new(Feed { db, hub, cache, wake: Notify::new(), metrics })
+        Arc::new(Feed { db, hub, cache, wake: Notify::new(), metrics, tap: std::sync::OnceLock::new() })
+    }
+
+    /// Sends every event that names a courier to `tap` as well (once; a full
+    /// tap drops events rather than hold up the subscribers).
+    pub fn tap(&self, tap: mpsc::Sender<StreamEvent>) {
+        let _ = self.tap.set(tap);
     }
 
     /// Called after a local commit.
@@ -278,6 +286,12 @@ impl Feed {
             for row in rows {
                 let seq = u64::try_from(row.seq)?;
                 self.cache.observe(OrderId(row.order_id));
+                if let Some(tap) = self.tap.get()
+                    && row.courier_id.is_some()
+                    && tap.try_send(row.clone().into_stream_event()?).is_err()
+                {
+                    tracing::warn!(seq, "courier operations fell behind the feed; an event was skipped");
+                }
                 let delay = (crate::clock::wall_now() - row.at).num_microseconds().unwrap_or(0).max(0);
                 self.metrics.stream_publish_delay.observe(delay as f64 / 1e6);
                 // Decode and frame the event only if someone listens for it.

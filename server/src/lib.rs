@@ -19,6 +19,7 @@ pub mod idempotency;
 pub mod identity;
 pub mod map;
 pub mod metrics;
+pub mod operations;
 pub mod parties;
 pub mod payments;
 pub mod policy;
@@ -76,6 +77,8 @@ pub struct AppState {
     pub openapi: String,
     /// The road network in use (the newest imported), if any.
     pub roads: Option<Arc<xianlu_roads::Router>>,
+    /// Fences, positions pushed to subscribers, ETAs, notices and alerts.
+    pub ops: Arc<operations::Operations>,
 }
 
 #[derive(Clone, Default)]
@@ -141,7 +144,36 @@ pub fn state(
         identity::Identity::new(db.clone(), &secret, config.access_token_ttl_secs, config.refresh_token_ttl_days);
     let (_, doc) = api::router(config.max_evidence_bytes);
     let openapi = doc.to_pretty_json().unwrap_or_default();
-    Arc::new(AppState { config, db, service, hub, metrics, gateways, identity, openapi, roads })
+    let provider = map_provider(&config, roads.as_ref());
+    let ops = operations::Operations::new(service.clone(), metrics.clone(), provider);
+    Arc::new(AppState { config, db, service, hub, metrics, gateways, identity, openapi, roads, ops })
+}
+
+/// The travel-time source the configuration names.
+fn map_provider(
+    config: &Config,
+    roads: Option<&Arc<xianlu_roads::Router>>,
+) -> Option<Arc<dyn xianlu_maps::MapProvider>> {
+    match config.map_provider.as_str() {
+        "amap" => {
+            let Some(key) = &config.amap_key else {
+                tracing::error!("map_provider is amap but no amap_key is set: ETAs use straight lines");
+                return None;
+            };
+            let mut amap = xianlu_maps::AMapConfig::new(key.clone());
+            if let Some(base) = &config.amap_base_url {
+                amap.base_url = base.clone();
+            }
+            match xianlu_maps::AMap::new(amap) {
+                Ok(provider) => Some(Arc::new(provider)),
+                Err(error) => {
+                    tracing::error!(%error, "the AMap provider could not start: ETAs use straight lines");
+                    None
+                }
+            }
+        }
+        _ => roads.map(|r| Arc::new(xianlu_maps::LocalRoads::new(r.clone())) as Arc<dyn xianlu_maps::MapProvider>),
+    }
 }
 
 /// The whole HTTP surface.
@@ -301,6 +333,9 @@ impl Server {
         let state = state(config, db, clock, head, vault, roads);
         let mut background = Vec::new();
         background.push(tokio::spawn(state.service.feed.clone().run()));
+        let (tap, tapped) = tokio::sync::mpsc::channel(4096);
+        state.service.feed.tap(tap);
+        background.push(tokio::spawn(state.ops.clone().follow(tapped)));
         let purger = state.clone();
         background.push(tokio::spawn(async move {
             loop {
@@ -332,6 +367,13 @@ impl Server {
                     Ok(n) if n > 0 => tracing::info!(expired = n, "unanswered substitutions shipped short"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "could not expire substitutions"),
+                }
+                match timers.ops.sweep().await {
+                    Ok(s) if s.raised + s.cleared > 0 => {
+                        tracing::info!(raised = s.raised, cleared = s.cleared, "alert rules swept")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "could not sweep the alert rules"),
                 }
             }
         }));

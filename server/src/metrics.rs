@@ -18,6 +18,11 @@ pub struct Metrics {
     pub cache_misses: IntCounter,
     pub version_conflicts: IntCounter,
     pub write_group_size: Histogram,
+    pub positions: IntCounterVec,
+    pub fence_transitions: IntCounterVec,
+    pub eta_error: Histogram,
+    pub alerts_raised: IntCounterVec,
+    pub notices: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -69,6 +74,28 @@ impl Metrics {
                 .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
         )
         .unwrap_or_else(|_| unreachable_metric());
+        let positions = IntCounterVec::new(
+            Opts::new("courier_positions_total", "Position fixes received, by outcome"),
+            &["outcome"],
+        )
+        .unwrap_or_else(|_| unreachable_metric());
+        let fence_transitions = IntCounterVec::new(
+            Opts::new("geofence_transitions_total", "Geofence arrivals and departures, by fence kind"),
+            &["fence", "transition"],
+        )
+        .unwrap_or_else(|_| unreachable_metric());
+        let eta_error = Histogram::with_opts(
+            HistogramOpts::new("eta_error_seconds", "Absolute error of the first ETA made on the road, at arrival")
+                .buckets(vec![30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0]),
+        )
+        .unwrap_or_else(|_| unreachable_metric());
+        let alerts_raised = IntCounterVec::new(Opts::new("alerts_raised_total", "Alerts raised, by rule"), &["rule"])
+            .unwrap_or_else(|_| unreachable_metric());
+        let notices = IntCounterVec::new(
+            Opts::new("customer_notices_total", "Arriving-soon notices, by channel and outcome"),
+            &["channel", "outcome"],
+        )
+        .unwrap_or_else(|_| unreachable_metric());
         for collector in [
             Box::new(http_duration.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(order_events.clone()),
@@ -81,6 +108,11 @@ impl Metrics {
             Box::new(cache_misses.clone()),
             Box::new(version_conflicts.clone()),
             Box::new(write_group_size.clone()),
+            Box::new(positions.clone()),
+            Box::new(fence_transitions.clone()),
+            Box::new(eta_error.clone()),
+            Box::new(alerts_raised.clone()),
+            Box::new(notices.clone()),
         ] {
             let _ = registry.register(collector);
         }
@@ -97,6 +129,11 @@ impl Metrics {
             cache_misses,
             version_conflicts,
             write_group_size,
+            positions,
+            fence_transitions,
+            eta_error,
+            alerts_raised,
+            notices,
         }
     }
 

@@ -66,6 +66,10 @@ pub enum Action {
     ReportPosition,
     /// Read a courier's positions.
     TrackCouriers,
+    /// See and acknowledge alerts, read ETA accuracy.
+    HandleAlerts,
+    /// Fences, thresholds and quiet hours of courier operations.
+    ConfigureOperations,
 }
 
 use Action::*;
@@ -76,23 +80,23 @@ pub const TABLE: &[(Role, &[Action])] = &[
     (Role::Admin, &[
         ReadOrder, CreateOrder, MarkPaid, ResolveShortage, AnswerSubstitution, Pick, Assign, Dispatch, ReportOnTheRoad,
         Sign, ResolveException, SettleClaim, Cancel, ManageWarehousesAndCouriers, ManageCustomers, ReadStock, CountStock,
-        AttachEvidence, ReportPosition, TrackCouriers,
+        AttachEvidence, ReportPosition, TrackCouriers, HandleAlerts, ConfigureOperations,
     ]),
     (Role::MerchantOwner, &[
         ReadOrder, CreateOrder, MarkPaid, ResolveShortage, AnswerSubstitution, Pick, Assign, Dispatch, ResolveException,
         SettleClaim, Cancel, ManageWarehousesAndCouriers, ManageCustomers, ReadStock, CountStock, AttachEvidence,
-        TrackCouriers,
+        TrackCouriers, HandleAlerts, ConfigureOperations,
     ]),
     (Role::MerchantStaff, &[
         ReadOrder, CreateOrder, MarkPaid, ResolveShortage, AnswerSubstitution, Pick, Assign, Dispatch, ResolveException,
-        Cancel, ManageCustomers, ReadStock, CountStock, AttachEvidence, TrackCouriers,
+        Cancel, ManageCustomers, ReadStock, CountStock, AttachEvidence, TrackCouriers, HandleAlerts,
     ]),
     // The seed's example: a clerk sees picking-stage orders of their warehouse and changes only picking.
     (Role::WarehouseClerk, &[ReadOrder, Pick, ReadStock, CountStock]),
     (Role::Courier, &[ReadOrder, Dispatch, ReportOnTheRoad, Sign, AttachEvidence, ReportPosition]),
     (Role::Customer, &[ReadOrder, CreateOrder, AnswerSubstitution, Sign, Cancel, AttachEvidence]),
     // Customer service reads its merchant's orders and changes only exception and claim state.
-    (Role::CustomerService, &[ReadOrder, ResolveException, SettleClaim, AttachEvidence, TrackCouriers]),
+    (Role::CustomerService, &[ReadOrder, ResolveException, SettleClaim, AttachEvidence, TrackCouriers, HandleAlerts]),
 ];
 
 pub fn role_may(role: Role, action: Action) -> bool {
@@ -288,6 +292,12 @@ pub fn check_admin(scope: &Scope) -> Result<(), ApiError> {
         Scope::User(links) if links.role == Role::Admin => Ok(()),
         Scope::User(_) => Err(ApiError::Forbidden("only an admin may do this".into())),
     }
+}
+
+/// Whether the caller sees the merchant's internal events (alerts).
+pub fn sees_internal(scope: &Scope) -> bool {
+    let Scope::User(links) = scope else { return true };
+    role_may(links.role, HandleAlerts)
 }
 
 /// Whether a push subscription to `topic` is within reach. Order topics are

@@ -12,11 +12,12 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
+use xianlu_domain::operations::EtaView;
 use xianlu_domain::wire::{
     Actor, ContactInfo, CustomerSummary, DriverInfo, Item, LatLng, OrderPage, OrderView, StreamEvent,
 };
 use xianlu_domain::{
-    Command, MerchantId, Order, OrderDraft, OrderId, PaymentMethod, PaymentTerms, ShortageResolution, Status,
+    Command, EventKind, MerchantId, Order, OrderDraft, OrderId, PaymentMethod, PaymentTerms, ShortageResolution, Status,
 };
 
 use crate::cache::OrderCache;
@@ -88,6 +89,7 @@ pub struct Committed {
     pub body: Vec<u8>,
 }
 
+#[derive(Clone)]
 pub struct OrderService {
     pub db: Db,
     pub clock: Arc<dyn Clock>,
@@ -253,6 +255,24 @@ impl OrderService {
         self.submit(ctx, Change::Execute { id, expected_version, command: Box::new(command.clone()) }).await
     }
 
+    /// Records what the server observed on the road (a geofence arrival, a
+    /// position, an ETA, an alert) as an event that keeps the order's status
+    /// and version. `false` when it no longer fits the order (it was signed
+    /// meanwhile, say).
+    pub async fn record_observation(
+        &self,
+        id: OrderId,
+        kind: xianlu_domain::EventKind,
+        at: DateTime<Utc>,
+    ) -> ApiResult<bool> {
+        let ctx = RequestCtx::system(String::new());
+        match self.submit(&ctx, Change::Observe { id, kind: Box::new(kind), at }).await {
+            Ok(_) => Ok(true),
+            Err(ApiError::Rejected(_) | ApiError::NotFound(_)) => Ok(false),
+            Err(other) => Err(other),
+        }
+    }
+
     /// Ships short every line whose substitute offer was not answered in
     /// time. Several processes may run this at once: the version check lets
     /// one win and the others' attempts are refused harmlessly.
@@ -305,10 +325,14 @@ impl OrderService {
         let view = self.view(id).await?;
         policy::check_read(scope, &view.order)?;
         let disclosure = policy::phones_for(scope, &view.order);
-        if disclosure == policy::PhoneDisclosure::FULL {
+        let internal = policy::sees_internal(scope);
+        if disclosure == policy::PhoneDisclosure::FULL && internal {
             return Ok(view);
         }
         let mut shown = view.as_ref().clone();
+        if !internal {
+            shown.timeline.retain(|e| !e.event.kind.is_internal());
+        }
         if let Some(driver) = shown.driver_info.as_mut() {
             driver.phone = self.phones.show(&driver.phone, disclosure.courier);
         }
@@ -373,13 +397,36 @@ impl OrderService {
                 .map(|p| ContactInfo { id: contact, name: p.name, phone: p.phone }),
             None => None,
         };
-        let timeline = self.timeline(id).await?;
+        let mut timeline = self.timeline(id).await?;
+        // Positions and estimates are live updates: the latest of each is shown, not the history.
+        let mut location = None;
+        let mut eta_window = None;
+        for event in &timeline {
+            match &event.event.kind {
+                EventKind::CourierPosition { position, .. } => location = Some(*position),
+                EventKind::EtaUpdated { eta, window, stops_before, .. } => {
+                    eta_window =
+                        Some(EtaView { eta: *eta, window: *window, stops_before: *stops_before, computed_at: event.at })
+                }
+                _ => {}
+            }
+        }
+        timeline.retain(|e| !e.event.kind.is_live_update());
+        let mut driver_info = driver_info;
+        if let Some(driver) = driver_info.as_mut() {
+            driver.location = location;
+        }
+        // An estimate ends with the delivery.
+        if !matches!(order.status, Status::Delivering) {
+            eta_window = None;
+        }
         Ok(OrderView {
             contact,
             order_id: order.number.clone(),
             status: order.status,
             driver_info,
-            eta: None,
+            eta: eta_window.map(|e| e.eta),
+            eta_window,
             items: order
                 .lines
                 .iter()

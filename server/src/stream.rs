@@ -50,7 +50,8 @@ pub async fn upgrade(
     ws.read_buffer_size(4 * 1024).write_buffer_size(0).max_message_size(64 * 1024).on_upgrade(
         move |socket| async move {
             state.metrics.stream_connections.inc();
-            Connection { state: state.clone(), scope, subscription: None, last_sent: 0 }.run(socket).await;
+            let internal = policy::sees_internal(&scope);
+            Connection { state: state.clone(), scope, internal, subscription: None, last_sent: 0 }.run(socket).await;
             state.metrics.stream_connections.dec();
         },
     )
@@ -60,6 +61,8 @@ struct Connection {
     state: Arc<AppState>,
     /// What this caller may follow.
     scope: Scope,
+    /// Whether the merchant's internal events (alerts) are for this caller.
+    internal: bool,
     subscription: Option<Subscription>,
     /// The newest sequence this client has been sent.
     last_sent: u64,
@@ -102,6 +105,9 @@ impl Connection {
                                 continue;
                             }
                             self.last_sent = published.event.seq;
+                            if published.event.event.kind.is_internal() && !self.internal {
+                                continue;
+                            }
                             if sink.send(Message::Text(published.frame.clone())).await.is_err() {
                                 break;
                             }
@@ -226,6 +232,9 @@ impl Connection {
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let Some(last) = page.last().map(|e| e.seq) else { break };
             for event in page {
+                if event.event.kind.is_internal() && !self.internal {
+                    continue;
+                }
                 tokio::time::timeout(Duration::from_secs(30), sink.send(text(&ServerMessage::Event(Box::new(event)))))
                     .await??;
             }

@@ -21,14 +21,14 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 use xianlu_domain::machine::LineStock;
 use xianlu_domain::{
-    Command, CourierId, Event, Order, OrderDraft, OrderId, OrderNumber, PaymentMethod, PaymentTerms,
+    Command, CourierId, Event, EventKind, Order, OrderDraft, OrderId, OrderNumber, PaymentMethod, PaymentTerms,
     ShortageResolution, Status, Transition, WarehouseId, business_date,
 };
 
 use crate::audit::{self, AuditEntry};
 use crate::cache::OrderCache;
 use crate::clock::Clock;
-use crate::db::{Db, Tx, placeholders};
+use crate::db::{Db, Tx, in_list, placeholders};
 use crate::error::{ApiError, ApiResult};
 use crate::feed::{Feed, NOTIFY_CHANNEL};
 use crate::metrics::Metrics;
@@ -41,8 +41,22 @@ const EVENT_COLUMNS: usize = 12;
 const CHUNK: usize = 400;
 
 pub enum Change {
-    Create { draft: Box<OrderDraft>, merchant: MerchantInfo },
-    Execute { id: OrderId, expected_version: Option<u64>, command: Box<Command> },
+    Create {
+        draft: Box<OrderDraft>,
+        merchant: MerchantInfo,
+    },
+    Execute {
+        id: OrderId,
+        expected_version: Option<u64>,
+        command: Box<Command>,
+    },
+    /// An observation of the road: an event that keeps the order's status and
+    /// version, so it never races a command (`operations::observe`).
+    Observe {
+        id: OrderId,
+        kind: Box<EventKind>,
+        at: DateTime<Utc>,
+    },
 }
 
 /// What creating an order needs to know about its merchant.
@@ -69,7 +83,12 @@ struct Staged {
     order: Order,
     events: Vec<Event>,
     first_version: u64,
-    audit: AuditEntry,
+    /// When it happened (for an observation, when it was seen).
+    at: DateTime<Utc>,
+    /// Absent for an observation: the server saw something, nobody changed anything.
+    audit: Option<AuditEntry>,
+    /// Whether the order itself changed (an observation leaves it as it was).
+    changes_order: bool,
     /// The order after this change, as JSON: the response, and the stored document.
     body: Vec<u8>,
     idempotency: Option<(IdempotencyClaim, u16)>,
@@ -134,7 +153,7 @@ impl Writer {
         let ids: Vec<OrderId> = jobs
             .iter()
             .filter_map(|j| match &j.change {
-                Change::Execute { id, .. } => Some(*id),
+                Change::Execute { id, .. } | Change::Observe { id, .. } => Some(*id),
                 Change::Create { .. } => None,
             })
             .collect();
@@ -214,6 +233,7 @@ impl Writer {
             // A refused draft must not use up a daily order number.
             Change::Create { .. } => true,
             Change::Execute { command, .. } => touches_stock(command),
+            Change::Observe { .. } => false,
         };
         if guarded {
             savepoint(tx, "SAVEPOINT change").await?;
@@ -222,6 +242,23 @@ impl Writer {
             Change::Create { draft, merchant } => self.create(tx, ctx, &draft, &merchant).await,
             Change::Execute { id, expected_version, command } => {
                 self.execute(tx, ctx, id, expected_version, &command, orders).await
+            }
+            Change::Observe { id, kind, at } => {
+                let order = &orders.get(&id).ok_or_else(|| ApiError::NotFound(format!("no order {id}")))?.order;
+                let event = xianlu_domain::operations::observe(order, *kind)?;
+                let staged = Staged {
+                    order_id: id,
+                    version: order.version,
+                    order: order.clone(),
+                    events: vec![event],
+                    first_version: order.version,
+                    at,
+                    audit: None,
+                    changes_order: false,
+                    body: Vec::new(),
+                    idempotency: None,
+                };
+                Ok((staged, order.clone()))
             }
         };
         match (&result, guarded) {
@@ -355,7 +392,9 @@ impl Writer {
             order: order.clone(),
             first_version: before.map_or(1, |b| b.version + 1),
             events,
-            audit,
+            at: order.updated_at,
+            audit: Some(audit),
+            changes_order: true,
             body,
             idempotency: ctx.idempotency.clone().map(|claim| (claim, status)),
         };
@@ -367,7 +406,7 @@ impl Writer {
     async fn flush(&self, tx: &mut Tx, staged: &[Staged], orders: &HashMap<OrderId, Working>) -> ApiResult<()> {
         // Each changed order is written once, with the document of its last change.
         let mut last_body: HashMap<OrderId, &[u8]> = HashMap::new();
-        for s in staged {
+        for s in staged.iter().filter(|s| s.changes_order) {
             last_body.insert(s.order_id, &s.body);
         }
         let mut inserts = Vec::new();
@@ -402,7 +441,7 @@ impl Writer {
                 let version =
                     if i + 1 == s.events.len() { s.version } else { (s.first_version + i as u64).min(s.version) };
                 let payload = serde_json::to_string(event).map_err(|e| ApiError::Internal(e.into()))?;
-                rows.push((seq, order, &s.audit, version as i64, event.kind.name(), payload));
+                rows.push((seq, order, &s.audit, s.at, version as i64, event.kind.name(), payload));
             }
         }
         for chunk in rows.chunks(CHUNK) {
@@ -413,7 +452,11 @@ impl Writer {
             );
             on_tx!(&mut *tx, c => {
                 let mut query = sqlx::query(AssertSqlSafe(sql.clone()));
-                for (seq, order, audit, version, kind, payload) in chunk {
+                for (seq, order, audit, at, version, kind, payload) in chunk {
+                    let (actor_kind, actor_id, request_id) = match audit {
+                        Some(a) => (a.actor_kind.as_str(), a.actor_id.as_str(), a.request_id.as_str()),
+                        None => ("system", "operations", ""),
+                    };
                     query = query
                         .bind(*seq)
                         .bind(order.id.uuid())
@@ -422,16 +465,16 @@ impl Writer {
                         .bind(order.courier_id.map(CourierId::uuid))
                         .bind(*version)
                         .bind(*kind)
-                        .bind(audit.at)
-                        .bind(&audit.actor_kind)
-                        .bind(&audit.actor_id)
-                        .bind(&audit.request_id)
+                        .bind(*at)
+                        .bind(actor_kind)
+                        .bind(actor_id)
+                        .bind(request_id)
                         .bind(payload);
                 }
                 query.execute(&mut *c).await?;
             });
         }
-        let entries: Vec<AuditEntry> = staged.iter().map(|s| s.audit.clone()).collect();
+        let entries: Vec<AuditEntry> = staged.iter().filter_map(|s| s.audit.clone()).collect();
         audit::append_all(tx, &entries, self.anchor_every).await?;
         let saved: Vec<(&IdempotencyClaim, u16, &[u8])> =
             staged.iter().filter_map(|s| s.idempotency.as_ref().map(|(c, st)| (c, *st, s.body.as_slice()))).collect();
@@ -479,11 +522,6 @@ async fn check_stock(tx: &mut Tx, order: &Order, at: DateTime<Utc>) -> ApiResult
         lines.push(LineStock { line_no: line.line_no, reserved_base: reserved });
     }
     Ok(xianlu_domain::apply(order, &Command::CheckStock { lines }, at)?)
-}
-
-/// `$1, $2, …` for an `IN` list of `count` values.
-fn in_list(count: usize) -> String {
-    (1..=count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Reads and locks the orders a group will change. Orders this writer

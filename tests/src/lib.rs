@@ -13,7 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use xianlu_server::Server;
-use xianlu_server::clock::SystemClock;
+use xianlu_server::clock::ShiftedClock;
 use xianlu_server::config::Config;
 
 /// An HTTP client. The workspace's reqwest uses rustls without a built-in
@@ -143,6 +143,8 @@ pub struct TestServer {
     pub url: String,
     pub db: TestDb,
     pub config: Config,
+    /// Business time, which a test may move forward (`advance_clock`).
+    pub clock: Arc<ShiftedClock>,
 }
 
 impl TestServer {
@@ -154,9 +156,10 @@ impl TestServer {
     pub async fn spawn_with(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Result<TestServer> {
         let mut config = test_config(&db);
         adjust(&mut config);
-        let server = Server::start(config.clone(), Arc::new(SystemClock)).await?;
+        let clock = Arc::new(ShiftedClock::default());
+        let server = Server::start(config.clone(), clock.clone()).await?;
         let url = server.url();
-        Ok(TestServer { server: Some(server), url, db, config })
+        Ok(TestServer { server: Some(server), url, db, config, clock })
     }
 
     /// Stops the server and starts it again on the same database (on a new port).
@@ -164,7 +167,7 @@ impl TestServer {
         if let Some(server) = self.server.take() {
             server.stop().await;
         }
-        let server = Server::start(self.config.clone(), Arc::new(SystemClock)).await?;
+        let server = Server::start(self.config.clone(), self.clock.clone()).await?;
         self.url = server.url();
         self.server = Some(server);
         Ok(())
@@ -172,6 +175,11 @@ impl TestServer {
 
     pub fn client(&self, actor: &str) -> Client {
         Client::new(&self.url, actor)
+    }
+
+    /// Moves the server's business time forward (windows, rules, ETAs; never tokens).
+    pub fn advance_clock(&self, by: chrono::Duration) {
+        self.clock.advance(by);
     }
 
     pub async fn stop(mut self) {

@@ -458,6 +458,17 @@ fn route_matrix() -> Vec<(&'static str, &'static str, Option<[Expect; 7]>)> {
         ("post", "/couriers/{id}/positions", Some([Ok, Forbidden, Forbidden, Forbidden, Ok, Hidden, Forbidden])),
         ("get", "/couriers/{id}/positions", Some([Ok, Ok, Ok, Forbidden, Ok, Hidden, Ok])),
         ("post", "/couriers/{id}/exceptions", Some([Ok, Forbidden, Forbidden, Forbidden, Ok, Hidden, Forbidden])),
+        ("get", "/merchants/{id}/operations", Some([Ok, Ok, Ok, Forbidden, Hidden, Hidden, Ok])),
+        ("put", "/merchants/{id}/operations", Some([Ok, Ok, Forbidden, Forbidden, Hidden, Hidden, Forbidden])),
+        ("put", "/warehouses/{id}/fence", Some([Ok, Ok, Forbidden, Forbidden, Hidden, Hidden, Forbidden])),
+        // A customer sets their own quiet hours.
+        ("put", "/customers/{id}/quiet-hours", Some([Ok, Ok, Ok, Forbidden, Hidden, Ok, Forbidden])),
+        ("get", "/merchants/{id}/alerts", Some([Ok, Ok, Ok, Forbidden, Hidden, Hidden, Ok])),
+        ("get", "/merchants/{id}/eta-accuracy", Some([Ok, Ok, Ok, Forbidden, Hidden, Hidden, Ok])),
+        ("get", "/merchants/{id}/courier-locations", Some([Ok, Ok, Ok, Forbidden, Hidden, Hidden, Ok])),
+        ("post", "/admin/rules/sweep", Some([AdminOnly; 7])),
+        // Needs an alert: tested with the rules (tests/operations.rs).
+        ("post", "/alerts/{id}/acknowledge", None),
         // Authenticated by the gateway's signature, tested on its own.
         ("post", "/payments/{gateway}/notifications", None),
         // Public map data, and routes for anyone logged in: tested on their own.

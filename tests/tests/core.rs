@@ -219,11 +219,28 @@ fn photo(shade: u8) -> Result<xianlu_core::report::AttachedPhoto> {
     Ok(xianlu_core::report::AttachedPhoto { sha256: photo.sha256.clone(), upload: photo.upload() })
 }
 
+/// The changes in a timeline (observations of the road — positions, estimates,
+/// arrivals, alerts — change nothing and are left out).
 fn kinds(timeline: &Value) -> Vec<String> {
+    const OBSERVATIONS: [&str; 9] = [
+        "ARRIVED_AT_WAREHOUSE",
+        "LEFT_WAREHOUSE",
+        "ARRIVED_AT_CUSTOMER",
+        "COURIER_POSITION",
+        "ETA_UPDATED",
+        "ARRIVING_SOON",
+        "ALERT_RAISED",
+        "ALERT_CLEARED",
+        "ALERT_ACKNOWLEDGED",
+    ];
     timeline
         .as_array()
         .map(|events| {
-            events.iter().map(|e| e["event"]["kind"]["type"].as_str().unwrap_or_default().to_owned()).collect()
+            events
+                .iter()
+                .map(|e| e["event"]["kind"]["type"].as_str().unwrap_or_default().to_owned())
+                .filter(|k| !OBSERVATIONS.contains(&k.as_str()))
+                .collect()
         })
         .unwrap_or_default()
 }

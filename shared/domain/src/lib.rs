@@ -8,6 +8,7 @@
 pub mod evidence;
 pub mod ids;
 pub mod machine;
+pub mod operations;
 pub mod order;
 pub mod quantity;
 pub mod wire;

@@ -5,9 +5,13 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use uuid::Uuid;
+
 use crate::ids::{ContactId, CourierId, CustomerId, MerchantId, OrderId, OrderNumber, WarehouseId};
+use crate::operations::{AlertRule, Severity};
 use crate::order::*;
 use crate::quantity::{Dimension, Fen, Quantity, Unit};
+use crate::wire::LatLng;
 
 /// Limits that keep a single order sane.
 pub const MAX_LINES: usize = 200;
@@ -193,7 +197,7 @@ impl Command {
 
 /// What happened to an order. Events carry ids and business facts only, never
 /// personal data.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EventKind {
@@ -308,6 +312,63 @@ pub enum EventKind {
         reason: String,
         refund_fen: Fen,
     },
+    // Observations: what the server saw on the road. They keep the order's
+    // status and version (see `operations::observe`).
+    /// The assigned courier has been inside the warehouse's fence long enough.
+    #[serde(rename_all = "camelCase")]
+    ArrivedAtWarehouse {
+        courier_id: CourierId,
+        warehouse_id: WarehouseId,
+    },
+    #[serde(rename_all = "camelCase")]
+    LeftWarehouse {
+        courier_id: CourierId,
+        warehouse_id: WarehouseId,
+    },
+    #[serde(rename_all = "camelCase")]
+    ArrivedAtCustomer {
+        courier_id: CourierId,
+    },
+    /// The carrying courier's position, at the merchant's push rate.
+    #[serde(rename_all = "camelCase")]
+    CourierPosition {
+        courier_id: CourierId,
+        position: LatLng,
+        fix_at: DateTime<Utc>,
+        speed_mps: Option<f32>,
+        heading_deg: Option<f32>,
+    },
+    /// The live estimate moved by more than the merchant's threshold.
+    #[serde(rename_all = "camelCase")]
+    EtaUpdated {
+        courier_id: CourierId,
+        eta: DateTime<Utc>,
+        window: TimeWindow,
+        stops_before: u16,
+    },
+    /// "Arriving in about N minutes", sent to the customer once.
+    #[serde(rename_all = "camelCase")]
+    ArrivingSoon {
+        minutes: u16,
+        eta: DateTime<Utc>,
+    },
+    #[serde(rename_all = "camelCase")]
+    AlertRaised {
+        alert_id: Uuid,
+        rule: AlertRule,
+        severity: Severity,
+        reason: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    AlertCleared {
+        alert_id: Uuid,
+        rule: AlertRule,
+    },
+    #[serde(rename_all = "camelCase")]
+    AlertAcknowledged {
+        alert_id: Uuid,
+        rule: AlertRule,
+    },
 }
 
 impl EventKind {
@@ -336,12 +397,50 @@ impl EventKind {
             EventKind::ClaimOpened { .. } => "CLAIM_OPENED",
             EventKind::ClaimSettled { .. } => "CLAIM_SETTLED",
             EventKind::Cancelled { .. } => "CANCELLED",
+            EventKind::ArrivedAtWarehouse { .. } => "ARRIVED_AT_WAREHOUSE",
+            EventKind::LeftWarehouse { .. } => "LEFT_WAREHOUSE",
+            EventKind::ArrivedAtCustomer { .. } => "ARRIVED_AT_CUSTOMER",
+            EventKind::CourierPosition { .. } => "COURIER_POSITION",
+            EventKind::EtaUpdated { .. } => "ETA_UPDATED",
+            EventKind::ArrivingSoon { .. } => "ARRIVING_SOON",
+            EventKind::AlertRaised { .. } => "ALERT_RAISED",
+            EventKind::AlertCleared { .. } => "ALERT_CLEARED",
+            EventKind::AlertAcknowledged { .. } => "ALERT_ACKNOWLEDGED",
         }
+    }
+
+    /// An observation of the road, not a change of the order.
+    pub fn is_observation(&self) -> bool {
+        matches!(
+            self,
+            EventKind::ArrivedAtWarehouse { .. }
+                | EventKind::LeftWarehouse { .. }
+                | EventKind::ArrivedAtCustomer { .. }
+                | EventKind::CourierPosition { .. }
+                | EventKind::EtaUpdated { .. }
+                | EventKind::ArrivingSoon { .. }
+                | EventKind::AlertRaised { .. }
+                | EventKind::AlertCleared { .. }
+                | EventKind::AlertAcknowledged { .. }
+        )
+    }
+
+    /// Frequent updates a timeline leaves out (the latest is shown apart).
+    pub fn is_live_update(&self) -> bool {
+        matches!(self, EventKind::CourierPosition { .. } | EventKind::EtaUpdated { .. })
+    }
+
+    /// For the merchant's staff only: customers and couriers never see it.
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            EventKind::AlertRaised { .. } | EventKind::AlertCleared { .. } | EventKind::AlertAcknowledged { .. }
+        )
     }
 }
 
 /// An event with the edge it took.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
@@ -543,7 +642,7 @@ pub fn create(
 }
 
 /// The result of an accepted command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
     pub order: Order,
     pub events: Vec<Event>,

@@ -82,7 +82,7 @@ pub struct Actor {
 }
 
 /// One committed event as it appears on the push stream and in timelines.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct StreamEvent {
@@ -112,6 +112,9 @@ pub struct OrderView {
     pub driver_info: Option<DriverInfo>,
     /// The live estimate of arrival, when one exists (kept apart from the promised window).
     pub eta: Option<DateTime<Utc>>,
+    /// The estimate as the customer is shown it: a window, and the stops before theirs.
+    #[serde(default)]
+    pub eta_window: Option<crate::operations::EtaView>,
     pub items: Vec<Item>,
     pub customer: Option<CustomerSummary>,
     /// The customer's contact person for this order, as far as the viewer may see them.

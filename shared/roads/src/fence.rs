@@ -226,6 +226,28 @@ impl<K: Clone, S: Clone + Eq + std::hash::Hash> Geofences<K, S> {
     }
 }
 
+impl<K: Clone + Eq + std::hash::Hash, S: Clone + Eq + std::hash::Hash> Geofences<K, S> {
+    /// Moves every subject's state onto a new set of fences, by key: a fence
+    /// redrawn or a customer added does not make a parked courier arrive twice.
+    pub fn carry_states_to(self, mut next: Geofences<K, S>) -> Geofences<K, S> {
+        let index: HashMap<K, usize> = next.fences.iter().enumerate().map(|(i, f)| (f.key.clone(), i)).collect();
+        for ((subject, i), state) in self.states {
+            if let Some(j) = index.get(&self.fences[i].key) {
+                next.states.insert((subject, *j), state);
+            }
+        }
+        next
+    }
+
+    pub fn len(&self) -> usize {
+        self.fences.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fences.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

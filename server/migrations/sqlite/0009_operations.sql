@@ -1,0 +1,72 @@
+-- Courier operations: a merchant's thresholds, fences, what was seen at each
+-- stop, the history travel times are learned from, live ETAs and alerts.
+CREATE TABLE merchant_operations (
+    merchant_id BLOB PRIMARY KEY REFERENCES merchants(id),
+    settings TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
+-- A warehouse's drawn fence (JSON ring of WGS-84 points); none means a circle.
+ALTER TABLE warehouses ADD COLUMN fence TEXT;
+-- A customer's quiet hours (JSON, merchant's time zone); none means always.
+ALTER TABLE customers ADD COLUMN quiet_hours TEXT;
+
+-- Geofence arrivals per order and delivery attempt: one of each, ever.
+CREATE TABLE stop_visits (
+    order_id BLOB NOT NULL REFERENCES orders(id),
+    kind TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    courier_id BLOB NOT NULL,
+    merchant_id BLOB NOT NULL,
+    at TEXT NOT NULL,
+    left_at TEXT,
+    dwell_s BIGINT,
+    PRIMARY KEY (order_id, kind, attempt)
+);
+CREATE INDEX stop_visits_merchant ON stop_visits (merchant_id, kind, at);
+
+-- Completed legs: the road's free-flow time and the time it really took.
+CREATE TABLE travel_observations (
+    merchant_id BLOB NOT NULL,
+    hour INTEGER NOT NULL,
+    zone TEXT NOT NULL,
+    free_flow_s DOUBLE PRECISION NOT NULL,
+    actual_s DOUBLE PRECISION NOT NULL,
+    observed_at TEXT NOT NULL
+);
+CREATE INDEX travel_observations_merchant ON travel_observations (merchant_id, observed_at);
+
+-- The live estimate of each order on the road, the first one made, and the arrival.
+CREATE TABLE order_etas (
+    order_id BLOB PRIMARY KEY REFERENCES orders(id),
+    merchant_id BLOB NOT NULL,
+    courier_id BLOB NOT NULL,
+    eta TEXT NOT NULL,
+    window_start TEXT NOT NULL,
+    window_end TEXT NOT NULL,
+    stops_before INTEGER NOT NULL,
+    computed_at TEXT NOT NULL,
+    first_eta TEXT NOT NULL,
+    first_window_start TEXT NOT NULL,
+    first_window_end TEXT NOT NULL,
+    notified_at TEXT,
+    actual_at TEXT
+);
+CREATE INDEX order_etas_merchant ON order_etas (merchant_id, actual_at);
+
+CREATE TABLE alerts (
+    id BLOB PRIMARY KEY,
+    merchant_id BLOB NOT NULL,
+    order_id BLOB NOT NULL REFERENCES orders(id),
+    order_number TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    raised_at TEXT NOT NULL,
+    cleared_at TEXT,
+    acknowledged_at TEXT,
+    acknowledged_by TEXT
+);
+-- One open alert per rule per order.
+CREATE UNIQUE INDEX alerts_open ON alerts (order_id, rule) WHERE cleared_at IS NULL;
+CREATE INDEX alerts_merchant ON alerts (merchant_id, raised_at);

@@ -1,0 +1,433 @@
+//! Courier operations through the public surface, on SQLite and PostgreSQL:
+//! a recorded day on the road (a warehouse, two restaurants, GPS jitter while
+//! parked at a fence's edge) and what every party sees of it.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use xianlu_tests::{Backend, Client, Shop, Stream, TestServer};
+
+const PASSWORD: &str = "correct horse battery staple 42";
+
+xianlu_tests::on_both_backends!(
+    a_recorded_delivery_round_arrives_once_per_stop_and_keeps_every_party_informed,
+    operations_settings_fences_and_alerts_refuse_bad_input,
+    each_rule_raises_its_alert_once_when_its_threshold_passes_and_clears_when_resolved,
+);
+
+const WAREHOUSE: (f64, f64) = (39.97, 116.49);
+const RESTAURANT: (f64, f64) = (39.93, 116.42);
+const CANTEEN: (f64, f64) = (39.91, 116.37);
+
+/// `north` and `east` metres from a point.
+fn offset(p: (f64, f64), north: f64, east: f64) -> (f64, f64) {
+    (p.0 + north / 111_320.0, p.1 + east / (111_320.0 * p.0.to_radians().cos()))
+}
+
+/// A recorded trail: fixes with their device sequence.
+struct Trail {
+    fixes: Vec<Value>,
+    at: DateTime<Utc>,
+    seq: u64,
+}
+
+impl Trail {
+    fn fix(&mut self, p: (f64, f64), accuracy: f64) {
+        self.seq += 1;
+        self.fixes.push(json!({"deviceSeq": self.seq, "at": self.at, "lat": p.0, "lng": p.1, "accuracyM": accuracy, "speedMps": 8.0}));
+    }
+
+    /// Waits around `p`, wobbling by `wobble` metres, one fix per `every` seconds.
+    fn stay(&mut self, p: (f64, f64), seconds: i64, every: i64, wobble: f64) {
+        for i in 0..seconds / every {
+            let w = if i % 2 == 0 { wobble } else { -wobble };
+            self.fix(offset(p, w, w / 2.0), 8.0);
+            self.at += chrono::Duration::seconds(every);
+        }
+    }
+
+    /// Drives straight from `a` to `b` at about 8 m/s, one fix per `every` seconds.
+    fn drive(&mut self, a: (f64, f64), b: (f64, f64), every: i64) {
+        let metres = ((a.0 - b.0) * 111_320.0).hypot((a.1 - b.1) * 111_320.0 * a.0.to_radians().cos());
+        let steps = ((metres / 8.0) / every as f64).ceil().max(1.0) as i64;
+        for i in 1..=steps {
+            let f = i as f64 / steps as f64;
+            self.fix((a.0 + (b.0 - a.0) * f, a.1 + (b.1 - a.1) * f), 8.0);
+            self.at += chrono::Duration::seconds(every);
+        }
+    }
+
+    /// Parks at the edge of a customer's 80 m fence: fixes jump between 70 m
+    /// and 100 m from the door (inside, outside), never beyond the exit margin.
+    fn park_at_the_edge(&mut self, door: (f64, f64), seconds: i64) {
+        for i in 0..seconds / 5 {
+            let r = if i % 2 == 0 { 70.0 } else { 100.0 };
+            self.fix(offset(door, r, 0.0), 8.0);
+            self.at += chrono::Duration::seconds(5);
+        }
+    }
+
+    /// Sends what was recorded since the last call, in batches of `per_batch`.
+    async fn send(&mut self, client: &Client, courier: &str, per_batch: usize) -> Result<()> {
+        let fixes = std::mem::take(&mut self.fixes);
+        for batch in fixes.chunks(per_batch) {
+            client.ok(&format!("/api/v1/couriers/{courier}/positions"), &json!({"fixes": batch})).await?;
+        }
+        Ok(())
+    }
+}
+
+fn kinds(timeline: &Value) -> Vec<String> {
+    timeline
+        .as_array()
+        .map(|t| t.iter().map(|e| e["event"]["kind"]["type"].as_str().unwrap_or_default().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// Every EVENT a stream has delivered so far.
+async fn drain(stream: &mut Stream) -> Result<Vec<Value>> {
+    let mut out = Vec::new();
+    while let Ok(message) = stream.next_within(Duration::from_millis(700)).await {
+        ensure!(message["type"] != "RESYNC", "the subscriber fell behind: {message}");
+        if message["type"] == "EVENT" {
+            out.push(message);
+        }
+    }
+    Ok(out)
+}
+
+fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event"]["kind"]["type"] == kind).collect()
+}
+
+async fn packed_for(admin: &Client, shop: &Shop, draft: &Value) -> Result<String> {
+    let id = shop.place(admin, draft).await?;
+    let order = admin.order(&id).await?;
+    if order["status"] == "CREATED" {
+        admin.command(&id, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+    }
+    admin.command(&id, json!({"type": "START_PICKING"})).await?;
+    admin.command(&id, json!({"type": "RECORD_PICK", "lineNo": 1, "base": 2000})).await?;
+    admin.command(&id, json!({"type": "PACK"})).await?;
+    admin.command(&id, json!({"type": "ASSIGN_COURIER", "courierId": shop.couriers[0]})).await?;
+    Ok(id)
+}
+
+async fn a_recorded_delivery_round_arrives_once_per_stop_and_keeps_every_party_informed(
+    backend: Backend,
+) -> Result<()> {
+    let server = TestServer::spawn(backend).await?;
+    let admin = server.client("admin:root");
+    let shop = Shop::open(&admin).await?;
+    let courier = shop.couriers[0].clone();
+    let now = Utc::now();
+    // The restaurant's window is far ahead; the canteen's ends in ten minutes,
+    // and it is the second stop 12 km away: it will be late, and is told so before.
+    let restaurant = packed_for(&admin, &shop, &shop.spinach()).await?;
+    let mut canteen_draft = shop.spinach();
+    canteen_draft["customerId"] = json!(shop.credit_customer);
+    canteen_draft["contactId"] = Value::Null;
+    canteen_draft["paymentTerms"] = json!({"kind": "CREDIT", "days": 30});
+    canteen_draft["requestedWindow"] =
+        json!({"start": now - chrono::Duration::hours(1), "end": now + chrono::Duration::minutes(10)});
+    let canteen = packed_for(&admin, &shop, &canteen_draft).await?;
+    // The canteen is in its quiet hours now (Beijing time): no notices.
+    let beijing = now + chrono::Duration::hours(8);
+    let quiet = json!({"quietHours": {
+        "from": (beijing - chrono::Duration::hours(2)).format("%H:%M").to_string(),
+        "to": (beijing + chrono::Duration::hours(2)).format("%H:%M").to_string()}});
+    let reply = admin.put(&format!("/api/v1/customers/{}/quiet-hours", shop.credit_customer), &quiet).await?;
+    ensure!(reply.status == 200, "{}", reply.status);
+
+    // The canteen's owner follows their order with a real login (what a customer may see).
+    let owner = json!({"username": "canteen.owner", "password": PASSWORD, "role": "customer", "customerId": shop.credit_customer});
+    admin.ok("/api/v1/admin/users", &owner).await?;
+    let (owner, tokens) = Client::login(&server.url, "canteen.owner", PASSWORD).await?;
+    let mut customer =
+        Stream::connect_with_token(&server.url, tokens["accessToken"].as_str().unwrap_or_default()).await?;
+    customer.subscribe(json!([{"order": canteen}]), None).await?;
+
+    // Two minutes in the yard, picking up: both orders see the courier arrive.
+    let mut trail = Trail { fixes: Vec::new(), at: now - chrono::Duration::minutes(50), seq: 0 };
+    trail.stay(offset(WAREHOUSE, 20.0, 0.0), 120, 10, 8.0);
+    trail.send(&admin, &courier, 6).await?;
+    for id in [&restaurant, &canteen] {
+        admin.command(id, json!({"type": "DISPATCH"})).await?;
+    }
+    // Out of the yard and across town, one fix every 2 s in batches of 5 (10 s).
+    trail.drive(offset(WAREHOUSE, 20.0, 0.0), offset(RESTAURANT, 200.0, 0.0), 2);
+    trail.send(&admin, &courier, 5).await?;
+
+    // Mid-route the rules run: the canteen will be late, and the office hears it before it is.
+    admin.ok("/api/v1/admin/rules/sweep", &json!({})).await?;
+    admin.ok("/api/v1/admin/rules/sweep", &json!({})).await?; // a second sweep raises nothing again
+    let open = admin.get(&format!("/api/v1/merchants/{}/alerts?open=true", shop.merchant)).await?.json();
+    let open = open.as_array().cloned().unwrap_or_default();
+    let rules = |order: &str| -> Vec<String> {
+        let mut r: Vec<String> = open
+            .iter()
+            .filter(|a| a["orderId"] == order)
+            .map(|a| a["rule"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        r.sort();
+        r
+    };
+    ensure!(rules(&canteen) == ["PREDICTED_LATE"], "canteen alerts: {open:?}");
+    ensure!(rules(&restaurant).is_empty(), "restaurant alerts: {open:?}");
+    let late = open.iter().find(|a| a["rule"] == "PREDICTED_LATE").context("late alert")?;
+    ensure!(late["severity"] == "MEDIUM" && late["acknowledgedAt"].is_null());
+    let acked = admin
+        .ok(&format!("/api/v1/alerts/{}/acknowledge", late["id"].as_str().unwrap_or_default()), &json!({}))
+        .await?;
+    ensure!(acked["acknowledgedAt"].is_string() && acked["acknowledgedBy"] == "root", "{acked}");
+
+    // Parked at the fence's edge with GPS jitter, then unloading at the door.
+    trail.park_at_the_edge(RESTAURANT, 180);
+    trail.stay(offset(RESTAURANT, 10.0, 0.0), 240, 10, 5.0);
+    trail.send(&admin, &courier, 6).await?;
+    // On to the canteen, which is reached as well.
+    trail.drive(offset(RESTAURANT, 10.0, 0.0), offset(CANTEEN, 10.0, 0.0), 5);
+    trail.stay(offset(CANTEEN, 10.0, 0.0), 120, 10, 5.0);
+    trail.send(&admin, &courier, 6).await?;
+    // Arrived in time after all: the prediction clears.
+    admin.ok("/api/v1/admin/rules/sweep", &json!({})).await?;
+    let open = admin.get(&format!("/api/v1/merchants/{}/alerts?open=true", shop.merchant)).await?.json();
+    ensure!(open.as_array().is_some_and(Vec::is_empty), "{open}");
+
+    // The restaurant's timeline: each observation once, in order; live updates kept out.
+    let view = admin.order(&restaurant).await?;
+    let seen: Vec<String> = kinds(&view["timeline"])
+        .into_iter()
+        .filter(|k| {
+            ["ARRIVED_AT_WAREHOUSE", "DISPATCHED", "LEFT_WAREHOUSE", "ARRIVED_AT_CUSTOMER", "ARRIVING_SOON"]
+                .contains(&k.as_str())
+        })
+        .collect();
+    ensure!(
+        seen == ["ARRIVED_AT_WAREHOUSE", "DISPATCHED", "LEFT_WAREHOUSE", "ARRIVING_SOON", "ARRIVED_AT_CUSTOMER"],
+        "restaurant timeline {seen:?}"
+    );
+    ensure!(!kinds(&view["timeline"]).iter().any(|k| k == "COURIER_POSITION" || k == "ETA_UPDATED"));
+    ensure!(
+        view["status"] == "DELIVERING" && view["driverInfo"]["location"]["lat"].is_number(),
+        "{}",
+        view["driverInfo"]
+    );
+    let window = &view["etaWindow"]["window"];
+    ensure!(window["start"].is_string() && window["end"].is_string() && view["eta"].is_string(), "{view}");
+
+    // The canteen's customer saw positions (throttled), estimates and the arrival; no alert, no notice.
+    let events = drain(&mut customer).await?;
+    let positions = of_kind(&events, "COURIER_POSITION");
+    let fix_times: Vec<DateTime<Utc>> =
+        positions.iter().filter_map(|e| e["event"]["kind"]["fixAt"].as_str()?.parse().ok()).collect();
+    ensure!(
+        positions.len() >= 10,
+        "positions pushed: {} of {:?}",
+        positions.len(),
+        kinds(&Value::Array(events.clone()))
+    );
+    ensure!(
+        fix_times.windows(2).all(|w| w[1] - w[0] >= chrono::Duration::seconds(5)),
+        "no two pushes within 5 s of each other: {fix_times:?}"
+    );
+    let sent = trail.seq as usize;
+    ensure!(positions.len() * 2 < sent, "{} pushes for {sent} fixes", positions.len());
+    ensure!(!of_kind(&events, "ETA_UPDATED").is_empty(), "estimates pushed");
+    ensure!(of_kind(&events, "ARRIVED_AT_CUSTOMER").len() == 1);
+    ensure!(of_kind(&events, "ARRIVING_SOON").is_empty(), "quiet hours hold the notice back");
+    ensure!(!events.iter().any(|e| e["event"]["kind"]["type"].as_str().is_some_and(|k| k.starts_with("ALERT"))));
+    let customer_view = owner.order(&canteen).await?;
+    ensure!(!kinds(&customer_view["timeline"]).iter().any(|k| k.starts_with("ALERT")));
+
+    // The office (replaying its merchant's stream) saw the alert raised once, acknowledged and cleared.
+    let mut office = Stream::connect(&server.url, "admin:root").await?;
+    office.subscribe(json!([{"merchant": shop.merchant}]), Some(0)).await?;
+    let events = drain(&mut office).await?;
+    let raised: Vec<(String, String)> = of_kind(&events, "ALERT_RAISED")
+        .iter()
+        .map(|e| {
+            (
+                e["orderId"].as_str().unwrap_or_default().to_owned(),
+                e["event"]["kind"]["rule"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    ensure!(raised == [(canteen.clone(), "PREDICTED_LATE".to_owned())], "raised once: {raised:?}");
+    ensure!(of_kind(&events, "ALERT_ACKNOWLEDGED").len() == 1);
+    let cleared: Vec<&str> =
+        of_kind(&events, "ALERT_CLEARED").iter().filter_map(|e| e["event"]["kind"]["rule"].as_str()).collect();
+    ensure!(cleared == ["PREDICTED_LATE"], "cleared: {cleared:?}");
+    let arrivals = of_kind(&events, "ARRIVED_AT_CUSTOMER");
+    ensure!(arrivals.len() == 2, "one arrival per stop despite the jitter: {}", arrivals.len());
+
+    // Sign-off ends the estimates; arrivals make the accuracy figures.
+    let accuracy = admin.get(&format!("/api/v1/merchants/{}/eta-accuracy", shop.merchant)).await?.json();
+    ensure!(accuracy["stops"] == 2, "{accuracy}");
+    ensure!(accuracy["maeSeconds"].as_f64().is_some_and(|s| s > 0.0), "{accuracy}");
+    let located = admin.get(&format!("/api/v1/merchants/{}/courier-locations", shop.merchant)).await?.json();
+    ensure!(located.as_array().is_some_and(|l| l.len() == 1 && l[0]["courierId"] == courier.as_str()), "{located}");
+    let metrics = String::from_utf8_lossy(&admin.get("/metrics").await?.bytes).into_owned();
+    ensure!(
+        metrics.contains("xianlu_customer_notices_total{channel=\"stream\",outcome=\"quiet_hours\"}"),
+        "quiet hours counted"
+    );
+    ensure!(metrics.contains("xianlu_eta_error_seconds_count 2"), "eta error observed per arrival");
+    server.stop().await;
+    Ok(())
+}
+
+async fn operations_settings_fences_and_alerts_refuse_bad_input(backend: Backend) -> Result<()> {
+    let server = TestServer::spawn(backend).await?;
+    let admin = server.client("admin:root");
+    let shop = Shop::open(&admin).await?;
+    let settings = format!("/api/v1/merchants/{}/operations", shop.merchant);
+    let defaults = admin.get(&settings).await?.json();
+    ensure!(defaults["customerFenceM"] == 80 && defaults["rules"]["overdueMinutes"] == 30, "{defaults}");
+    let mut changed = defaults.clone();
+    changed["customerFenceM"] = json!(120);
+    changed["rules"]["overdueMinutes"] = json!(45);
+    let reply = admin.put(&settings, &changed).await?;
+    ensure!(reply.status == 200, "{}", reply.status);
+    ensure!(admin.get(&settings).await?.json()["rules"]["overdueMinutes"] == 45);
+    let mut zero = changed.clone();
+    zero["customerFenceM"] = json!(0);
+    ensure!(admin.put(&settings, &zero).await?.code() == "invalid_settings");
+    let mut unknown = changed.clone();
+    unknown["sirens"] = json!(true);
+    ensure!(admin.put(&settings, &unknown).await?.code() == "invalid_body");
+
+    let fence = format!("/api/v1/warehouses/{}/fence", shop.warehouse);
+    let (lat, lng) = WAREHOUSE;
+    let bow_tie = json!({"polygon": [
+        {"lat": lat, "lng": lng}, {"lat": lat + 0.001, "lng": lng + 0.001},
+        {"lat": lat, "lng": lng + 0.001}, {"lat": lat + 0.001, "lng": lng}]});
+    ensure!(admin.put(&fence, &bow_tie).await?.code() == "invalid_fence", "a self-intersecting yard is refused");
+    let yard = json!({"polygon": [
+        {"lat": lat, "lng": lng}, {"lat": lat, "lng": lng + 0.001},
+        {"lat": lat + 0.001, "lng": lng + 0.001}, {"lat": lat + 0.001, "lng": lng}]});
+    ensure!(admin.put(&fence, &yard).await?.status == 200);
+    let quiet = format!("/api/v1/customers/{}/quiet-hours", shop.prepaid_customer);
+    ensure!(
+        admin.put(&quiet, &json!({"quietHours": {"from": "22:00", "to": "22:00"}})).await?.code()
+            == "invalid_quiet_hours"
+    );
+    ensure!(
+        admin.put(&quiet, &json!({"quietHours": {"from": "25:00", "to": "07:00"}})).await?.code() == "invalid_body"
+    );
+    ensure!(admin.put(&quiet, &json!({"quietHours": {"from": "22:00", "to": "07:00"}})).await?.status == 200);
+    // Who may do what is the route matrix's (tests/api.rs); an unknown alert is not found.
+    let ack = format!("/api/v1/alerts/{}/acknowledge", uuid::Uuid::now_v7());
+    ensure!(admin.post(&ack, &json!({})).await?.status == 404);
+    server.stop().await;
+    Ok(())
+}
+
+async fn each_rule_raises_its_alert_once_when_its_threshold_passes_and_clears_when_resolved(
+    backend: Backend,
+) -> Result<()> {
+    let server = TestServer::spawn(backend).await?;
+    let admin = server.client("admin:root");
+    let shop = Shop::open(&admin).await?;
+    let paid = |id: String| {
+        let admin = admin.clone();
+        async move {
+            admin.command(&id, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+            anyhow::Ok(id)
+        }
+    };
+    let picking = paid(shop.place(&admin, &shop.spinach()).await?).await?;
+    admin.command(&picking, json!({"type": "START_PICKING"})).await?;
+    let uncollected = packed_for(&admin, &shop, &shop.spinach()).await?;
+    admin.command(&uncollected, json!({"type": "ASSIGN_COURIER", "courierId": shop.couriers[1]})).await?;
+    let silent = packed_for(&admin, &shop, &shop.spinach()).await?;
+    admin.command(&silent, json!({"type": "DISPATCH"})).await?;
+    let broken = packed_for(&admin, &shop, &shop.spinach()).await?;
+    admin.command(&broken, json!({"type": "DISPATCH"})).await?;
+    admin
+        .command(&broken, json!({"type": "REPORT_EXCEPTION", "kind": "DAMAGED_IN_TRANSIT", "note": "箱子压坏"}))
+        .await?;
+    let now = Utc::now();
+    let mut soon = shop.spinach();
+    soon["requestedWindow"] = json!({"start": now, "end": now + chrono::Duration::minutes(5)});
+    let overdue = paid(shop.place(&admin, &soon).await?).await?;
+    // Last, as it takes what spinach is left.
+    let mut too_much = shop.spinach();
+    too_much["lines"][0]["quantity"] = json!(120); // 120 kg wanted, 50 kg on hand
+    let short = paid(shop.place(&admin, &too_much).await?).await?;
+
+    let open = |admin: Client| {
+        let merchant = shop.merchant.clone();
+        async move {
+            admin.ok("/api/v1/admin/rules/sweep", &json!({})).await?;
+            let alerts = admin.get(&format!("/api/v1/merchants/{merchant}/alerts?open=true")).await?.json();
+            let mut pairs: Vec<(String, String)> = alerts
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|a| {
+                    (
+                        a["orderId"].as_str().unwrap_or_default().to_owned(),
+                        a["rule"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect();
+            pairs.sort();
+            anyhow::Ok(pairs)
+        }
+    };
+    let expect = |pairs: &[(&String, &str)]| {
+        let mut v: Vec<(String, String)> = pairs.iter().map(|(o, r)| ((*o).clone(), (*r).to_owned())).collect();
+        v.sort();
+        v
+    };
+    // At once: only the unresolved exception.
+    ensure!(open(admin.clone()).await? == expect(&[(&broken, "EXCEPTION_OPEN")]), "{:?}", open(admin.clone()).await?);
+    // Twelve minutes on: the courier on the road has not been heard from.
+    server.advance_clock(chrono::Duration::minutes(12));
+    ensure!(
+        open(admin.clone()).await? == expect(&[(&broken, "EXCEPTION_OPEN"), (&silent, "NO_POSITION")]),
+        "{:?}",
+        open(admin.clone()).await?
+    );
+    // Forty minutes on: every threshold has passed.
+    server.advance_clock(chrono::Duration::minutes(28));
+    let all = open(admin.clone()).await?;
+    ensure!(
+        all == expect(&[
+            (&broken, "EXCEPTION_OPEN"),
+            (&silent, "NO_POSITION"),
+            (&picking, "PICKING_TOO_LONG"),
+            (&uncollected, "NOT_COLLECTED"),
+            (&short, "SHORT_UNRESOLVED"),
+            (&overdue, "OVERDUE"),
+        ]),
+        "{all:?}"
+    );
+    // Resolved: the goods go back on the road, the short line ships short, picking ends.
+    admin.command(&broken, json!({"type": "RESUME_DELIVERY"})).await?;
+    admin.command(&short, json!({"type": "SHORT_SHIP", "lineNo": 1})).await?;
+    admin.command(&picking, json!({"type": "RECORD_PICK", "lineNo": 1, "base": 2000})).await?;
+    admin.command(&picking, json!({"type": "PACK"})).await?;
+    let left = open(admin.clone()).await?;
+    ensure!(
+        left == expect(&[(&silent, "NO_POSITION"), (&uncollected, "NOT_COLLECTED"), (&overdue, "OVERDUE")]),
+        "{left:?}"
+    );
+    // Everything raised is on record, each once.
+    let history = admin.get(&format!("/api/v1/merchants/{}/alerts", shop.merchant)).await?.json();
+    let history = history.as_array().cloned().unwrap_or_default();
+    ensure!(history.len() == 6, "six raised, none twice: {}", history.len());
+    ensure!(
+        history.iter().filter(|a| a["orderId"] == broken.as_str() && a["rule"] == "EXCEPTION_OPEN").count() == 1
+            && history
+                .iter()
+                .any(|a| a["rule"] == "EXCEPTION_OPEN" && a["severity"] == "HIGH" && a["clearedAt"].is_string()),
+        "{history:?}"
+    );
+    server.stop().await;
+    Ok(())
+}
