@@ -18,12 +18,16 @@ use xianlu_roads::distance_m;
 use crate::error::{ApiError, ApiResult};
 use crate::policy::{self, Scope};
 use crate::service::{OrderService, RequestCtx};
+use crate::db::placeholders;
 use crate::{on_db, on_tx};
+use sqlx::AssertSqlSafe;
 
 /// Fixes in one batch.
 pub const MAX_FIXES: usize = 1000;
 /// How far ahead of the server a device's clock may be.
 const MAX_CLOCK_AHEAD_MINUTES: i64 = 5;
+/// Rows per insert statement (10 values each, well under SQLite's limit).
+const INSERT_CHUNK: usize = 500;
 /// Faster than this between two fixes is a GPS jump, not a courier (250 km/h).
 const MAX_PLAUSIBLE_MPS: f64 = 70.0;
 
@@ -88,53 +92,75 @@ impl OrderService {
         let now = self.clock.now();
         let mut receipt = PositionReceipt { accepted: 0, duplicates: 0, flagged: 0 };
         let mut trusted = Vec::new();
+        // A fix sent twice in one batch counts once.
+        let mut seen = std::collections::HashSet::with_capacity(fixes.len());
+        let before_dedup = fixes.len();
+        fixes.retain(|f| seen.insert(f.device_seq));
+        receipt.duplicates += (before_dedup - fixes.len()) as u32;
         let mut tx = self.db.begin().await?;
-        for fix in fixes {
-            let stored = fix;
-            let before: Option<(DateTime<Utc>, f64, f64)> = on_tx!(&mut tx, c => {
+        // Each fix is checked against the trusted one before it in time: the
+        // stored fix just before the batch, then the batch's own.
+        let mut before: Option<(DateTime<Utc>, f64, f64)> = match fixes.first() {
+            Some(first) => on_tx!(&mut tx, c => {
                 sqlx::query_as(
                     "SELECT at, lat, lng FROM courier_positions WHERE courier_id = $1 AND at <= $2 AND NOT flagged \
-                     AND device_seq <> $3 ORDER BY at DESC LIMIT 1",
+                     ORDER BY at DESC LIMIT 1",
                 )
                 .bind(courier.uuid())
-                .bind(fix.at)
-                .bind(fix.device_seq as i64)
+                .bind(first.at)
                 .fetch_optional(&mut *c)
                 .await?
-            });
+            }),
+            None => None,
+        };
+        let mut rows = Vec::with_capacity(fixes.len());
+        for fix in fixes {
             let flagged = before.is_some_and(|(at, lat, lng)| {
                 let seconds = ((fix.at - at).num_milliseconds() as f64 / 1000.0).max(1.0);
                 distance_m(LatLng { lat, lng }, LatLng { lat: fix.lat, lng: fix.lng }) / seconds > MAX_PLAUSIBLE_MPS
             });
-            let inserted = on_tx!(&mut tx, c => {
-                sqlx::query(
-                    "INSERT INTO courier_positions (courier_id, device_seq, at, lat, lng, accuracy_m, speed_mps, heading_deg, \
-                     flagged, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                     ON CONFLICT (courier_id, device_seq) DO NOTHING",
-                )
-                .bind(courier.uuid())
-                .bind(fix.device_seq as i64)
-                .bind(fix.at)
-                .bind(fix.lat)
-                .bind(fix.lng)
-                .bind(fix.accuracy_m)
-                .bind(fix.speed_mps)
-                .bind(fix.heading_deg)
-                .bind(flagged)
-                .bind(now)
-                .execute(&mut *c)
-                .await?
-                .rows_affected()
+            if !flagged {
+                before = Some((fix.at, fix.lat, fix.lng));
+            }
+            rows.push((fix, flagged));
+        }
+        // Multi-row inserts; a replayed fix (same device sequence) is not stored again.
+        let mut inserted = std::collections::HashSet::with_capacity(rows.len());
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "INSERT INTO courier_positions (courier_id, device_seq, at, lat, lng, accuracy_m, speed_mps, heading_deg, \
+                 flagged, received_at) VALUES {} ON CONFLICT (courier_id, device_seq) DO NOTHING RETURNING device_seq",
+                placeholders(chunk.len(), 10)
+            );
+            let stored: Vec<(i64,)> = on_tx!(&mut tx, c => {
+                let mut query = sqlx::query_as(AssertSqlSafe(sql.clone()));
+                for (fix, flagged) in chunk {
+                    query = query
+                        .bind(courier.uuid())
+                        .bind(fix.device_seq as i64)
+                        .bind(fix.at)
+                        .bind(fix.lat)
+                        .bind(fix.lng)
+                        .bind(fix.accuracy_m)
+                        .bind(fix.speed_mps)
+                        .bind(fix.heading_deg)
+                        .bind(*flagged)
+                        .bind(now);
+                }
+                query.fetch_all(&mut *c).await?
             });
-            match (inserted, flagged) {
-                (0, _) => receipt.duplicates += 1,
-                (_, true) => {
+            inserted.extend(stored.into_iter().map(|(seq,)| seq as u64));
+        }
+        for (fix, flagged) in rows {
+            match (inserted.contains(&fix.device_seq), flagged) {
+                (false, _) => receipt.duplicates += 1,
+                (true, true) => {
                     receipt.accepted += 1;
                     receipt.flagged += 1;
                 }
-                (_, false) => {
+                (true, false) => {
                     receipt.accepted += 1;
-                    trusted.push(stored);
+                    trusted.push(fix);
                 }
             }
         }
