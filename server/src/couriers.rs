@@ -18,16 +18,12 @@ use xianlu_roads::distance_m;
 use crate::error::{ApiError, ApiResult};
 use crate::policy::{self, Scope};
 use crate::service::{OrderService, RequestCtx};
-use crate::db::placeholders;
 use crate::{on_db, on_tx};
-use sqlx::AssertSqlSafe;
 
 /// Fixes in one batch.
 pub const MAX_FIXES: usize = 1000;
 /// How far ahead of the server a device's clock may be.
 const MAX_CLOCK_AHEAD_MINUTES: i64 = 5;
-/// Rows per insert statement (10 values each, well under SQLite's limit).
-const INSERT_CHUNK: usize = 500;
 /// Faster than this between two fixes is a GPS jump, not a courier (250 km/h).
 const MAX_PLAUSIBLE_MPS: f64 = 70.0;
 
@@ -124,33 +120,64 @@ impl OrderService {
             }
             rows.push((fix, flagged));
         }
-        // Multi-row inserts; a replayed fix (same device sequence) is not stored again.
-        let mut inserted = std::collections::HashSet::with_capacity(rows.len());
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let sql = format!(
-                "INSERT INTO courier_positions (courier_id, device_seq, at, lat, lng, accuracy_m, speed_mps, heading_deg, \
-                 flagged, received_at) VALUES {} ON CONFLICT (courier_id, device_seq) DO NOTHING RETURNING device_seq",
-                placeholders(chunk.len(), 10)
-            );
-            let stored: Vec<(i64,)> = on_tx!(&mut tx, c => {
-                let mut query = sqlx::query_as(AssertSqlSafe(sql.clone()));
-                for (fix, flagged) in chunk {
-                    query = query
-                        .bind(courier.uuid())
-                        .bind(fix.device_seq as i64)
-                        .bind(fix.at)
-                        .bind(fix.lat)
-                        .bind(fix.lng)
-                        .bind(fix.accuracy_m)
-                        .bind(fix.speed_mps)
-                        .bind(fix.heading_deg)
-                        .bind(*flagged)
-                        .bind(now);
-                }
-                query.fetch_all(&mut *c).await?
-            });
-            inserted.extend(stored.into_iter().map(|(seq,)| seq as u64));
-        }
+        // One statement for the batch, whose rows travel as one value (SQLite:
+        // a JSON array read by `json_each`; PostgreSQL: arrays and `UNNEST`), so
+        // the cost does not grow with a bind per column per fix. A replayed fix
+        // (same device sequence) is not stored again.
+        let stored: Vec<(i64,)> = match &mut tx {
+            crate::db::Tx::Sqlite(t) => {
+                let rows_json = serde_json::Value::Array(
+                    rows.iter()
+                        .map(|(f, flagged)| {
+                            serde_json::json!([
+                                f.device_seq,
+                                // Exactly as sqlx stores a timestamp, so ordering and reading agree.
+                                f.at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
+                                f.lat,
+                                f.lng,
+                                f.accuracy_m,
+                                f.speed_mps,
+                                f.heading_deg,
+                                i32::from(*flagged)
+                            ])
+                        })
+                        .collect(),
+                );
+                sqlx::query_as(
+                    "INSERT INTO courier_positions (courier_id, device_seq, at, lat, lng, accuracy_m, speed_mps, heading_deg, \
+                     flagged, received_at) SELECT $1, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, \
+                     j.value ->> 4, j.value ->> 5, j.value ->> 6, j.value ->> 7, $2 FROM json_each($3) AS j WHERE true \
+                     ON CONFLICT (courier_id, device_seq) DO NOTHING RETURNING device_seq",
+                )
+                .bind(courier.uuid())
+                .bind(now)
+                .bind(rows_json.to_string())
+                .fetch_all(&mut **t)
+                .await?
+            }
+            crate::db::Tx::Postgres(t) => {
+                sqlx::query_as(
+                    "INSERT INTO courier_positions (courier_id, device_seq, at, lat, lng, accuracy_m, speed_mps, heading_deg, \
+                     flagged, received_at) SELECT $1, r.seq, r.at, r.lat, r.lng, r.accuracy, r.speed, r.heading, r.flagged, $2 \
+                     FROM UNNEST($3::bigint[], $4::timestamptz[], $5::float8[], $6::float8[], $7::real[], $8::real[], \
+                     $9::real[], $10::bool[]) AS r(seq, at, lat, lng, accuracy, speed, heading, flagged) \
+                     ON CONFLICT (courier_id, device_seq) DO NOTHING RETURNING device_seq",
+                )
+                .bind(courier.uuid())
+                .bind(now)
+                .bind(rows.iter().map(|(f, _)| f.device_seq as i64).collect::<Vec<_>>())
+                .bind(rows.iter().map(|(f, _)| f.at).collect::<Vec<_>>())
+                .bind(rows.iter().map(|(f, _)| f.lat).collect::<Vec<_>>())
+                .bind(rows.iter().map(|(f, _)| f.lng).collect::<Vec<_>>())
+                .bind(rows.iter().map(|(f, _)| f.accuracy_m).collect::<Vec<_>>())
+                .bind(rows.iter().map(|(f, _)| f.speed_mps).collect::<Vec<_>>())
+                .bind(rows.iter().map(|(f, _)| f.heading_deg).collect::<Vec<_>>())
+                .bind(rows.iter().map(|(_, flagged)| *flagged).collect::<Vec<_>>())
+                .fetch_all(&mut **t)
+                .await?
+            }
+        };
+        let inserted: std::collections::HashSet<u64> = stored.into_iter().map(|(seq,)| seq as u64).collect();
         for (fix, flagged) in rows {
             match (inserted.contains(&fix.device_seq), flagged) {
                 (false, _) => receipt.duplicates += 1,

@@ -408,5 +408,15 @@ fn bench(args: &[String]) -> Result<()> {
     if !status.success() {
         bail!("the client core benchmark failed");
     }
+    let run_db = RunDatabase::create()?;
+    let status = Command::new(target_dir().join("release").join("xianlu-ops-bench"))
+        .args(args)
+        .env("TEST_XIANLU_POSTGRES_URL", test_admin_url(&run_db.name))
+        .env("TEST_XIANLU_DB_PREFIX", &run_db.name)
+        .status()?;
+    drop(run_db);
+    if !status.success() {
+        bail!("the courier operations benchmark failed");
+    }
     Ok(())
 }

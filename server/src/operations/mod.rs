@@ -42,6 +42,8 @@ use notify::NotificationChannel;
 const REFRESH: Duration = Duration::from_secs(60);
 /// A departure older than this says nothing about the next arrival.
 const MAX_LEG: chrono::TimeDelta = chrono::TimeDelta::hours(3);
+/// Legs between stops remembered at most (then forgotten all at once).
+const MAX_CACHED_LEGS: usize = 200_000;
 /// Fallback driving speed where no road network is loaded (m/s, ~30 km/h).
 const STRAIGHT_LINE_MPS: f64 = 8.3;
 
@@ -89,6 +91,8 @@ pub struct Operations {
     models: Mutex<HashMap<MerchantId, (Arc<SpeedModel>, Instant)>>,
     latest: RwLock<HashMap<CourierId, CourierLocation>>,
     couriers: Mutex<HashMap<CourierId, CourierState>>,
+    /// Free-flow seconds between two customers' doors.
+    legs: Mutex<HashMap<(CustomerId, CustomerId), f64>>,
     channels: Vec<Box<dyn NotificationChannel>>,
 }
 
@@ -111,6 +115,7 @@ impl Operations {
             models: Mutex::default(),
             latest: RwLock::default(),
             couriers: Mutex::default(),
+            legs: Mutex::default(),
             channels,
         })
     }
@@ -561,13 +566,28 @@ impl Operations {
         let hour = now.with_timezone(&context.tz).hour() as u8;
         let mut points = vec![here.position];
         points.extend(stops.iter().map(|s| s.at));
+        // Only the first leg moves with the courier; legs between stops are
+        // routed once and remembered.
         let mut free_flow = Vec::with_capacity(stops.len());
-        for pair in points.windows(2) {
+        for (i, pair) in points.windows(2).enumerate() {
+            let key = (i > 0).then(|| (stops[i - 1].order.customer_id, stops[i].order.customer_id));
+            if let Some(seconds) = key.and_then(|k| lock(&self.legs).get(&k).copied()) {
+                free_flow.push(seconds);
+                continue;
+            }
             let straight = xianlu_roads::distance_m(pair[0], pair[1]) / STRAIGHT_LINE_MPS;
-            free_flow.push(match &self.provider {
+            let seconds = match &self.provider {
                 Some(provider) => provider.route(pair[0], pair[1]).await.map_or(straight, |r| r.seconds),
                 None => straight,
-            });
+            };
+            if let Some(key) = key {
+                let mut legs = lock(&self.legs);
+                if legs.len() > MAX_CACHED_LEGS {
+                    legs.clear();
+                }
+                legs.insert(key, seconds);
+            }
+            free_flow.push(seconds);
         }
         let legs: Vec<Leg> = free_flow
             .iter()

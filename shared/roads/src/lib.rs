@@ -302,25 +302,41 @@ impl Router {
     }
 
     /// Driving seconds from every source to every target (`None` where no
-    /// road leads), as the route planner needs them.
+    /// road leads), as the route planner needs them. Rows are shared out over
+    /// the machine's cores, one calculator each.
     pub fn matrix(&self, sources: &[LatLng], targets: &[LatLng]) -> Vec<Vec<Option<f64>>> {
-        let mut calculator = self.calculator();
         let snapped_targets: Vec<Option<u32>> = targets.iter().map(|t| self.snap(*t).map(|(n, _)| n)).collect();
-        sources
-            .iter()
-            .map(|s| {
-                let from = self.snap(*s).map(|(n, _)| n);
-                snapped_targets
-                    .iter()
-                    .map(|to| match (from, to) {
-                        (Some(a), Some(b)) if a == *b => Some(0.0),
-                        (Some(a), Some(b)) => calculator
-                            .calc_path(&self.graph, a as usize, *b as usize)
-                            .map(|p| p.get_weight() as f64 / WEIGHT_PER_SECOND),
-                        _ => None,
+        let row = |calculator: &mut PathCalculator, s: &LatLng| -> Vec<Option<f64>> {
+            let from = self.snap(*s).map(|(n, _)| n);
+            snapped_targets
+                .iter()
+                .map(|to| match (from, to) {
+                    (Some(a), Some(b)) if a == *b => Some(0.0),
+                    (Some(a), Some(b)) => calculator
+                        .calc_path(&self.graph, a as usize, *b as usize)
+                        .map(|p| p.get_weight() as f64 / WEIGHT_PER_SECOND),
+                    _ => None,
+                })
+                .collect()
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(sources.len().max(1));
+        if threads <= 1 || sources.len() * targets.len() < 10_000 {
+            let mut calculator = self.calculator();
+            return sources.iter().map(|s| row(&mut calculator, s)).collect();
+        }
+        let chunk = sources.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = sources
+                .chunks(chunk)
+                .map(|part| {
+                    let row = &row;
+                    scope.spawn(move || {
+                        let mut calculator = self.calculator();
+                        part.iter().map(|s| row(&mut calculator, s)).collect::<Vec<_>>()
                     })
-                    .collect()
-            })
-            .collect()
+                })
+                .collect();
+            parts.into_iter().flat_map(|p| p.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+        })
     }
 }
