@@ -328,7 +328,9 @@ async fn operations_settings_fences_and_alerts_refuse_bad_input(backend: Backend
 async fn each_rule_raises_its_alert_once_when_its_threshold_passes_and_clears_when_resolved(
     backend: Backend,
 ) -> Result<()> {
-    let server = TestServer::spawn(backend).await?;
+    // Rules run only when this test asks (no timer), except what is raised at once.
+    let db = xianlu_tests::TestDb::create(backend).await?;
+    let server = TestServer::spawn_with(db, |c| c.timer_interval_ms = 3_600_000).await?;
     let admin = server.client("admin:root");
     let shop = Shop::open(&admin).await?;
     let paid = |id: String| {
@@ -384,7 +386,20 @@ async fn each_rule_raises_its_alert_once_when_its_threshold_passes_and_clears_wh
         v.sort();
         v
     };
-    // At once: only the unresolved exception.
+    // An exception reaches customer service at once, before any sweep.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let alerts = admin.get(&format!("/api/v1/merchants/{}/alerts?open=true", shop.merchant)).await?.json();
+        if alerts
+            .as_array()
+            .is_some_and(|a| a.len() == 1 && a[0]["rule"] == "EXCEPTION_OPEN" && a[0]["orderId"] == broken.as_str())
+        {
+            break;
+        }
+        ensure!(std::time::Instant::now() < deadline, "no exception alert without a sweep: {alerts}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And a sweep finds nothing else yet.
     ensure!(open(admin.clone()).await? == expect(&[(&broken, "EXCEPTION_OPEN")]), "{:?}", open(admin.clone()).await?);
     // Twelve minutes on: the courier on the road has not been heard from.
     server.advance_clock(chrono::Duration::minutes(12));

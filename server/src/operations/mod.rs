@@ -294,6 +294,13 @@ impl Operations {
         Ok(())
     }
 
+    async fn order(&self, id: OrderId) -> ApiResult<Option<Order>> {
+        let row: Option<(String,)> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT doc FROM orders WHERE id = $1").bind(id.uuid()).fetch_optional(pool).await?
+        });
+        row.map(|(doc,)| serde_json::from_str(&doc).map_err(|e| ApiError::Internal(e.into()))).transpose()
+    }
+
     /// Orders assigned to the courier and not yet delivered.
     async fn orders_in_hand(&self, courier: CourierId) -> ApiResult<Vec<Order>> {
         let rows: Vec<(String,)> = on_db!(&self.db, pool => {
@@ -779,10 +786,19 @@ impl Operations {
                 self.arrived(event.order_id, event.at).await?;
                 self.refresh_etas(event.merchant_id, courier).await?;
             }
+            // Customer service hears of an exception at once, not at the next sweep.
+            EventKind::ExceptionReported { .. } => {
+                if let Some(order) = self.order(event.order_id).await?
+                    && order.status == Status::ExceptionHandling
+                {
+                    let reason = rules::exception_reason(&order);
+                    self.raise(&order, xianlu_domain::operations::AlertRule::ExceptionOpen, reason, event.at).await?;
+                }
+                self.refresh_etas(event.merchant_id, courier).await?;
+            }
             EventKind::Dispatched { .. }
             | EventKind::DeliveryResumed { .. }
             | EventKind::DeliveryAttemptFailed { .. }
-            | EventKind::ExceptionReported { .. }
             | EventKind::ReturnStarted { .. }
             | EventKind::Cancelled { .. } => self.refresh_etas(event.merchant_id, courier).await?,
             _ => {}

@@ -122,11 +122,7 @@ impl Operations {
                         );
                     }
                 }
-                Status::ExceptionHandling => {
-                    let kind = order.exception.as_ref().map(|e| serde_json::to_value(e.kind).unwrap_or_default());
-                    let kind = kind.as_ref().and_then(|k| k.as_str()).unwrap_or("EXCEPTION").to_owned();
-                    hold(AlertRule::ExceptionOpen, format!("{kind} reported, not resolved"));
-                }
+                Status::ExceptionHandling => hold(AlertRule::ExceptionOpen, exception_reason(order)),
                 _ => {}
             }
         }
@@ -159,36 +155,48 @@ impl Operations {
             }
         }
         for ((order_id, rule), (reason, order)) in active {
-            if still_open.contains(&(order_id, rule)) {
-                continue;
-            }
-            let id = Uuid::now_v7();
-            let severity = rule.severity();
-            let inserted = on_db_write!(&self.db, pool => {
-                sqlx::query(
-                    "INSERT INTO alerts (id, merchant_id, order_id, order_number, rule, severity, reason, raised_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-                )
-                .bind(id)
-                .bind(order.merchant_id.uuid())
-                .bind(order_id.uuid())
-                .bind(order.number.as_str())
-                .bind(rule.as_str())
-                .bind(severity_str(severity))
-                .bind(&reason)
-                .bind(now)
-                .execute(pool)
-                .await?
-                .rows_affected()
-            });
-            if inserted == 1 {
+            if !still_open.contains(&(order_id, rule)) && self.raise(order, rule, reason, now).await? {
                 outcome.raised += 1;
-                self.metrics.alerts_raised.with_label_values(&[rule.as_str()]).inc();
-                let kind = EventKind::AlertRaised { alert_id: id, rule, severity, reason };
-                self.service.record_observation(order_id, kind, now).await?;
             }
         }
         Ok(outcome)
+    }
+
+    /// Raises an alert unless the same rule is already open on the order;
+    /// `true` if this call raised it.
+    pub(crate) async fn raise(
+        &self,
+        order: &Order,
+        rule: AlertRule,
+        reason: String,
+        now: DateTime<Utc>,
+    ) -> ApiResult<bool> {
+        let id = Uuid::now_v7();
+        let severity = rule.severity();
+        let inserted = on_db_write!(&self.db, pool => {
+            sqlx::query(
+                "INSERT INTO alerts (id, merchant_id, order_id, order_number, rule, severity, reason, raised_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            )
+            .bind(id)
+            .bind(order.merchant_id.uuid())
+            .bind(order.id.uuid())
+            .bind(order.number.as_str())
+            .bind(rule.as_str())
+            .bind(severity_str(severity))
+            .bind(&reason)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if inserted != 1 {
+            return Ok(false);
+        }
+        self.metrics.alerts_raised.with_label_values(&[rule.as_str()]).inc();
+        let kind = EventKind::AlertRaised { alert_id: id, rule, severity, reason };
+        self.service.record_observation(order.id, kind, now).await?;
+        Ok(true)
     }
 
     /// When each order last entered the stages the rules time.
@@ -318,6 +326,13 @@ impl Operations {
         });
         row.map(AlertRow::into_alert).transpose()
     }
+}
+
+/// Why an exception alert is open, in the order's own terms.
+pub(crate) fn exception_reason(order: &Order) -> String {
+    let kind = order.exception.as_ref().map(|e| serde_json::to_value(e.kind).unwrap_or_default());
+    let kind = kind.as_ref().and_then(|k| k.as_str()).unwrap_or("EXCEPTION").to_owned();
+    format!("{kind} reported, not resolved")
 }
 
 fn severity_str(s: Severity) -> &'static str {

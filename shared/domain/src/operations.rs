@@ -321,6 +321,51 @@ mod tests {
     }
 
     #[test]
+    fn observations_fit_only_the_order_and_courier_they_are_about() {
+        use crate::machine::{Command, LineStock};
+        use crate::{OrderDraft, PaymentMethod, WarehouseId, create};
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let draft: OrderDraft = serde_json::from_value(serde_json::json!({
+            "merchantId": Uuid::nil(), "warehouseId": Uuid::nil(), "customerId": Uuid::nil(),
+            "requestedWindow": {"start": "2030-06-01T01:00:00Z", "end": "2030-06-01T03:00:00Z"},
+            "paymentTerms": {"kind": "PREPAID"},
+            "lines": [{"sku": "S", "name": "菠菜", "quantity": 1, "unit": "kg", "price": {"fen": 100, "per": "kg"}}]
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let number = OrderNumber::parse("KL20300601001").unwrap_or_else(|| panic!("number"));
+        let (order, _) = create(OrderId(Uuid::nil()), number, &draft, at).unwrap_or_else(|e| panic!("{e}"));
+        let courier = CourierId(Uuid::from_u128(7));
+        let other = CourierId(Uuid::from_u128(8));
+        let mut o = order;
+        for command in [
+            Command::MarkPaid { method: PaymentMethod::Admin { note: String::new() } },
+            Command::CheckStock { lines: vec![LineStock { line_no: 1, reserved_base: 1000 }] },
+            Command::AssignCourier { courier_id: courier },
+        ] {
+            o = crate::apply(&o, &command, at).unwrap_or_else(|e| panic!("{e}")).order;
+        }
+        let warehouse = WarehouseId(Uuid::nil());
+        let arrived = EventKind::ArrivedAtWarehouse { courier_id: courier, warehouse_id: warehouse };
+        let event = observe(&o, arrived.clone()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((event.from, event.to), (o.status, o.status), "an observation changes nothing");
+        assert!(observe(&o, EventKind::ArrivedAtWarehouse { courier_id: other, warehouse_id: warehouse }).is_err());
+        assert!(observe(&o, EventKind::ArrivedAtCustomer { courier_id: courier }).is_err(), "not on the road yet");
+        for command in [
+            Command::StartPicking,
+            Command::RecordPick { line_no: 1, base: 1000, weight_g: None, short: false },
+            Command::Pack,
+            Command::Dispatch,
+        ] {
+            o = crate::apply(&o, &command, at).unwrap_or_else(|e| panic!("{e}")).order;
+        }
+        assert_eq!(o.status, Status::Delivering);
+        assert!(observe(&o, EventKind::ArrivedAtCustomer { courier_id: courier }).is_ok());
+        assert!(observe(&o, EventKind::ArrivedAtCustomer { courier_id: other }).is_err(), "another courier's arrival");
+        assert!(observe(&o, EventKind::ArrivingSoon { minutes: 5, eta: at }).is_ok());
+        assert!(observe(&o, EventKind::StockResolved).is_err(), "a change is not an observation");
+    }
+
+    #[test]
     fn every_rule_round_trips_its_name() {
         for rule in AlertRule::ALL {
             assert_eq!(AlertRule::parse(rule.as_str()), Some(rule));
