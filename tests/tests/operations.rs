@@ -241,6 +241,25 @@ async fn a_recorded_delivery_round_arrives_once_per_stop_and_keeps_every_party_i
     ensure!(!events.iter().any(|e| e["event"]["kind"]["type"].as_str().is_some_and(|k| k.starts_with("ALERT"))));
     let customer_view = owner.order(&canteen).await?;
     ensure!(!kinds(&customer_view["timeline"]).iter().any(|k| k.starts_with("ALERT")));
+    // The client core's tracking map follows the same stream.
+    let view: xianlu_domain::wire::OrderView = serde_json::from_value(customer_view.clone())?;
+    let mut map = xianlu_core::tracking::TrackingModel::for_order(&view);
+    for message in &events {
+        if let xianlu_domain::wire::ServerMessage::Event(event) = serde_json::from_value(message.clone())? {
+            map.apply(&event);
+        }
+    }
+    let last = positions.last().context("a position")?["event"]["kind"]["position"].clone();
+    ensure!(
+        map.position.map(|p| (p.lat, p.lng))
+            == Some((last["lat"].as_f64().unwrap_or_default(), last["lng"].as_f64().unwrap_or_default()))
+    );
+    ensure!(
+        map.trail.len() >= 2 && map.trail.len() < positions.len(),
+        "a simplified trail: {} points",
+        map.trail.len()
+    );
+    ensure!(map.eta.is_none(), "arrived: no estimate any more");
 
     // The office (replaying its merchant's stream) saw the alert raised once, acknowledged and cleared.
     let mut office = Stream::connect(&server.url, "admin:root").await?;

@@ -4,9 +4,9 @@
 
 use chrono::{DateTime, Utc};
 use geo::{Coord, LineString, Simplify};
-use xianlu_domain::TimeWindow;
 use xianlu_domain::evidence::PositionFix;
-use xianlu_domain::wire::{LatLng, OrderView};
+use xianlu_domain::wire::{LatLng, OrderView, StreamEvent};
+use xianlu_domain::{EventKind, TimeWindow};
 
 /// Simplifies a trail with Douglas–Peucker at a tolerance in metres. The
 /// points are projected to local metres first (an equirectangular
@@ -38,6 +38,10 @@ pub struct TrackingModel {
     pub remaining_route: Vec<LatLng>,
     pub destination: Option<LatLng>,
     pub eta: Option<DateTime<Utc>>,
+    /// The window shown to the customer around the ETA.
+    pub eta_window: Option<TimeWindow>,
+    /// "Arriving in about N minutes", once the server said so.
+    pub arriving_in_minutes: Option<u16>,
     pub promised: Option<TimeWindow>,
     /// Simplification tolerance, metres.
     pub tolerance_m: f64,
@@ -54,6 +58,8 @@ impl TrackingModel {
             remaining_route: Vec::new(),
             destination: view.customer.as_ref().map(|c| c.location),
             eta: view.eta,
+            eta_window: view.eta_window.map(|e| e.window),
+            arriving_in_minutes: None,
             promised: Some(view.order.requested_window),
             tolerance_m: 8.0,
             raw: Vec::new(),
@@ -74,6 +80,33 @@ impl TrackingModel {
             }
         }
         self.trail = simplify_trail(&self.raw, self.tolerance_m);
+    }
+
+    /// Follows the order's push stream: the courier's position (throttled by
+    /// the server), new estimates and the arriving-soon notice. Other events
+    /// leave the map as it is.
+    pub fn apply(&mut self, event: &StreamEvent) {
+        match &event.event.kind {
+            EventKind::CourierPosition { position, fix_at, .. } => {
+                if self.last_seen.is_none_or(|seen| *fix_at >= seen) {
+                    self.position = Some(*position);
+                    self.last_seen = Some(*fix_at);
+                    self.raw.push(*position);
+                    self.trail = simplify_trail(&self.raw, self.tolerance_m);
+                }
+            }
+            EventKind::EtaUpdated { eta, window, .. } => {
+                self.eta = Some(*eta);
+                self.eta_window = Some(*window);
+            }
+            EventKind::ArrivingSoon { minutes, .. } => self.arriving_in_minutes = Some(*minutes),
+            EventKind::ArrivedAtCustomer { .. } | EventKind::Signed { .. } => {
+                self.eta = None;
+                self.eta_window = None;
+                self.remaining_route.clear();
+            }
+            _ => {}
+        }
     }
 
     /// The route left, e.g. from the planner; trimmed as the courier moves.
