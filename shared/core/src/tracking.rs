@@ -87,13 +87,13 @@ impl TrackingModel {
     /// leave the map as it is.
     pub fn apply(&mut self, event: &StreamEvent) {
         match &event.event.kind {
-            EventKind::CourierPosition { position, fix_at, .. } => {
-                if self.last_seen.is_none_or(|seen| *fix_at >= seen) {
-                    self.position = Some(*position);
-                    self.last_seen = Some(*fix_at);
-                    self.raw.push(*position);
-                    self.trail = simplify_trail(&self.raw, self.tolerance_m);
-                }
+            EventKind::CourierPosition { position, fix_at, .. }
+                if self.last_seen.is_none_or(|seen| *fix_at >= seen) =>
+            {
+                self.position = Some(*position);
+                self.last_seen = Some(*fix_at);
+                self.raw.push(*position);
+                self.trail = simplify_trail(&self.raw, self.tolerance_m);
             }
             EventKind::EtaUpdated { eta, window, .. } => {
                 self.eta = Some(*eta);
