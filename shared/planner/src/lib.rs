@@ -12,6 +12,8 @@
 pub mod check;
 pub mod model;
 pub mod solomon;
+pub mod solve;
 
 pub use check::{Violation, check};
 pub use model::*;
+pub use solve::{Objective, Settings, SolveError, solve};

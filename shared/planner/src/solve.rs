@@ -1,0 +1,284 @@
+//! Solving with `vrp-core`: the planner's model becomes vrp-core jobs,
+//! vehicles and a goal; the best solution found within the time budget comes
+//! back as a [`Plan`] (times and distances recomputed from our own matrix).
+//!
+//! Pinning an order to a courier is a skill only that courier's vehicle
+//! has, so the solver's own skills constraint keeps it there.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use vrp_core::construction::features::{
+    JobSkills, JobSkillsDimension, VehicleSkillsDimension, create_minimize_tours_feature, create_skills_feature,
+};
+use vrp_core::construction::heuristics::UnassignmentInfo;
+use vrp_core::models::common::{MultiDimLoad, TimeWindow};
+use vrp_core::models::problem::{JobIdDimension, VehicleIdDimension};
+use vrp_core::prelude::*;
+use vrp_core::rosomaxa::evolution::TelemetryMode;
+use vrp_core::utils::{Parallelism, TimeQuota};
+
+use crate::model::{Plan, Problem as PlanProblem, Route, Stop, StopKind, Task, Unassigned};
+
+const TIME_CODE: ViolationCode = ViolationCode(1);
+const CAPACITY_CODE: ViolationCode = ViolationCode(2);
+const SKILL_CODE: ViolationCode = ViolationCode(3);
+const PIN_PREFIX: &str = "vehicle:";
+const PICKUP_SUFFIX: &str = "#pickup";
+
+/// What the plan minimises first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Objective {
+    /// Unassigned jobs, then distance (the fleet is an upper bound).
+    Distance,
+    /// Unassigned jobs, then vehicles used, then distance.
+    VehiclesFirst,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub objective: Objective,
+    /// Wall-clock budget.
+    pub seconds: f64,
+    /// Stop after this many generations even if time is left.
+    pub max_generations: Option<usize>,
+    /// The same search for the same input (the solver's fixed seed).
+    pub repeatable: bool,
+    /// Shapes the search's population (not the thread count).
+    pub search_width: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            objective: Objective::Distance,
+            seconds: 5.0,
+            max_generations: None,
+            repeatable: false,
+            search_width: 4,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the solver refused the problem: {0}")]
+pub struct SolveError(String);
+
+fn err(e: impl std::fmt::Display) -> SolveError {
+    SolveError(e.to_string())
+}
+
+fn load(demand: &[i64]) -> Result<MultiDimLoad, SolveError> {
+    let values: Vec<i32> = demand.iter().map(|d| i32::try_from(*d).map_err(err)).collect::<Result<_, _>>()?;
+    Ok(MultiDimLoad::new(values))
+}
+
+/// Plans `problem` within the settings' budget.
+pub fn solve(problem: &PlanProblem, settings: &Settings) -> Result<Plan, SolveError> {
+    let n = problem.matrix.size;
+    let transport: Arc<dyn TransportCost> =
+        Arc::new(SimpleTransportCost::new(problem.matrix.seconds.clone(), problem.matrix.metres.clone()).map_err(err)?);
+    let zero = MultiDimLoad::new(vec![0; problem.vehicles.first().map_or(1, |v| v.capacity.len().max(1))]);
+    let mut jobs = Vec::with_capacity(problem.jobs.len());
+    for job in &problem.jobs {
+        let mut skills: Vec<String> = job.skills.clone();
+        if let Some(vehicle) = &job.pinned_to {
+            skills.push(format!("{PIN_PREFIX}{vehicle}"));
+        }
+        let windows: Vec<TimeWindow> = job.windows.iter().map(|(a, b)| TimeWindow::new(*a, *b)).collect();
+        let windows = if windows.is_empty() { vec![TimeWindow::max()] } else { windows };
+        let demand = load(&job.demand)?;
+        let with_skills = |d: &mut Dimensions| {
+            if !skills.is_empty() {
+                d.set_job_skills(JobSkills::new(Some(skills.clone()), None, None));
+            }
+        };
+        let built = match &job.task {
+            Task::Delivery { location } => {
+                check_location(*location, n)?;
+                SingleBuilder::default()
+                    .id(&job.id)
+                    .demand(Demand { pickup: (zero, zero), delivery: (demand, zero) })
+                    .location(*location)
+                    .and_then(|b| b.duration(job.service))
+                    .and_then(|b| b.times(windows))
+                    .map(|b| b.dimension(with_skills))
+                    .and_then(SingleBuilder::build_as_job)
+                    .map_err(err)?
+            }
+            Task::PickupDelivery { pickup, delivery } => {
+                check_location(*pickup, n)?;
+                check_location(*delivery, n)?;
+                let pick = SingleBuilder::default()
+                    .id(&format!("{}{PICKUP_SUFFIX}", job.id))
+                    .demand(Demand { pickup: (zero, demand), delivery: (zero, zero) })
+                    .location(*pickup)
+                    .and_then(|b| b.duration(job.pickup_service))
+                    .and_then(SingleBuilder::build)
+                    .map_err(err)?;
+                let drop = SingleBuilder::default()
+                    .id(&job.id)
+                    .demand(Demand { pickup: (zero, zero), delivery: (zero, demand) })
+                    .location(*delivery)
+                    .and_then(|b| b.duration(job.service))
+                    .and_then(|b| b.times(windows))
+                    .and_then(SingleBuilder::build)
+                    .map_err(err)?;
+                MultiBuilder::default()
+                    .id(&job.id)
+                    .add_job(pick)
+                    .add_job(drop)
+                    .dimension(with_skills)
+                    .build_as_job()
+                    .map_err(err)?
+            }
+        };
+        jobs.push(built);
+    }
+    let mut vehicles = Vec::with_capacity(problem.vehicles.len());
+    for v in &problem.vehicles {
+        check_location(v.start, n)?;
+        let mut detail = VehicleDetailBuilder::default().set_start_location(v.start).set_start_time(v.shift.0);
+        detail = match v.end {
+            Some(end) => {
+                check_location(end, n)?;
+                detail.set_end_location(end).set_end_time(v.shift.1)
+            }
+            None => detail.set_end_time(v.shift.1),
+        };
+        let mut skills: HashSet<String> = v.skills.iter().cloned().collect();
+        skills.insert(format!("{PIN_PREFIX}{}", v.id));
+        let vehicle = VehicleBuilder::default()
+            .id(&v.id)
+            .add_detail(detail.build().map_err(err)?)
+            .capacity(load(&v.capacity)?)
+            .dimension(|d| {
+                d.set_vehicle_skills(skills);
+            })
+            .build()
+            .map_err(err)?;
+        vehicles.push(vehicle);
+    }
+    let mut features = vec![MinimizeUnassignedBuilder::new("min-unassigned").build().map_err(err)?];
+    if settings.objective == Objective::VehiclesFirst {
+        features.push(create_minimize_tours_feature("min-tours").map_err(err)?);
+    }
+    features.push(
+        TransportFeatureBuilder::new("min-distance")
+            .set_transport_cost(transport.clone())
+            .set_time_constrained(true)
+            .set_violation_code(TIME_CODE)
+            .build_minimize_distance()
+            .map_err(err)?,
+    );
+    features.push(
+        CapacityFeatureBuilder::<MultiDimLoad>::new("capacity")
+            .set_violation_code(CAPACITY_CODE)
+            .build()
+            .map_err(err)?,
+    );
+    features.push(create_skills_feature("skills", SKILL_CODE).map_err(err)?);
+    let goal = GoalContextBuilder::with_features(&features).map_err(err)?.build().map_err(err)?;
+    let core = Arc::new(
+        ProblemBuilder::default()
+            .add_jobs(jobs.into_iter())
+            .add_vehicles(vehicles.into_iter())
+            .with_goal(goal)
+            .with_transport_cost(transport)
+            .build()
+            .map_err(err)?,
+    );
+    let random: Arc<dyn Random> = if settings.repeatable {
+        Arc::new(DefaultRandom::new_repeatable())
+    } else {
+        Arc::new(DefaultRandom::default())
+    };
+    let environment = Arc::new(Environment::new(
+        random,
+        Some(Arc::new(TimeQuota::new(settings.seconds))),
+        Parallelism::new_with_cpus(settings.search_width.max(2)),
+        Arc::new(|_: &str| {}),
+        false,
+    ));
+    let config = VrpConfigBuilder::new(core.clone())
+        .set_environment(environment)
+        .set_telemetry_mode(TelemetryMode::None)
+        .prebuild()
+        .map_err(err)?
+        .with_max_time(Some(settings.seconds.ceil() as usize))
+        .with_max_generations(settings.max_generations)
+        .build()
+        .map_err(err)?;
+    let solution = Solver::new(core, config).solve().map_err(err)?;
+    Ok(to_plan(problem, &solution))
+}
+
+fn check_location(location: usize, size: usize) -> Result<(), SolveError> {
+    if location < size {
+        Ok(())
+    } else {
+        Err(SolveError(format!("location {location} is outside the {size}-point matrix")))
+    }
+}
+
+fn to_plan(problem: &PlanProblem, solution: &Solution) -> Plan {
+    let m = &problem.matrix;
+    let vehicles: HashMap<&str, _> = problem.vehicles.iter().map(|v| (v.id.as_str(), v)).collect();
+    let mut routes = Vec::new();
+    for route in &solution.routes {
+        let vehicle_id = route.actor.vehicle.dimens.get_vehicle_id().cloned().unwrap_or_default();
+        let Some(vehicle) = vehicles.get(vehicle_id.as_str()) else { continue };
+        let departure = route.tour.start().map_or(vehicle.shift.0, |a| a.schedule.departure);
+        let mut stops = Vec::new();
+        let mut at = vehicle.start;
+        let mut metres = 0.0;
+        for activity in route.tour.all_activities() {
+            let Some(single) = activity.job.as_ref() else { continue };
+            let id = single.dimens.get_job_id().cloned().unwrap_or_default();
+            let (job, kind) = match id.strip_suffix(PICKUP_SUFFIX) {
+                Some(job) => (job.to_owned(), StopKind::Pickup),
+                None => (id, StopKind::Delivery),
+            };
+            metres += m.metres(at, activity.place.location);
+            at = activity.place.location;
+            stops.push(Stop {
+                job,
+                kind,
+                location: activity.place.location,
+                arrival: activity.schedule.arrival,
+                start: activity.schedule.arrival.max(activity.place.time.start),
+                departure: activity.schedule.departure,
+            });
+        }
+        let arrival = match vehicle.end {
+            Some(end) => {
+                metres += m.metres(at, end);
+                route.tour.end().map_or(departure, |a| a.schedule.arrival)
+            }
+            None => stops.last().map_or(departure, |s| s.departure),
+        };
+        routes.push(Route { vehicle: vehicle_id, departure, stops, arrival, metres });
+    }
+    let pinned: HashMap<&str, bool> = problem.jobs.iter().map(|j| (j.id.as_str(), j.pinned_to.is_some())).collect();
+    let unassigned = solution
+        .unassigned
+        .iter()
+        .map(|(job, info)| {
+            let id = job.dimens().get_job_id().cloned().unwrap_or_default();
+            let code = match info {
+                UnassignmentInfo::Simple(code) => Some(*code),
+                UnassignmentInfo::Detailed(codes) => codes.first().map(|(_, c)| *c),
+                UnassignmentInfo::Unknown => None,
+            };
+            let reason = match code {
+                Some(TIME_CODE) => "time_window",
+                Some(CAPACITY_CODE) => "capacity",
+                Some(SKILL_CODE) if pinned.get(id.as_str()).copied().unwrap_or(false) => "pinned_elsewhere",
+                Some(SKILL_CODE) => "skill",
+                _ => "no_feasible_route",
+            };
+            Unassigned { job: id, reason: reason.to_owned() }
+        })
+        .collect();
+    Plan { routes, unassigned }
+}
