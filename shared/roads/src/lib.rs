@@ -228,6 +228,11 @@ pub struct Router {
     lat0: f64,
     /// (from, to) → the fastest edge between them, for lengths along a path.
     lengths: std::collections::HashMap<(u32, u32), f32>,
+    /// The same network as a customizable contraction hierarchy, for
+    /// many-to-many matrices (one upward search per source against all
+    /// targets at once, instead of a query per pair).
+    matrices: cch::Cch,
+    metric: cch::Metric,
 }
 
 impl std::fmt::Debug for Router {
@@ -258,10 +263,11 @@ impl Router {
         }
         input.freeze();
         let graph = fast_paths::prepare(&input);
+        let (matrices, metric) = prepare_matrices(&network);
         let lat0 = network.nodes.iter().map(|p| p.lat).sum::<f64>() / network.nodes.len().max(1) as f64;
         let points =
             network.nodes.iter().enumerate().map(|(i, p)| GeomWithData::new(local_xy(*p, lat0), i as u32)).collect();
-        Ok(Router { index: RTree::bulk_load(points), network, graph, lat0, lengths })
+        Ok(Router { index: RTree::bulk_load(points), network, graph, lat0, lengths, matrices, metric })
     }
 
     pub fn network(&self) -> &RoadNetwork {
@@ -302,41 +308,75 @@ impl Router {
     }
 
     /// Driving seconds from every source to every target (`None` where no
-    /// road leads), as the route planner needs them. Rows are shared out over
-    /// the machine's cores, one calculator each.
+    /// road leads), as the route planner needs them. Sources are shared out
+    /// over the machine's cores.
     pub fn matrix(&self, sources: &[LatLng], targets: &[LatLng]) -> Vec<Vec<Option<f64>>> {
-        let snapped_targets: Vec<Option<u32>> = targets.iter().map(|t| self.snap(*t).map(|(n, _)| n)).collect();
-        let row = |calculator: &mut PathCalculator, s: &LatLng| -> Vec<Option<f64>> {
-            let from = self.snap(*s).map(|(n, _)| n);
-            snapped_targets
-                .iter()
-                .map(|to| match (from, to) {
-                    (Some(a), Some(b)) if a == *b => Some(0.0),
-                    (Some(a), Some(b)) => calculator
-                        .calc_path(&self.graph, a as usize, *b as usize)
-                        .map(|p| p.get_weight() as f64 / WEIGHT_PER_SECOND),
-                    _ => None,
+        let snap =
+            |points: &[LatLng]| -> Vec<Option<u32>> { points.iter().map(|p| self.snap(*p).map(|(n, _)| n)).collect() };
+        let (from, to) = (snap(sources), snap(targets));
+        // Unsnappable points take node 0 and are blanked afterwards.
+        let target_nodes: Vec<u32> = to.iter().map(|t| t.unwrap_or(0)).collect();
+        let row_of = |part: &[Option<u32>]| -> Vec<Vec<Option<f64>>> {
+            let nodes: Vec<u32> = part.iter().map(|s| s.unwrap_or(0)).collect();
+            let flat = cch::distance_matrix(&self.matrices.view(), &self.metric.view(), &nodes, &target_nodes);
+            part.iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    to.iter()
+                        .enumerate()
+                        .map(|(j, t)| {
+                            let w = flat[i * target_nodes.len() + j];
+                            (s.is_some() && t.is_some() && w < cch::INF_WEIGHT)
+                                .then(|| f64::from(w) / WEIGHT_PER_SECOND)
+                        })
+                        .collect()
                 })
                 .collect()
         };
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(sources.len().max(1));
-        if threads <= 1 || sources.len() * targets.len() < 10_000 {
-            let mut calculator = self.calculator();
-            return sources.iter().map(|s| row(&mut calculator, s)).collect();
+        if sources.is_empty() || targets.is_empty() {
+            return vec![Vec::new(); sources.len()];
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(sources.len());
+        if threads <= 1 || sources.len() * targets.len() < 50_000 {
+            return row_of(&from);
         }
         let chunk = sources.len().div_ceil(threads);
         std::thread::scope(|scope| {
-            let parts: Vec<_> = sources
-                .chunks(chunk)
-                .map(|part| {
-                    let row = &row;
-                    scope.spawn(move || {
-                        let mut calculator = self.calculator();
-                        part.iter().map(|s| row(&mut calculator, s)).collect::<Vec<_>>()
-                    })
-                })
-                .collect();
+            let parts: Vec<_> = from.chunks(chunk).map(|part| scope.spawn(move || row_of(part))).collect();
             parts.into_iter().flat_map(|p| p.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
         })
     }
+}
+
+/// The network as a customizable contraction hierarchy with travel-time
+/// weights (tenths of a second, as for routes), ordered by inertial-flow
+/// nested dissection on the nodes' positions.
+fn prepare_matrices(network: &RoadNetwork) -> (cch::Cch, cch::Metric) {
+    let n = network.nodes.len();
+    let mut arcs: Vec<(u32, u32, u32)> = network
+        .edges
+        .iter()
+        .filter(|e| e.from != e.to)
+        .map(|e| (e.from, e.to, ((f64::from(e.seconds()) * WEIGHT_PER_SECOND).round() as u32).max(1)))
+        .collect();
+    arcs.sort_unstable();
+    let mut first_out = vec![0u32; n + 1];
+    for (from, _, _) in &arcs {
+        first_out[*from as usize + 1] += 1;
+    }
+    for i in 0..n {
+        first_out[i + 1] += first_out[i];
+    }
+    let tail: Vec<u32> = arcs.iter().map(|a| a.0).collect();
+    let graph = cch::graph::Graph {
+        first_out,
+        head: arcs.iter().map(|a| a.1).collect(),
+        weight: arcs.iter().map(|a| a.2).collect(),
+    };
+    let latitude: Vec<f32> = network.nodes.iter().map(|p| p.lat as f32).collect();
+    let longitude: Vec<f32> = network.nodes.iter().map(|p| p.lng as f32).collect();
+    let order = cch::inertial_order(n as u32, &tail, &graph.head, &latitude, &longitude);
+    let hierarchy = cch::Cch::build(&graph, &order);
+    let metric = hierarchy.customize(&graph.weight);
+    (hierarchy, metric)
 }

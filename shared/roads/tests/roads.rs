@@ -62,6 +62,33 @@ fn a_generated_city_is_the_same_for_a_seed_and_answers_matrices() {
 }
 
 #[test]
+fn matrices_agree_with_point_to_point_routes_cell_by_cell() {
+    // Two engines answer: contraction hierarchies pair by pair (routes) and a
+    // customizable hierarchy many-to-many (matrices). They must agree.
+    let router = Router::new(city(CitySpec::new(3, 40))).expect("router");
+    let nodes = &router.network().nodes;
+    let pick = |i: usize| nodes[(i * 7919) % nodes.len()];
+    let sources: Vec<LatLng> = (0..30).map(pick).collect();
+    let targets: Vec<LatLng> = (30..330).map(pick).collect();
+    let matrix = router.matrix(&sources, &targets);
+    let mut calculator = router.calculator();
+    let mut compared = 0;
+    for (i, s) in sources.iter().enumerate() {
+        for (j, t) in targets.iter().enumerate() {
+            let route = router.route(&mut calculator, *s, *t).map(|r| r.seconds);
+            match (matrix[i][j], route) {
+                (Some(a), Some(b)) => {
+                    assert!((a - b).abs() < 0.051, "{i} → {j}: matrix {a}, route {b}");
+                    compared += 1;
+                }
+                (a, b) => assert_eq!(a.is_some(), b.is_some(), "{i} → {j}: matrix {a:?}, route {b:?}"),
+            }
+        }
+    }
+    assert!(compared > 8000, "{compared} cells compared");
+}
+
+#[test]
 fn a_file_that_is_not_a_pbf_is_refused() {
     let dir = std::env::temp_dir().join(format!("xianlu-roads-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
