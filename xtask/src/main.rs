@@ -17,7 +17,8 @@ cargo xtask <command>
   setup   install what building and testing need (idempotent)
   demo    build, start the server on SQLite at http://127.0.0.1:8080 and drive demo orders
   test    rustfmt, clippy, dependency rules, wasm build, every test on SQLite and PostgreSQL
-  bench   transition throughput and push latency; figures for docs/benchmarks.md";
+  bench   transitions, push, client core, courier operations and the route planner against PyVRP;
+          figures for docs/benchmarks.md (--quick: a shorter run)";
 
 /// Debian packages the workspace needs to build and test.
 const APT_PACKAGES: &[&str] = &["build-essential", "pkg-config", "ca-certificates", "postgresql", "postgresql-client"];
@@ -50,6 +51,30 @@ fn default_target_dir() -> String {
         .or_else(|| std::env::var("HOME").ok().map(|h| format!("{h}/.cache")))
         .unwrap_or_else(|| "/tmp".into());
     format!("{base}/xianlu/target")
+}
+
+/// The peer solver for the planner benchmark: PyVRP at the version pinned in
+/// tests/bench/requirements.txt, in a virtual environment in the cache.
+fn pyvrp_python() -> Result<PathBuf> {
+    let base = PathBuf::from(default_target_dir()).parent().map(Path::to_path_buf).unwrap_or_else(|| "/tmp".into());
+    let venv = base.join("pyvrp-venv");
+    let python = venv.join("bin").join("python");
+    if !python.exists() {
+        if !dpkg_installed("python3-venv") && Path::new("/usr/bin/apt-get").exists() {
+            run(Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends", "python3-venv"])
+                .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        }
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    let requirements = Path::new("tests/bench/requirements.txt");
+    let wanted = std::fs::read_to_string(requirements)?;
+    let installed = Command::new(venv.join("bin").join("pip")).args(["freeze"]).output()?;
+    let installed = String::from_utf8_lossy(&installed.stdout).to_string();
+    if wanted.lines().map(str::trim).filter(|l| !l.is_empty()).any(|l| !installed.lines().any(|i| i.trim() == l)) {
+        run(Command::new(venv.join("bin").join("pip")).args(["install", "-q", "-r"]).arg(requirements))?;
+    }
+    Ok(python)
 }
 
 fn target_dir() -> PathBuf {
@@ -417,6 +442,14 @@ fn bench(args: &[String]) -> Result<()> {
     drop(run_db);
     if !status.success() {
         bail!("the courier operations benchmark failed");
+    }
+    let python = pyvrp_python()?;
+    let status = Command::new(target_dir().join("release").join("xianlu-planner-bench"))
+        .args(args)
+        .args(["--python", &python.display().to_string()])
+        .status()?;
+    if !status.success() {
+        bail!("the route planner benchmark failed");
     }
     Ok(())
 }
