@@ -77,6 +77,19 @@ fn pyvrp(python: &str, files: &[PathBuf], seconds: f64, seed: u32) -> Result<BTr
     Ok(out)
 }
 
+/// One instance's results.
+#[derive(Default)]
+struct Row {
+    /// Our distances, one per run.
+    ours: Vec<f64>,
+    /// PyVRP's, one per seed.
+    peer: Vec<f64>,
+    /// Every plan of ours passed the checker.
+    feasible: bool,
+    /// Vehicles used in the vehicles-first run.
+    vehicles: Option<u64>,
+}
+
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
@@ -108,8 +121,7 @@ fn main() -> Result<()> {
         .collect();
     files.sort();
 
-    // name → (our costs, peer costs, our feasibility, vehicles-first vehicles)
-    let mut rows: BTreeMap<String, (Vec<f64>, Vec<f64>, bool, Option<u64>, f64)> = BTreeMap::new();
+    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     for run in 1..=runs {
         eprintln!("run {run}: PyVRP on {} instances, {seconds} s each", files.len());
         let peer = pyvrp(&python, &files, seconds, run)?;
@@ -123,14 +135,13 @@ fn main() -> Result<()> {
                 result["feasible"],
                 peer.get(&name).map_or(Value::Null, |p| p["cost"].clone())
             );
-            let row = rows.entry(name.clone()).or_insert((Vec::new(), Vec::new(), true, None, 0.0));
-            row.0.push(result["cost"].as_f64().unwrap_or(f64::NAN));
-            row.2 &= result["feasible"].as_bool().unwrap_or(false);
-            row.4 = row.4.max(result["seconds"].as_f64().unwrap_or(0.0));
+            let row = rows.entry(name.clone()).or_insert(Row { feasible: true, ..Row::default() });
+            row.ours.push(result["cost"].as_f64().unwrap_or(f64::NAN));
+            row.feasible &= result["feasible"].as_bool().unwrap_or(false);
             if let Some(p) = peer.get(&name)
                 && p["feasible"].as_bool().unwrap_or(false)
             {
-                row.1.push(p["cost"].as_f64().unwrap_or(f64::NAN));
+                row.peer.push(p["cost"].as_f64().unwrap_or(f64::NAN));
             }
         }
     }
@@ -139,8 +150,8 @@ fn main() -> Result<()> {
         let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let result = ours(file, "vehicles", seconds)?;
         if let Some(row) = rows.get_mut(&name) {
-            row.2 &= result["feasible"].as_bool().unwrap_or(false);
-            row.3 = result["vehicles"].as_u64();
+            row.feasible &= result["feasible"].as_bool().unwrap_or(false);
+            row.vehicles = result["vehicles"].as_u64();
         }
     }
 
@@ -156,7 +167,7 @@ fn main() -> Result<()> {
     report.push_str("| instance | ours (mean) | PyVRP (mean) | gap | feasible | vehicles-first: ours / best known |\n|---|---|---|---|---|---|\n");
     let mut by_class: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let (mut within_one, mut counted, mut all_feasible) = (0, 0, true);
-    for (name, (ours, peer, feasible, vehicles, _)) in &rows {
+    for (name, Row { ours, peer, feasible, vehicles }) in &rows {
         let (o, p) = (mean(ours), mean(peer));
         let gap = 100.0 * (o / p - 1.0);
         let class: String = name.chars().take_while(|c| c.is_alphabetic()).collect::<String>()
