@@ -10,6 +10,7 @@
 //! courier sent somewhere impossible.
 
 pub mod check;
+mod cold;
 pub mod model;
 pub mod solomon;
 pub mod solve;

@@ -59,8 +59,10 @@ pub struct Job {
     pub pickup_service: f64,
     /// Skills the vehicle must have.
     pub skills: Vec<String>,
-    /// At most this many seconds between leaving the cold room (the start, or
-    /// the pickup) and the delivery.
+    /// At most this many seconds between the vehicle leaving the cold room
+    /// (the start of its route) and the delivery. Plain deliveries only:
+    /// goods already out of the cold room (a transfer after a breakdown)
+    /// carry what is left of their limit as a time window.
     pub max_exposure: Option<f64>,
     /// Only this vehicle may take it.
     pub pinned_to: Option<String>,

@@ -18,11 +18,13 @@ use vrp_core::prelude::*;
 use vrp_core::rosomaxa::evolution::TelemetryMode;
 use vrp_core::utils::{Parallelism, TimeQuota};
 
+use crate::cold::{ColdExposure, ColdLimitDimension};
 use crate::model::{Plan, Problem as PlanProblem, Route, Stop, StopKind, Task, Unassigned};
 
 const TIME_CODE: ViolationCode = ViolationCode(1);
 const CAPACITY_CODE: ViolationCode = ViolationCode(2);
 const SKILL_CODE: ViolationCode = ViolationCode(3);
+const COLD_CODE: ViolationCode = ViolationCode(4);
 const PIN_PREFIX: &str = "vehicle:";
 const PICKUP_SUFFIX: &str = "#pickup";
 
@@ -93,6 +95,7 @@ pub fn solve(problem: &PlanProblem, settings: &Settings) -> Result<Plan, SolveEr
                 d.set_job_skills(JobSkills::new(Some(skills.clone()), None, None));
             }
         };
+        let exposure = job.max_exposure;
         let built = match &job.task {
             Task::Delivery { location } => {
                 check_location(*location, n)?;
@@ -103,10 +106,23 @@ pub fn solve(problem: &PlanProblem, settings: &Settings) -> Result<Plan, SolveEr
                     .and_then(|b| b.duration(job.service))
                     .and_then(|b| b.times(windows))
                     .map(|b| b.dimension(with_skills))
+                    .map(|b| {
+                        b.dimension(|d| {
+                            if let Some(limit) = exposure {
+                                d.set_cold_limit(limit);
+                            }
+                        })
+                    })
                     .and_then(SingleBuilder::build_as_job)
                     .map_err(err)?
             }
             Task::PickupDelivery { pickup, delivery } => {
+                if exposure.is_some() {
+                    return Err(SolveError(format!(
+                        "{}: goods already out of the cold room carry their limit as a time window, not max_exposure",
+                        job.id
+                    )));
+                }
                 check_location(*pickup, n)?;
                 check_location(*delivery, n)?;
                 let pick = SingleBuilder::default()
@@ -144,7 +160,9 @@ pub fn solve(problem: &PlanProblem, settings: &Settings) -> Result<Plan, SolveEr
                 check_location(end, n)?;
                 detail.set_end_location(end).set_end_time(v.shift.1)
             }
-            None => detail.set_end_time(v.shift.1),
+            // An open route ends at its last stop. vrp-core cannot bound an open
+            // route's end in time, so its shift end is left to the checker.
+            None => detail,
         };
         let mut skills: HashSet<String> = v.skills.iter().cloned().collect();
         skills.insert(format!("{PIN_PREFIX}{}", v.id));
@@ -178,6 +196,18 @@ pub fn solve(problem: &PlanProblem, settings: &Settings) -> Result<Plan, SolveEr
             .map_err(err)?,
     );
     features.push(create_skills_feature("skills", SKILL_CODE).map_err(err)?);
+    // After the transport feature, whose state refreshes the schedule it reads.
+    if problem.jobs.iter().any(|j| j.max_exposure.is_some()) {
+        let cold = || ColdExposure { code: COLD_CODE, transport: transport.clone() };
+        features.push(
+            FeatureBuilder::default()
+                .with_name("cold-chain")
+                .with_constraint(cold())
+                .with_state(cold())
+                .build()
+                .map_err(err)?,
+        );
+    }
     let goal = GoalContextBuilder::with_features(&features).map_err(err)?.build().map_err(err)?;
     let core = Arc::new(
         ProblemBuilder::default()
@@ -275,6 +305,7 @@ fn to_plan(problem: &PlanProblem, solution: &Solution) -> Plan {
                 Some(CAPACITY_CODE) => "capacity",
                 Some(SKILL_CODE) if pinned.get(id.as_str()).copied().unwrap_or(false) => "pinned_elsewhere",
                 Some(SKILL_CODE) => "skill",
+                Some(COLD_CODE) => "cold_exposure",
                 _ => "no_feasible_route",
             };
             Unassigned { job: id, reason: reason.to_owned() }

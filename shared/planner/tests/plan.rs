@@ -123,6 +123,38 @@ fn capacity_and_time_windows_split_the_work_or_leave_it_unassigned() {
 }
 
 #[test]
+fn chilled_goods_go_first_when_their_limit_demands_it() {
+    // An open route along a line: the near stop first is shorter (5 units
+    // against 9), but the chilled order at 5 must arrive within 310 s of
+    // leaving (300 s straight there).
+    let mut open_van = van("a", &[]);
+    open_van.end = None;
+    let mut chilled = delivery("chilled", 5);
+    chilled.max_exposure = Some(310.0);
+    let problem =
+        Problem { matrix: line(6), vehicles: vec![open_van.clone()], jobs: vec![delivery("near", 1), chilled] };
+    let plan = solve(&problem, &quick()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(check(&problem, &plan), Vec::new());
+    let order: Vec<&str> = plan.routes[0].stops.iter().map(|s| s.job.as_str()).collect();
+    assert_eq!(order, ["chilled", "near"]);
+    // Without the limit the shorter order wins, which the checker would refuse with it.
+    let mut relaxed = problem.clone();
+    relaxed.jobs[1].max_exposure = None;
+    let plan = solve(&relaxed, &quick()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan.routes[0].stops.iter().map(|s| s.job.as_str()).collect::<Vec<_>>(), ["near", "chilled"]);
+    assert!(matches!(check(&problem, &plan).as_slice(), [xianlu_planner::Violation::Exposure { .. }]));
+    // A limit no route can keep leaves the order unassigned, saying why.
+    let mut impossible = problem.clone();
+    impossible.jobs[1].max_exposure = Some(200.0);
+    let plan = solve(&impossible, &quick()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(check(&impossible, &plan), Vec::new());
+    assert_eq!(
+        plan.unassigned.iter().map(|u| (u.job.as_str(), u.reason.as_str())).collect::<Vec<_>>(),
+        [("chilled", "cold_exposure")]
+    );
+}
+
+#[test]
 fn a_solomon_instance_is_planned_feasibly_near_its_best_known_distance() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/vrp/solomon/C101.txt");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
