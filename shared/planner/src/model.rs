@@ -34,6 +34,10 @@ pub struct Vehicle {
     pub capacity: Vec<i64>,
     /// What the vehicle offers, e.g. `refrigerated`.
     pub skills: Vec<String>,
+    /// Stops already under way, in order (the one the courier is driving to
+    /// first): a re-plan keeps them as they are and plans around them.
+    #[serde(default)]
+    pub committed: Vec<String>,
 }
 
 /// Where a job's goods are picked up and left.

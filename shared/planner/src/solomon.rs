@@ -48,6 +48,7 @@ pub fn parse(text: &str) -> Result<Problem, FormatError> {
             shift: (rows[0][4], horizon),
             capacity: vec![capacity],
             skills: Vec::new(),
+            committed: Vec::new(),
         })
         .collect();
     let jobs = rows

@@ -9,11 +9,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use vrp_core::construction::features::{
-    JobSkills, JobSkillsDimension, VehicleSkillsDimension, create_minimize_tours_feature, create_skills_feature,
+    JobSkills, JobSkillsDimension, VehicleSkillsDimension, create_locked_jobs_feature, create_minimize_tours_feature,
+    create_skills_feature,
 };
 use vrp_core::construction::heuristics::UnassignmentInfo;
 use vrp_core::models::common::{MultiDimLoad, TimeWindow};
+use vrp_core::models::problem::Actor;
 use vrp_core::models::problem::{JobIdDimension, VehicleIdDimension};
+use vrp_core::models::{Lock, LockDetail, LockOrder, LockPosition};
 use vrp_core::prelude::*;
 use vrp_core::rosomaxa::evolution::TelemetryMode;
 use vrp_core::utils::{Parallelism, TimeQuota};
@@ -25,6 +28,7 @@ const TIME_CODE: ViolationCode = ViolationCode(1);
 const CAPACITY_CODE: ViolationCode = ViolationCode(2);
 const SKILL_CODE: ViolationCode = ViolationCode(3);
 const COLD_CODE: ViolationCode = ViolationCode(4);
+const LOCK_CODE: ViolationCode = ViolationCode(5);
 const PIN_PREFIX: &str = "vehicle:";
 const PICKUP_SUFFIX: &str = "#pickup";
 
@@ -82,6 +86,8 @@ pub fn solve(problem: &PlanProblem, settings: &Settings) -> Result<Plan, SolveEr
         Arc::new(SimpleTransportCost::new(problem.matrix.seconds.clone(), problem.matrix.metres.clone()).map_err(err)?);
     let zero = MultiDimLoad::new(vec![0; problem.vehicles.first().map_or(1, |v| v.capacity.len().max(1))]);
     let mut jobs = Vec::with_capacity(problem.jobs.len());
+    // Locks name the very `Job` values the problem holds (they compare by identity).
+    let mut by_id: HashMap<&str, Job> = HashMap::new();
     for job in &problem.jobs {
         let mut skills: Vec<String> = job.skills.clone();
         if let Some(vehicle) = &job.pinned_to {
@@ -149,6 +155,7 @@ pub fn solve(problem: &PlanProblem, settings: &Settings) -> Result<Plan, SolveEr
                     .map_err(err)?
             }
         };
+        by_id.insert(job.id.as_str(), built.clone());
         jobs.push(built);
     }
     let mut vehicles = Vec::with_capacity(problem.vehicles.len());
@@ -209,15 +216,22 @@ pub fn solve(problem: &PlanProblem, settings: &Settings) -> Result<Plan, SolveEr
         );
     }
     let goal = GoalContextBuilder::with_features(&features).map_err(err)?.build().map_err(err)?;
-    let core = Arc::new(
-        ProblemBuilder::default()
-            .add_jobs(jobs.into_iter())
-            .add_vehicles(vehicles.into_iter())
-            .with_goal(goal)
-            .with_transport_cost(transport)
-            .build()
-            .map_err(err)?,
-    );
+    let draft = ProblemBuilder::default()
+        .add_jobs(jobs.into_iter())
+        .add_vehicles(vehicles.into_iter())
+        .with_goal(goal)
+        .with_transport_cost(transport)
+        .build()
+        .map_err(err)?;
+    let locks = committed_locks(problem, &by_id)?;
+    let core = if locks.is_empty() {
+        Arc::new(draft)
+    } else {
+        // The lock feature needs the built fleet: the goal is built again with it.
+        features.push(create_locked_jobs_feature("committed", draft.fleet.as_ref(), &locks, LOCK_CODE).map_err(err)?);
+        let goal = GoalContextBuilder::with_features(&features).map_err(err)?.build().map_err(err)?;
+        Arc::new(vrp_core::models::Problem { goal: Arc::new(goal), locks, ..draft })
+    };
     let random: Arc<dyn Random> = if settings.repeatable {
         Arc::new(DefaultRandom::new_repeatable())
     } else {
@@ -241,6 +255,34 @@ pub fn solve(problem: &PlanProblem, settings: &Settings) -> Result<Plan, SolveEr
         .map_err(err)?;
     let solution = Solver::new(core, config).solve().map_err(err)?;
     Ok(to_plan(problem, &solution))
+}
+
+/// Each vehicle's committed stops, first on its route in the given order.
+fn committed_locks(problem: &PlanProblem, jobs: &HashMap<&str, Job>) -> Result<Vec<Arc<Lock>>, SolveError> {
+    let mut locks = Vec::new();
+    for vehicle in problem.vehicles.iter().filter(|v| !v.committed.is_empty()) {
+        let mut held = Vec::with_capacity(vehicle.committed.len());
+        for id in &vehicle.committed {
+            let planned = problem.jobs.iter().find(|j| &j.id == id);
+            match planned {
+                Some(job) if matches!(job.task, Task::Delivery { .. }) && job.windows.len() <= 1 => {}
+                Some(_) => {
+                    return Err(SolveError(format!(
+                        "{id}: a committed stop is a delivery with at most one window (pickups are planned, not committed)"
+                    )));
+                }
+                None => return Err(SolveError(format!("{id}: committed to {} but not in the problem", vehicle.id))),
+            }
+            held.push(jobs.get(id.as_str()).cloned().ok_or_else(|| SolveError(format!("{id}: not built")))?);
+        }
+        let owner = vehicle.id.clone();
+        locks.push(Arc::new(Lock::new(
+            Arc::new(move |actor: &Actor| actor.vehicle.dimens.get_vehicle_id().is_some_and(|id| *id == owner)),
+            vec![LockDetail::new(LockOrder::Strict, LockPosition::Departure, held)],
+            false,
+        )));
+    }
+    Ok(locks)
 }
 
 fn check_location(location: usize, size: usize) -> Result<(), SolveError> {
@@ -306,6 +348,7 @@ fn to_plan(problem: &PlanProblem, solution: &Solution) -> Plan {
                 Some(SKILL_CODE) if pinned.get(id.as_str()).copied().unwrap_or(false) => "pinned_elsewhere",
                 Some(SKILL_CODE) => "skill",
                 Some(COLD_CODE) => "cold_exposure",
+                Some(LOCK_CODE) => "committed_elsewhere",
                 _ => "no_feasible_route",
             };
             Unassigned { job: id, reason: reason.to_owned() }

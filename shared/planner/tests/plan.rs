@@ -26,6 +26,7 @@ fn van(id: &str, skills: &[&str]) -> Vehicle {
         shift: (0.0, 10_000.0),
         capacity: vec![100],
         skills: skills.iter().map(|s| (*s).to_owned()).collect(),
+        committed: Vec::new(),
     }
 }
 
@@ -152,6 +153,28 @@ fn chilled_goods_go_first_when_their_limit_demands_it() {
         plan.unassigned.iter().map(|u| (u.job.as_str(), u.reason.as_str())).collect::<Vec<_>>(),
         [("chilled", "cold_exposure")]
     );
+}
+
+#[test]
+fn a_replan_keeps_the_stop_a_courier_is_driving_to() {
+    // Open routes: left alone, a van goes 1, 2, 3, 4 (4 units); van a is
+    // already on its way to 4.
+    let open = |id: &str| Vehicle { end: None, ..van(id, &[]) };
+    let jobs = vec![delivery("j1", 1), delivery("j2", 2), delivery("j3", 3), delivery("j4", 4)];
+    let free = Problem { matrix: line(5), vehicles: vec![open("a")], jobs: jobs.clone() };
+    let plan = solve(&free, &quick()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan.routes[0].stops.first().map(|s| s.job.as_str()), Some("j1"));
+    let mut busy = open("a");
+    busy.committed = vec!["j4".into()];
+    let problem = Problem { matrix: line(5), vehicles: vec![busy, open("b")], jobs };
+    let plan = solve(&problem, &quick()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(check(&problem, &plan), Vec::new());
+    let a = plan.routes.iter().find(|r| r.vehicle == "a").unwrap_or_else(|| panic!("route a"));
+    assert_eq!(a.stops.first().map(|s| s.job.as_str()), Some("j4"), "{:?}", a.stops);
+    // Committing a stop that is not in the problem is refused, not ignored.
+    let mut wrong = problem.clone();
+    wrong.vehicles[0].committed = vec!["nowhere".into()];
+    assert!(solve(&wrong, &quick()).is_err());
 }
 
 #[test]
