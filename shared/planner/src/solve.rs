@@ -240,13 +240,22 @@ pub fn solve(problem: &PlanProblem, settings: &Settings) -> Result<Plan, SolveEr
     let environment = Arc::new(Environment::new(
         random,
         Some(Arc::new(TimeQuota::new(settings.seconds))),
-        Parallelism::new_with_cpus(settings.search_width.max(2)),
+        Parallelism::new_with_cpus(settings.search_width.max(1)),
         Arc::new(|_: &str| {}),
         false,
     ));
     let config = VrpConfigBuilder::new(core.clone())
         .set_environment(environment)
-        .set_telemetry_mode(TelemetryMode::None)
+        .set_telemetry_mode(if std::env::var_os("XIANLU_PLANNER_TRACE").is_some() {
+            // For tuning: the search's progress on stderr.
+            TelemetryMode::OnlyLogging {
+                logger: Arc::new(|m: &str| eprintln!("{m}")),
+                log_best: 500,
+                log_population: 5000,
+            }
+        } else {
+            TelemetryMode::None
+        })
         .prebuild()
         .map_err(err)?
         .with_max_time(Some(settings.seconds.ceil() as usize))
