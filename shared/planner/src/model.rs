@@ -38,6 +38,11 @@ pub struct Vehicle {
     /// first): a re-plan keeps them as they are and plans around them.
     #[serde(default)]
     pub committed: Vec<String>,
+    /// The rest of the courier's current route, in order: kept in this order
+    /// (other stops may be inserted between them), so a re-plan changes what
+    /// must change and little else.
+    #[serde(default)]
+    pub planned: Vec<String>,
 }
 
 /// Where a job's goods are picked up and left.

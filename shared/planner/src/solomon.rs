@@ -49,6 +49,7 @@ pub fn parse(text: &str) -> Result<Problem, FormatError> {
             capacity: vec![capacity],
             skills: Vec::new(),
             committed: Vec::new(),
+            planned: Vec::new(),
         })
         .collect();
     let jobs = rows

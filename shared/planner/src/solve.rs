@@ -44,7 +44,7 @@ pub enum Objective {
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
     pub objective: Objective,
-    /// Wall-clock budget.
+    /// Wall-clock budget, preparing the problem included.
     pub seconds: f64,
     /// Stop after this many generations even if time is left.
     pub max_generations: Option<usize>,
@@ -81,6 +81,8 @@ fn load(demand: &[i64]) -> Result<MultiDimLoad, SolveError> {
 
 /// Plans `problem` within the settings' budget.
 pub fn solve(problem: &PlanProblem, settings: &Settings) -> Result<Plan, SolveError> {
+    // The budget covers building the problem (vrp-core indexes job neighbourhoods) too.
+    let started = std::time::Instant::now();
     let n = problem.matrix.size;
     let transport: Arc<dyn TransportCost> =
         Arc::new(SimpleTransportCost::new(problem.matrix.seconds.clone(), problem.matrix.metres.clone()).map_err(err)?);
@@ -239,7 +241,7 @@ pub fn solve(problem: &PlanProblem, settings: &Settings) -> Result<Plan, SolveEr
     };
     let environment = Arc::new(Environment::new(
         random,
-        Some(Arc::new(TimeQuota::new(settings.seconds))),
+        Some(Arc::new(TimeQuota::new((settings.seconds - started.elapsed().as_secs_f64()).max(0.05)))),
         Parallelism::new_with_cpus(settings.search_width.max(1)),
         Arc::new(|_: &str| {}),
         false,
@@ -266,28 +268,42 @@ pub fn solve(problem: &PlanProblem, settings: &Settings) -> Result<Plan, SolveEr
     Ok(to_plan(problem, &solution))
 }
 
-/// Each vehicle's committed stops, first on its route in the given order.
+/// Each vehicle's stops under way (first, in order, nothing between) and the
+/// rest of its current route (in order, others may come between).
 fn committed_locks(problem: &PlanProblem, jobs: &HashMap<&str, Job>) -> Result<Vec<Arc<Lock>>, SolveError> {
     let mut locks = Vec::new();
-    for vehicle in problem.vehicles.iter().filter(|v| !v.committed.is_empty()) {
-        let mut held = Vec::with_capacity(vehicle.committed.len());
-        for id in &vehicle.committed {
-            let planned = problem.jobs.iter().find(|j| &j.id == id);
-            match planned {
-                Some(job) if matches!(job.task, Task::Delivery { .. }) && job.windows.len() <= 1 => {}
-                Some(_) => {
-                    return Err(SolveError(format!(
-                        "{id}: a committed stop is a delivery with at most one window (pickups are planned, not committed)"
-                    )));
-                }
-                None => return Err(SolveError(format!("{id}: committed to {} but not in the problem", vehicle.id))),
+    let mut held_anywhere = std::collections::HashSet::new();
+    for vehicle in problem.vehicles.iter().filter(|v| !v.committed.is_empty() || !v.planned.is_empty()) {
+        let mut details = Vec::new();
+        for (ids, order, position) in [
+            (&vehicle.committed, LockOrder::Strict, LockPosition::Departure),
+            (&vehicle.planned, LockOrder::Sequence, LockPosition::Any),
+        ] {
+            if ids.is_empty() {
+                continue;
             }
-            held.push(jobs.get(id.as_str()).cloned().ok_or_else(|| SolveError(format!("{id}: not built")))?);
+            let mut held = Vec::with_capacity(ids.len());
+            for id in ids {
+                if !held_anywhere.insert(id.as_str()) {
+                    return Err(SolveError(format!("{id}: kept on more than one route")));
+                }
+                match problem.jobs.iter().find(|j| &j.id == id) {
+                    Some(job) if matches!(job.task, Task::Delivery { .. }) && job.windows.len() <= 1 => {}
+                    Some(_) => {
+                        return Err(SolveError(format!(
+                            "{id}: a kept stop is a delivery with at most one window (pickups are planned afresh)"
+                        )));
+                    }
+                    None => return Err(SolveError(format!("{id}: kept on {} but not in the problem", vehicle.id))),
+                }
+                held.push(jobs.get(id.as_str()).cloned().ok_or_else(|| SolveError(format!("{id}: not built")))?);
+            }
+            details.push(LockDetail::new(order, position, held));
         }
         let owner = vehicle.id.clone();
         locks.push(Arc::new(Lock::new(
             Arc::new(move |actor: &Actor| actor.vehicle.dimens.get_vehicle_id().is_some_and(|id| *id == owner)),
-            vec![LockDetail::new(LockOrder::Strict, LockPosition::Departure, held)],
+            details,
             false,
         )));
     }

@@ -27,6 +27,7 @@ fn van(id: &str, skills: &[&str]) -> Vehicle {
         capacity: vec![100],
         skills: skills.iter().map(|s| (*s).to_owned()).collect(),
         committed: Vec::new(),
+        planned: Vec::new(),
     }
 }
 
@@ -175,6 +176,30 @@ fn a_replan_keeps_the_stop_a_courier_is_driving_to() {
     let mut wrong = problem.clone();
     wrong.vehicles[0].committed = vec!["nowhere".into()];
     assert!(solve(&wrong, &quick()).is_err());
+}
+
+#[test]
+fn a_replan_keeps_the_order_of_the_planned_route_and_fits_new_orders_in() {
+    // The current route goes 3 then 1 (not the shortest): a re-plan keeps that
+    // order and fits the new order at 2 in somewhere.
+    let mut a = van("a", &[]);
+    a.planned = vec!["j3".into(), "j1".into()];
+    let problem = Problem {
+        matrix: line(4),
+        vehicles: vec![a],
+        jobs: vec![delivery("j1", 1), delivery("new", 2), delivery("j3", 3)],
+    };
+    let plan = solve(&problem, &quick()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(check(&problem, &plan), Vec::new());
+    let order: Vec<&str> = plan.routes[0].stops.iter().map(|s| s.job.as_str()).collect();
+    let (three, one) = (order.iter().position(|j| *j == "j3"), order.iter().position(|j| *j == "j1"));
+    assert!(three < one && order.contains(&"new"), "{order:?}");
+    // One order kept on two routes is refused.
+    let mut twice = problem.clone();
+    let mut b = van("b", &[]);
+    b.planned = vec!["j1".into()];
+    twice.vehicles.push(b);
+    assert!(solve(&twice, &quick()).is_err());
 }
 
 #[test]
