@@ -720,7 +720,7 @@ async fn unlock_user(
         REST commands over one state machine, a resumable WebSocket push stream at /api/v1/stream, \
         problem+json errors with stable codes. Send `Idempotency-Key` on every mutating request."),
     components(schemas(Problem, xianlu_domain::wire::ClientMessage, xianlu_domain::wire::ServerMessage)),
-    tags((name = "auth"), (name = "orders"), (name = "parties"), (name = "stock"), (name = "payments"), (name = "admin"), (name = "operations"), (name = "couriers"))
+    tags((name = "auth"), (name = "orders"), (name = "parties"), (name = "stock"), (name = "payments"), (name = "admin"), (name = "operations"), (name = "couriers"), (name = "dispatch"))
 )]
 struct ApiDoc;
 
@@ -772,6 +772,8 @@ pub fn router(evidence_limit: usize) -> (axum::Router<Arc<AppState>>, utoipa::op
         .routes(routes!(ops::eta_accuracy))
         .routes(routes!(ops::courier_locations))
         .routes(routes!(ops::sweep_now))
+        .routes(routes!(ops::create_plan))
+        .routes(routes!(ops::courier_route))
         .split_for_parts();
     doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
     (router, doc)

@@ -100,7 +100,13 @@ pub struct NewCourier {
     pub vehicle: String,
     #[serde(default)]
     pub refrigerated: bool,
+    /// What the vehicle carries, kilograms (default 500).
+    #[serde(default)]
+    pub capacity_kg: Option<u32>,
 }
+
+/// A van's capacity when none is given.
+pub const DEFAULT_CAPACITY_KG: u32 = 500;
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -109,6 +115,7 @@ pub struct Courier {
     pub merchant_id: MerchantId,
     pub vehicle: String,
     pub refrigerated: bool,
+    pub capacity_kg: u32,
 }
 
 /// Sets the counted stock of a SKU (reservations are kept).
@@ -324,21 +331,27 @@ impl OrderService {
         check("name", &new.name, 100)?;
         check("phone", &new.phone, 40)?;
         check("vehicle", &new.vehicle, 100)?;
+        let capacity_kg = new.capacity_kg.unwrap_or(DEFAULT_CAPACITY_KG);
+        if !(1..=40_000).contains(&capacity_kg) {
+            return Err(ApiError::unprocessable("invalid_body", "capacityKg: between 1 and 40 000 kg"));
+        }
         let id = CourierId(Uuid::now_v7());
         let mut tx = self.db.begin().await?;
         self.merchant_exists(&mut tx, merchant).await?;
         on_tx!(&mut tx, c => {
-            sqlx::query("INSERT INTO couriers (id, merchant_id, vehicle, refrigerated) VALUES ($1, $2, $3, $4)")
+            sqlx::query("INSERT INTO couriers (id, merchant_id, vehicle, refrigerated, capacity_kg) VALUES ($1, $2, $3, $4, $5)")
                 .bind(id.uuid())
                 .bind(merchant.uuid())
                 .bind(&new.vehicle)
                 .bind(new.refrigerated)
+                .bind(i64::from(capacity_kg))
                 .execute(&mut *c)
                 .await?;
         });
         let personal = Personal { name: new.name.clone(), phone: new.phone.clone() };
         self.vault.store(&mut tx, id.uuid(), &personal).await.map_err(ApiError::Internal)?;
-        let courier = Courier { id, merchant_id: merchant, vehicle: new.vehicle, refrigerated: new.refrigerated };
+        let courier =
+            Courier { id, merchant_id: merchant, vehicle: new.vehicle, refrigerated: new.refrigerated, capacity_kg };
         self.audit_admin(
             &mut tx,
             ctx,

@@ -154,6 +154,10 @@ impl TestServer {
     }
 
     pub async fn spawn_with(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Result<TestServer> {
+        // `XIANLU_TEST_LOG=debug` shows the server's log while a test runs.
+        if let Ok(filter) = std::env::var("XIANLU_TEST_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
         let mut config = test_config(&db);
         adjust(&mut config);
         let clock = Arc::new(ShiftedClock::default());

@@ -467,6 +467,9 @@ fn route_matrix() -> Vec<(&'static str, &'static str, Option<[Expect; 7]>)> {
         ("get", "/merchants/{id}/eta-accuracy", Some([Ok, Ok, Ok, Forbidden, Hidden, Hidden, Ok])),
         ("get", "/merchants/{id}/courier-locations", Some([Ok, Ok, Ok, Forbidden, Hidden, Hidden, Ok])),
         ("post", "/admin/rules/sweep", Some([AdminOnly; 7])),
+        // Planning moves the orders the other cases rely on, and takes seconds: tested in tests/operations.rs.
+        ("post", "/merchants/{id}/plans", None),
+        ("get", "/couriers/{id}/route", None),
         // Needs an alert: tested with the rules (tests/operations.rs).
         ("post", "/alerts/{id}/acknowledge", None),
         // Authenticated by the gateway's signature, tested on its own.

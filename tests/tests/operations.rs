@@ -15,6 +15,7 @@ xianlu_tests::on_both_backends!(
     a_recorded_delivery_round_arrives_once_per_stop_and_keeps_every_party_informed,
     operations_settings_fences_and_alerts_refuse_bad_input,
     each_rule_raises_its_alert_once_when_its_threshold_passes_and_clears_when_resolved,
+    the_planner_assigns_open_orders_cold_goods_to_refrigerated_vans_and_keeps_routes,
 );
 
 const WAREHOUSE: (f64, f64) = (39.97, 116.49);
@@ -461,6 +462,168 @@ async fn each_rule_raises_its_alert_once_when_its_threshold_passes_and_clears_wh
                 .iter()
                 .any(|a| a["rule"] == "EXCEPTION_OPEN" && a["severity"] == "HIGH" && a["clearedAt"].is_string()),
         "{history:?}"
+    );
+    server.stop().await;
+    Ok(())
+}
+
+async fn the_planner_assigns_open_orders_cold_goods_to_refrigerated_vans_and_keeps_routes(
+    backend: Backend,
+) -> Result<()> {
+    let server = TestServer::spawn(backend).await?;
+    let admin = server.client("admin:root");
+    let shop = Shop::open(&admin).await?;
+    let third = admin
+        .ok(
+            &format!("/api/v1/merchants/{}/couriers", shop.merchant),
+            &json!({"name": "冷链王师傅", "phone": "13900000009", "vehicle": "refrigerated van", "refrigerated": true, "capacityKg": 300}),
+        )
+        .await?;
+    ensure!(third["capacityKg"] == 300 && third["refrigerated"] == true, "{third}");
+    // Three ordinary orders and one of chilled pork, packed and waiting for a courier.
+    let mut ids = Vec::new();
+    let today =
+        json!({"start": Utc::now() + chrono::Duration::hours(1), "end": Utc::now() + chrono::Duration::hours(4)});
+    for i in 0..4 {
+        let mut draft = shop.spinach();
+        draft["requestedWindow"] = today.clone();
+        if i == 3 {
+            draft["lines"][0]["temperature"] = json!("CHILLED");
+        }
+        let id = shop.place(&admin, &draft).await?;
+        admin.command(&id, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+        admin.command(&id, json!({"type": "START_PICKING"})).await?;
+        admin.command(&id, json!({"type": "RECORD_PICK", "lineNo": 1, "base": 2000})).await?;
+        admin.command(&id, json!({"type": "PACK"})).await?;
+        ids.push(id);
+    }
+    let chilled = ids[3].clone();
+    let view = admin.order(&chilled).await?;
+    ensure!(view["order"]["lines"][0]["temperature"] == "CHILLED", "{}", view["order"]["lines"][0]);
+    let plan = admin.ok(&format!("/api/v1/merchants/{}/plans", shop.merchant), &json!({"seconds": 1})).await?;
+    ensure!(plan["unassigned"].as_array().is_some_and(Vec::is_empty), "{plan}");
+    let routes = plan["routes"].as_array().cloned().unwrap_or_default();
+    let planned: Vec<String> = routes
+        .iter()
+        .flat_map(|r| r["stops"].as_array().cloned().unwrap_or_default())
+        .filter_map(|s| s["orderId"].as_str().map(str::to_owned))
+        .collect();
+    ensure!(ids.iter().all(|id| planned.contains(id)) && planned.len() == 4, "every order planned once: {planned:?}");
+    let carrier = |order: &str| {
+        routes
+            .iter()
+            .find(|r| r["stops"].as_array().is_some_and(|s| s.iter().any(|s| s["orderId"] == order)))
+            .and_then(|r| r["courierId"].as_str())
+            .map(str::to_owned)
+    };
+    // Every van of this shop is refrigerated; the plain-van case is below.
+    ensure!(carrier(&chilled).is_some());
+    // The plan is applied through the orders themselves.
+    for id in &ids {
+        let order = admin.order(id).await?;
+        ensure!(
+            order["order"]["courierId"].as_str().map(str::to_owned) == carrier(id),
+            "{id}: {}",
+            order["order"]["courierId"]
+        );
+    }
+    // Each courier's route: stops in order with planned times, as JSON and GeoJSON.
+    let cold_van = carrier(&chilled).unwrap_or_default();
+    let route = admin.get(&format!("/api/v1/couriers/{cold_van}/route")).await?.json();
+    let stops = route["stops"].as_array().cloned().unwrap_or_default();
+    ensure!(stops.iter().any(|s| s["orderId"] == chilled.as_str()), "{route}");
+    let times: Vec<String> = stops.iter().filter_map(|s| s["plannedArrival"].as_str().map(str::to_owned)).collect();
+    ensure!(!times.is_empty() && times.windows(2).all(|w| w[0] <= w[1]), "arrivals in order: {times:?}");
+    let geo = admin.get(&format!("/api/v1/couriers/{cold_van}/route?format=geojson")).await?;
+    ensure!(geo.content_type == "application/geo+json", "{}", geo.content_type);
+    let features = geo.json()["features"].as_array().map(Vec::len).unwrap_or_default();
+    ensure!(features == stops.len() + 2, "start, stops and the sequence line: {features}");
+    ensure!(admin.get(&format!("/api/v1/couriers/{cold_van}/route?format=kml")).await?.code() == "invalid_format");
+    // An order for another day is not planned today.
+    let later = shop.place(&admin, &shop.spinach()).await?;
+    admin.command(&later, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+    // Planning again with nothing new for today changes nobody's orders.
+    let again = admin.ok(&format!("/api/v1/merchants/{}/plans", shop.merchant), &json!({"seconds": 1})).await?;
+    ensure!(again["reassigned"] == 0, "{again}");
+    ensure!(!again.to_string().contains(later.as_str()), "the 2030 order waits: {again}");
+    ensure!(
+        admin.post(&format!("/api/v1/merchants/{}/plans", shop.merchant), &json!({"seconds": 600})).await?.code()
+            == "invalid_body"
+    );
+
+    // A merchant with only a plain van: the chilled order is not planned, and the plan says why.
+    let merchant = admin
+        .ok("/api/v1/merchants", &json!({"name": "小菜园", "orderPrefix": "XC", "timeZone": "Asia/Shanghai"}))
+        .await?["id"]
+        .as_str()
+        .context("merchant")?
+        .to_owned();
+    let warehouse = admin
+        .ok(
+            &format!("/api/v1/merchants/{merchant}/warehouses"),
+            &json!({"name": "仓", "address": "一号", "location": {"lat": 39.97, "lng": 116.49}}),
+        )
+        .await?["id"]
+        .as_str()
+        .context("warehouse")?
+        .to_owned();
+    let customer = admin
+        .ok(
+            &format!("/api/v1/merchants/{merchant}/customers"),
+            &json!({"businessName": "面馆", "kind": "RESTAURANT", "address": "二号", "location": {"lat": 39.93, "lng": 116.42},
+                    "paymentTerms": {"kind": "CREDIT", "days": 30}}),
+        )
+        .await?["id"]
+        .as_str()
+        .context("customer")?
+        .to_owned();
+    let plain = admin
+        .ok(
+            &format!("/api/v1/merchants/{merchant}/couriers"),
+            &json!({"name": "赵六", "phone": "13900000010", "vehicle": "三轮车"}),
+        )
+        .await?["id"]
+        .as_str()
+        .context("courier")?
+        .to_owned();
+    let stock = admin
+        .put(
+            &format!("/api/v1/warehouses/{warehouse}/stock/SPINACH"),
+            &json!({"name": "菠菜", "dimension": "grams", "onHandBase": 50_000}),
+        )
+        .await?;
+    ensure!(stock.status == 200);
+    let mut placed = Vec::new();
+    for temperature in ["AMBIENT", "FROZEN"] {
+        let order = admin
+            .ok(
+                "/api/v1/orders",
+                &json!({"merchantId": merchant, "warehouseId": warehouse, "customerId": customer, "requestedWindow": today,
+                        "paymentTerms": {"kind": "CREDIT", "days": 30}, "notes": "",
+                        "lines": [{"sku": "SPINACH", "name": "菠菜", "quantity": 2, "unit": "kg",
+                                   "price": {"fen": 350, "per": "jin"}, "temperature": temperature}]}),
+            )
+            .await?;
+        placed.push(order["id"].as_str().context("order")?.to_owned());
+    }
+    let plan = admin.ok(&format!("/api/v1/merchants/{merchant}/plans"), &json!({"seconds": 1})).await?;
+    let unassigned: Vec<(String, String)> = plan["unassigned"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|u| {
+            (u["orderId"].as_str().unwrap_or_default().to_owned(), u["reason"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    ensure!(unassigned == [(placed[1].clone(), "skill".to_owned())], "{plan}");
+    ensure!(
+        admin.order(&placed[0]).await?["order"]["courierId"] == plain.as_str(),
+        "the ambient order goes on the plain van"
+    );
+    ensure!(
+        admin.order(&placed[1]).await?["order"]["courierId"].is_null(),
+        "the frozen one waits for a refrigerated van"
     );
     server.stop().await;
     Ok(())

@@ -261,6 +261,92 @@ pub async fn courier_locations(
     Ok(axum::Json(state.ops.latest(&ids)))
 }
 
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlanRequest {
+    /// Time the planner may take, 0.5–60 s (default 5).
+    #[serde(default)]
+    pub seconds: Option<f64>,
+    /// Plan from scratch: orders not yet on the road may all move. By
+    /// default couriers keep what they have, in order, and new orders are
+    /// fitted in.
+    #[serde(default)]
+    pub fresh: bool,
+}
+
+/// Plans the merchant's open orders onto its couriers and applies the plan:
+/// orders are assigned (or re-assigned) through the usual commands, and each
+/// courier's route is kept for their app and for the ETAs.
+#[utoipa::path(post, path = "/merchants/{id}/plans", tag = "dispatch", params(("id" = String, Path)),
+    request_body = PlanRequest,
+    responses((status = 200, body = crate::operations::dispatch::PlanSummary), (status = 422, body = Problem), (status = 404, body = Problem)))]
+pub async fn create_plan(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+    ApiJson(request): ApiJson<PlanRequest>,
+) -> ApiResult<axum::Json<crate::operations::dispatch::PlanSummary>> {
+    let merchant: MerchantId = parse_id(&id, "merchant")?;
+    policy::check_merchant_action(&ctx.scope, merchant, Action::Assign)?;
+    let seconds = request.seconds.unwrap_or(5.0);
+    if !(0.5..=60.0).contains(&seconds) {
+        return Err(ApiError::unprocessable("invalid_body", "seconds: between 0.5 and 60"));
+    }
+    Ok(axum::Json(state.ops.plan(merchant, seconds, request.fresh).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteQuery {
+    /// `json` (default) or `geojson`.
+    pub format: Option<String>,
+}
+
+/// A courier's planned route: ordered stops with planned times, as JSON or as
+/// GeoJSON (the start and the stops as points, the visiting order as a line).
+#[utoipa::path(get, path = "/couriers/{id}/route", tag = "dispatch", params(("id" = String, Path), RouteQuery),
+    responses((status = 200, body = crate::operations::dispatch::CourierRoute), (status = 404, body = Problem)))]
+pub async fn courier_route(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+    ApiQuery(query): ApiQuery<RouteQuery>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let courier: CourierId = parse_id(&id, "courier")?;
+    let merchant =
+        state.service.courier_merchant(courier).await?.ok_or_else(|| ApiError::NotFound("no such courier".into()))?;
+    policy::check_courier_positions(&ctx.scope, merchant, courier)?;
+    let route = state.ops.route(courier).await?.ok_or_else(|| ApiError::NotFound("no planned route".into()))?;
+    match query.format.as_deref() {
+        None | Some("json") => Ok(axum::Json(route).into_response()),
+        Some("geojson") => {
+            let point = |p: LatLng| serde_json::json!({"type": "Point", "coordinates": [p.lng, p.lat]});
+            let mut features = vec![serde_json::json!({"type": "Feature", "geometry": point(route.start),
+                "properties": {"kind": "start", "courierId": route.courier_id}})];
+            for (i, stop) in route.stops.iter().enumerate() {
+                features.push(serde_json::json!({"type": "Feature", "geometry": point(stop.location),
+                    "properties": {"kind": "stop", "sequence": i + 1, "orderId": stop.order_id,
+                        "orderNumber": stop.order_number, "plannedArrival": stop.planned_arrival}}));
+            }
+            let line: Vec<[f64; 2]> = std::iter::once(route.start)
+                .chain(route.stops.iter().map(|s| s.location))
+                .map(|p| [p.lng, p.lat])
+                .collect();
+            features
+                .push(serde_json::json!({"type": "Feature", "geometry": {"type": "LineString", "coordinates": line},
+                "properties": {"kind": "sequence"}}));
+            let body = serde_json::json!({"type": "FeatureCollection", "features": features});
+            let mut response = axum::Json(body).into_response();
+            response
+                .headers_mut()
+                .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/geo+json"));
+            Ok(response)
+        }
+        Some(_) => Err(ApiError::bad_request("invalid_format", "format is json or geojson")),
+    }
+}
+
 /// Runs the alert rules now (administrators; the server also runs them on a timer).
 #[utoipa::path(post, path = "/admin/rules/sweep", tag = "admin",
     responses((status = 204), (status = 403, body = Problem)))]

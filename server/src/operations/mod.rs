@@ -10,6 +10,7 @@
 //! Where several processes could write the same thing (a visit, an ETA, an
 //! alert) the database decides who does: a unique key or a compare-and-set.
 
+pub mod dispatch;
 pub mod eta;
 pub mod http;
 pub mod notify;
@@ -45,7 +46,7 @@ const MAX_LEG: chrono::TimeDelta = chrono::TimeDelta::hours(3);
 /// Legs between stops remembered at most (then forgotten all at once).
 const MAX_CACHED_LEGS: usize = 200_000;
 /// Fallback driving speed where no road network is loaded (m/s, ~30 km/h).
-const STRAIGHT_LINE_MPS: f64 = 8.3;
+pub(crate) const STRAIGHT_LINE_MPS: f64 = 8.3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FenceKey {
@@ -553,7 +554,15 @@ impl Operations {
                 stops.push(Stop { order, at });
             }
         }
-        stops.sort_by_key(|s| (assigned.get(&s.order.id.uuid()).copied().unwrap_or(i64::MAX), s.order.id.uuid()));
+        // The planned route's order where there is one, then the order of assignment.
+        let planned = self.route_order(courier).await?;
+        stops.sort_by_key(|s| {
+            (
+                planned.get(&s.order.id).copied().unwrap_or(usize::MAX),
+                assigned.get(&s.order.id.uuid()).copied().unwrap_or(i64::MAX),
+                s.order.id.uuid(),
+            )
+        });
         Ok(stops)
     }
 

@@ -141,6 +141,9 @@ pub struct OperationsSettings {
     pub arriving_soon_minutes: u32,
     /// ... and told again only if the ETA first moves back out by this much.
     pub arriving_soon_rearm_minutes: u32,
+    /// Chilled and frozen goods reach the customer within this many minutes
+    /// of leaving the cold room (the planner holds routes to it).
+    pub cold_exposure_minutes: u32,
     pub rules: RuleThresholds,
 }
 
@@ -154,6 +157,7 @@ impl Default for OperationsSettings {
             service_seconds: 300,
             arriving_soon_minutes: 10,
             arriving_soon_rearm_minutes: 5,
+            cold_exposure_minutes: 240,
             rules: RuleThresholds::default(),
         }
     }
@@ -180,6 +184,9 @@ impl OperationsSettings {
         }
         if !(1..=120).contains(&self.arriving_soon_minutes) {
             return bad("arrivingSoonMinutes", "between 1 and 120 minutes");
+        }
+        if !(10..=1440).contains(&self.cold_exposure_minutes) {
+            return bad("coldExposureMinutes", "between 10 and 1440 minutes");
         }
         let r = &self.rules;
         for (field, v) in [

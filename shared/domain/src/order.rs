@@ -200,7 +200,7 @@ pub struct Payment {
 }
 
 /// Storage temperature a line needs; decides which vehicles may carry it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TemperatureClass {
@@ -517,6 +517,26 @@ impl Order {
         };
         let paid_fen = self.payment.as_ref().map_or(0, |p| p.paid_fen);
         self.totals = Totals { ordered_fen, charge_fen, paid_fen, balance_fen: charge_fen - paid_fen };
+    }
+
+    /// What the goods weigh as they will ship, grams: picked weights where
+    /// picked, otherwise the ordered grams or pieces × their nominal weight.
+    pub fn shipping_weight_g(&self) -> i64 {
+        self.lines
+            .iter()
+            .map(|l| match (&l.picked, l.dimension) {
+                (Some(p), _) if p.weight_g.is_some() => p.weight_g.unwrap_or(0),
+                (Some(p), Dimension::Grams) => p.base,
+                (Some(p), Dimension::Pieces) => p.base * l.nominal_g.unwrap_or(0),
+                (None, Dimension::Grams) => l.base_to_ship,
+                (None, Dimension::Pieces) => l.base_to_ship * l.nominal_g.unwrap_or(0),
+            })
+            .sum()
+    }
+
+    /// The coldest storage any line needs.
+    pub fn temperature(&self) -> TemperatureClass {
+        self.lines.iter().map(|l| l.temperature).max().unwrap_or(TemperatureClass::Ambient)
     }
 
     /// Lines in the seed's compact form.

@@ -1,0 +1,462 @@
+//! Dispatch: the merchant's open orders and couriers become a planning
+//! problem for `xianlu-planner`, **the one place orders are assigned and
+//! sequenced**; its plan is applied as `ASSIGN_COURIER` commands through the
+//! order writer and kept as each courier's route, which the ETAs follow.
+//!
+//! What this first planner does, and does not yet:
+//! - Orders on a courier's van (`DELIVERING`) stay with that courier, from
+//!   their latest position; chilled goods keep counting from dispatch.
+//! - Orders not yet on the road (awaiting picking, picking, packed) go to
+//!   couriers with nothing aboard, starting from the warehouse nearest them
+//!   and taking that warehouse's orders (one trip; no reloading yet).
+//! - Chilled and frozen orders need a refrigerated van and arrive within the
+//!   merchant's cold-exposure limit.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use xianlu_domain::wire::LatLng;
+use xianlu_domain::{
+    Command, CourierId, MerchantId, Order, OrderId, OrderNumber, Status, TemperatureClass, WarehouseId,
+};
+use xianlu_planner::{Job, Matrix, Plan, Problem, Settings, Task, Vehicle};
+
+use super::{Operations, STRAIGHT_LINE_MPS};
+use crate::error::{ApiError, ApiResult};
+use crate::on_db;
+use crate::service::RequestCtx;
+
+const REFRIGERATED: &str = "refrigerated";
+/// How far ahead a plan looks.
+const HORIZON: TimeDelta = TimeDelta::hours(14);
+
+/// A stop on a courier's planned route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedStop {
+    pub order_id: OrderId,
+    pub order_number: OrderNumber,
+    pub location: LatLng,
+    pub planned_arrival: DateTime<Utc>,
+    /// When the stop is left again (after unloading).
+    pub planned_departure: DateTime<Utc>,
+}
+
+/// A courier's route as planned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CourierRoute {
+    pub courier_id: CourierId,
+    pub plan_id: Uuid,
+    pub planned_at: DateTime<Utc>,
+    pub start: LatLng,
+    pub stops: Vec<PlannedStop>,
+}
+
+/// An order the plan could not take, and why (a stable code).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnplannedOrder {
+    pub order_id: OrderId,
+    pub order_number: OrderNumber,
+    /// `time_window`, `capacity`, `skill` (no refrigerated van), `cold_exposure`,
+    /// `pinned_elsewhere`, `no_courier` or `no_feasible_route`.
+    pub reason: String,
+}
+
+/// What a plan did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanSummary {
+    pub plan_id: Uuid,
+    pub planned_at: DateTime<Utc>,
+    pub routes: Vec<CourierRoute>,
+    pub unassigned: Vec<UnplannedOrder>,
+    /// Orders given to another courier than before.
+    pub reassigned: u32,
+    pub seconds: f64,
+}
+
+struct CourierRow {
+    id: CourierId,
+    refrigerated: bool,
+    capacity_kg: i64,
+}
+
+/// Where each planner location is, and what it stands for.
+struct Places {
+    points: Vec<LatLng>,
+    index: HashMap<(i64, i64), usize>,
+}
+
+impl Places {
+    fn at(&mut self, p: LatLng) -> usize {
+        // Positions within about a centimetre are one place.
+        let key = ((p.lat * 1e7).round() as i64, (p.lng * 1e7).round() as i64);
+        *self.index.entry(key).or_insert_with(|| {
+            self.points.push(p);
+            self.points.len() - 1
+        })
+    }
+}
+
+impl Operations {
+    /// Plans the merchant's open orders onto its couriers within `seconds`
+    /// and applies the plan.
+    ///
+    /// Unless `fresh`, each courier keeps the orders they already have, in
+    /// their current order, and new orders are fitted in: a re-plan changes
+    /// what must change. A fresh plan may move every order not yet on the road.
+    pub async fn plan(&self, merchant: MerchantId, seconds: f64, fresh: bool) -> ApiResult<PlanSummary> {
+        let started = std::time::Instant::now();
+        let context = self.context(merchant).await?;
+        let now = self.clock.now();
+        let warehouses: Vec<(Uuid, f64, f64)> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT id, lat, lng FROM warehouses WHERE merchant_id = $1 ORDER BY id")
+                .bind(merchant.uuid())
+                .fetch_all(pool)
+                .await?
+        });
+        let couriers: Vec<(Uuid, bool, i64)> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT id, refrigerated, capacity_kg FROM couriers WHERE merchant_id = $1 ORDER BY id")
+                .bind(merchant.uuid())
+                .fetch_all(pool)
+                .await?
+        });
+        let couriers: Vec<CourierRow> = couriers
+            .into_iter()
+            .map(|(id, refrigerated, capacity_kg)| CourierRow { id: CourierId(id), refrigerated, capacity_kg })
+            .collect();
+        let docs: Vec<(String,)> = on_db!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT doc FROM orders WHERE merchant_id = $1 AND status IN ('AWAITING_PICK', 'PICKING', 'PACKED', 'DELIVERING') \
+                 ORDER BY created_at, id",
+            )
+            .bind(merchant.uuid())
+            .fetch_all(pool)
+            .await?
+        });
+        let orders: Vec<Order> = docs
+            .into_iter()
+            .map(|(doc,)| serde_json::from_str(&doc).map_err(|e| ApiError::Internal(e.into())))
+            .collect::<ApiResult<_>>()?;
+        let dispatched = self.dispatch_times(&orders).await?;
+
+        let mut places = Places { points: Vec::new(), index: HashMap::new() };
+        let warehouse_at: HashMap<WarehouseId, usize> = warehouses
+            .iter()
+            .map(|(id, lat, lng)| (WarehouseId(*id), places.at(LatLng { lat: *lat, lng: *lng })))
+            .collect();
+        let seconds_from = |t: DateTime<Utc>| (t - now).num_milliseconds() as f64 / 1000.0;
+        let horizon = HORIZON.num_seconds() as f64;
+        let cold_limit = f64::from(context.settings.cold_exposure_minutes) * 60.0;
+
+        let mut vehicles = Vec::with_capacity(couriers.len());
+        for courier in &couriers {
+            let aboard: Vec<&Order> =
+                orders.iter().filter(|o| o.status == Status::Delivering && o.courier_id == Some(courier.id)).collect();
+            let here = self.latest(&[courier.id]).first().map(|l| l.position);
+            let mut skills = Vec::new();
+            if courier.refrigerated {
+                skills.push(REFRIGERATED.to_owned());
+            }
+            let start = if aboard.is_empty() {
+                // Loads at the warehouse nearest to where they are.
+                let nearest = warehouses
+                    .iter()
+                    .min_by(|a, b| {
+                        let d = |w: &(Uuid, f64, f64)| {
+                            here.map_or(0.0, |p| xianlu_roads::distance_m(p, LatLng { lat: w.1, lng: w.2 }))
+                        };
+                        d(a).total_cmp(&d(b))
+                    })
+                    .map(|w| WarehouseId(w.0));
+                let Some(warehouse) = nearest else { continue };
+                skills.push(format!("warehouse:{warehouse}"));
+                warehouse_at[&warehouse]
+            } else {
+                let fallback = aboard.first().and_then(|o| warehouse_at.get(&o.warehouse_id)).copied().unwrap_or(0);
+                here.map_or(fallback, |p| places.at(p))
+            };
+            vehicles.push(Vehicle {
+                id: courier.id.to_string(),
+                start,
+                end: None,
+                // Open routes: the last stop may start by the horizon and then take its service time.
+                shift: (0.0, horizon + f64::from(context.settings.service_seconds)),
+                capacity: vec![courier.capacity_kg.saturating_mul(1000)],
+                skills,
+                committed: Vec::new(),
+                planned: Vec::new(),
+            });
+        }
+
+        let mut jobs = Vec::with_capacity(orders.len());
+        let mut customers: HashMap<Uuid, Option<LatLng>> = HashMap::new();
+        for order in &orders {
+            let location = match customers.get(&order.customer_id.uuid()) {
+                Some(l) => *l,
+                None => {
+                    let l = self.customer_location(order.customer_id).await?;
+                    customers.insert(order.customer_id.uuid(), l);
+                    l
+                }
+            };
+            let Some(location) = location else { continue };
+            let aboard = order.status == Status::Delivering;
+            let cold = order.temperature() != TemperatureClass::Ambient;
+            let mut skills = Vec::new();
+            if cold {
+                skills.push(REFRIGERATED.to_owned());
+            }
+            if !aboard {
+                skills.push(format!("warehouse:{}", order.warehouse_id));
+            }
+            let (begin, end) =
+                (seconds_from(order.requested_window.start).max(0.0), seconds_from(order.requested_window.end));
+            // Another day's order waits for that day's plan (unless it is already on a van).
+            if begin > horizon && !aboard {
+                continue;
+            }
+            let end = end.min(horizon);
+            // A window already missed is still delivered, as soon as possible.
+            let mut window = if end > 0.0 { (begin, end) } else { (0.0, horizon) };
+            let mut max_exposure = None;
+            if cold {
+                match (aboard, dispatched.get(&order.id)) {
+                    // Out of the cold room since dispatch: what is left is a deadline.
+                    (true, Some(left)) => window.1 = window.1.min(seconds_from(*left) + cold_limit).max(window.0),
+                    (true, None) => {}
+                    (false, _) => max_exposure = Some(cold_limit),
+                }
+            }
+            jobs.push(Job {
+                id: order.id.to_string(),
+                task: Task::Delivery { location: places.at(location) },
+                demand: vec![order.shipping_weight_g()],
+                windows: vec![window],
+                service: f64::from(context.settings.service_seconds),
+                pickup_service: 0.0,
+                skills,
+                max_exposure,
+                pinned_to: aboard.then(|| order.courier_id.map(|c| c.to_string())).flatten(),
+            });
+        }
+
+        tracing::debug!(
+            jobs = ?jobs.iter().map(|j| (&j.id, &j.skills)).collect::<Vec<_>>(),
+            vehicles = ?vehicles.iter().map(|v| (&v.id, &v.skills)).collect::<Vec<_>>(),
+            "planning"
+        );
+        if !fresh {
+            let planned: std::collections::HashSet<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+            for vehicle in &mut vehicles {
+                let Ok(courier) = vehicle.id.parse::<Uuid>().map(CourierId) else { continue };
+                let order_in_route = self.route_order(courier).await?;
+                let mut kept: Vec<&Order> = orders
+                    .iter()
+                    .filter(|o| o.courier_id == Some(courier) && planned.contains(o.id.to_string().as_str()))
+                    .collect();
+                kept.sort_by_key(|o| (order_in_route.get(&o.id).copied().unwrap_or(usize::MAX), o.created_at));
+                vehicle.planned = kept.iter().map(|o| o.id.to_string()).collect();
+            }
+        }
+        let matrix = self.planning_matrix(&places.points).await;
+        let problem = Problem { matrix, vehicles, jobs };
+        let budget = (seconds - started.elapsed().as_secs_f64()).max(0.2);
+        let plan = tokio::task::spawn_blocking(move || {
+            xianlu_planner::solve(&problem, &Settings { seconds: budget, ..Settings::default() }).map(|p| (p, problem))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+        let (plan, problem) = plan;
+        let violations = xianlu_planner::check(&problem, &plan);
+        if !violations.is_empty() && !fresh {
+            // What couriers hold no longer fits together (a delay, a changed window): plan afresh.
+            tracing::warn!(merchant = %merchant, first = %violations[0], "kept assignments no longer fit; planning afresh");
+            return Box::pin(self.plan(merchant, seconds, true)).await;
+        }
+        if !violations.is_empty() {
+            // Never send a courier somewhere impossible: keep the current assignments.
+            tracing::error!(merchant = %merchant, first = %violations[0], count = violations.len(), "the planner returned an infeasible plan; not applied");
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "the plan broke {} rules; nothing was changed",
+                violations.len()
+            )));
+        }
+        let starts: HashMap<String, usize> = problem.vehicles.iter().map(|v| (v.id.clone(), v.start)).collect();
+        self.apply(merchant, now, &orders, (&places.points, &starts), plan, started).await
+    }
+
+    /// When each order left the warehouse (its latest dispatch or resumption).
+    async fn dispatch_times(&self, orders: &[Order]) -> ApiResult<HashMap<OrderId, DateTime<Utc>>> {
+        let ids: Vec<Uuid> = orders.iter().filter(|o| o.status == Status::Delivering).map(|o| o.id.uuid()).collect();
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT order_id, MIN(at) FROM events WHERE kind = 'DISPATCHED' AND order_id IN ({}) GROUP BY order_id",
+                crate::db::in_list(chunk.len())
+            );
+            let rows: Vec<(Uuid, DateTime<Utc>)> = on_db!(&self.db, pool => {
+                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.fetch_all(pool).await?
+            });
+            out.extend(rows.into_iter().map(|(id, at)| (OrderId(id), at)));
+        }
+        Ok(out)
+    }
+
+    /// Driving seconds between every pair of places (the map provider's, or
+    /// straight lines at city speed where it has none or fails).
+    async fn planning_matrix(&self, points: &[LatLng]) -> Matrix {
+        let n = points.len();
+        let straight = |a: LatLng, b: LatLng| xianlu_roads::distance_m(a, b) / STRAIGHT_LINE_MPS;
+        let provided = match &self.provider {
+            Some(provider) => provider.matrix(points, points).await.ok(),
+            None => None,
+        };
+        let mut seconds = vec![0.0; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                seconds[i * n + j] = provided
+                    .as_ref()
+                    .and_then(|m| m.get(i).and_then(|r| r.get(j)).copied().flatten())
+                    .unwrap_or_else(|| straight(points[i], points[j]));
+            }
+        }
+        // The objective is driving time: metres stand in as seconds × city speed.
+        Matrix { size: n, metres: seconds.iter().map(|s| s * STRAIGHT_LINE_MPS).collect(), seconds }
+    }
+
+    async fn apply(
+        &self,
+        merchant: MerchantId,
+        now: DateTime<Utc>,
+        orders: &[Order],
+        (points, starts): (&[LatLng], &HashMap<String, usize>),
+        plan: Plan,
+        started: std::time::Instant,
+    ) -> ApiResult<PlanSummary> {
+        let plan_id = Uuid::now_v7();
+        let by_id: HashMap<String, &Order> = orders.iter().map(|o| (o.id.to_string(), o)).collect();
+        let at = |s: f64| now + TimeDelta::milliseconds((s * 1000.0).round() as i64);
+        let ctx = RequestCtx::system(format!("plan-{plan_id}"));
+        let mut reassigned = 0;
+        let mut routes = Vec::new();
+        for route in &plan.routes {
+            let Ok(courier) = route.vehicle.parse::<Uuid>().map(CourierId) else { continue };
+            let mut stops = Vec::with_capacity(route.stops.len());
+            for stop in &route.stops {
+                let Some(order) = by_id.get(&stop.job) else { continue };
+                if order.courier_id != Some(courier) && order.status != Status::Delivering {
+                    let command = Command::AssignCourier { courier_id: courier };
+                    match self.service.execute(&ctx, order.id, Some(order.version), &command).await {
+                        Ok(_) => reassigned += u32::from(order.courier_id.is_some()),
+                        // It changed while we planned (picked up, cancelled): the next plan sees it.
+                        Err(ApiError::VersionConflict { .. } | ApiError::Rejected(_) | ApiError::Conflict { .. }) => {
+                            continue;
+                        }
+                        Err(other) => return Err(other),
+                    }
+                }
+                stops.push(PlannedStop {
+                    order_id: order.id,
+                    order_number: order.number.clone(),
+                    location: points[stop.location],
+                    planned_arrival: at(stop.arrival),
+                    planned_departure: at(stop.departure),
+                });
+            }
+            let start = starts.get(&route.vehicle).and_then(|i| points.get(*i)).copied();
+            let start = start.unwrap_or_else(|| stops.first().map_or(LatLng { lat: 0.0, lng: 0.0 }, |s| s.location));
+            routes.push(CourierRoute { courier_id: courier, plan_id, planned_at: now, start, stops });
+        }
+        let unassigned: Vec<UnplannedOrder> = plan
+            .unassigned
+            .iter()
+            .filter_map(|u| {
+                by_id.get(&u.job).map(|o| UnplannedOrder {
+                    order_id: o.id,
+                    order_number: o.number.clone(),
+                    reason: u.reason.clone(),
+                })
+            })
+            .collect();
+        let summary = PlanSummary {
+            plan_id,
+            planned_at: now,
+            routes,
+            unassigned,
+            reassigned,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        self.store(merchant, &summary).await?;
+        Ok(summary)
+    }
+
+    async fn store(&self, merchant: MerchantId, summary: &PlanSummary) -> ApiResult<()> {
+        let mut tx = self.db.begin().await?;
+        crate::on_tx!(&mut tx, c => {
+            sqlx::query("DELETE FROM courier_routes WHERE merchant_id = $1").bind(merchant.uuid()).execute(&mut *c).await?;
+        });
+        for route in summary.routes.iter().filter(|r| !r.stops.is_empty()) {
+            let stops = serde_json::to_string(&route.stops).map_err(|e| ApiError::Internal(e.into()))?;
+            crate::on_tx!(&mut tx, c => {
+                sqlx::query(
+                    "INSERT INTO courier_routes (courier_id, merchant_id, plan_id, stops, planned_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(route.courier_id.uuid())
+                .bind(merchant.uuid())
+                .bind(summary.plan_id)
+                .bind(stops)
+                .bind(summary.planned_at)
+                .execute(&mut *c)
+                .await?;
+            });
+        }
+        let stored = serde_json::to_string(summary).map_err(|e| ApiError::Internal(e.into()))?;
+        crate::on_tx!(&mut tx, c => {
+            sqlx::query("INSERT INTO plans (id, merchant_id, planned_at, summary) VALUES ($1, $2, $3, $4)")
+                .bind(summary.plan_id)
+                .bind(merchant.uuid())
+                .bind(summary.planned_at)
+                .bind(stored)
+                .execute(&mut *c)
+                .await?;
+        });
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A courier's planned route, if the latest plan gave them one.
+    pub async fn route(&self, courier: CourierId) -> ApiResult<Option<CourierRoute>> {
+        let row: Option<(Uuid, String, DateTime<Utc>)> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT plan_id, stops, planned_at FROM courier_routes WHERE courier_id = $1")
+                .bind(courier.uuid())
+                .fetch_optional(pool)
+                .await?
+        });
+        let Some((plan_id, stops, planned_at)) = row else { return Ok(None) };
+        let stops: Vec<PlannedStop> = serde_json::from_str(&stops).map_err(|e| ApiError::Internal(e.into()))?;
+        let start = self
+            .latest(&[courier])
+            .first()
+            .map_or_else(|| stops.first().map_or(LatLng { lat: 0.0, lng: 0.0 }, |s| s.location), |l| l.position);
+        Ok(Some(CourierRoute { courier_id: courier, plan_id, planned_at, start, stops }))
+    }
+
+    /// The order of a courier's stops in their planned route.
+    pub(super) async fn route_order(&self, courier: CourierId) -> ApiResult<HashMap<OrderId, usize>> {
+        Ok(self
+            .route(courier)
+            .await?
+            .map(|r| r.stops.iter().enumerate().map(|(i, s)| (s.order_id, i)).collect())
+            .unwrap_or_default())
+    }
+}
