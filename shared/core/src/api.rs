@@ -248,6 +248,11 @@ impl ApiClient {
         idempotency_key: Option<&str>,
     ) -> CoreResult<reqwest::Response> {
         let mut refreshed = false;
+        // A request that failed before any answer came (a pooled connection the
+        // server had just closed) is sent once more when repeating it is safe:
+        // reads, PUTs of content-addressed data, and keyed changes.
+        let repeatable = matches!(method, Method::GET | Method::PUT | Method::DELETE) || idempotency_key.is_some();
+        let mut resent = false;
         loop {
             let token = self.access_token().ok_or_else(|| CoreError::Unauthenticated("log in first".into()))?;
             let mut request =
@@ -258,7 +263,14 @@ impl ApiClient {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            let response = request.send().await.map_err(network)?;
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(error) if repeatable && !resent && error.is_request() => {
+                    resent = true;
+                    continue;
+                }
+                Err(error) => return Err(network(error)),
+            };
             check_version(&response)?;
             if response.status() == StatusCode::UNAUTHORIZED && !refreshed {
                 self.refresh(&token).await?;
