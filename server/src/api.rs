@@ -774,6 +774,8 @@ pub fn router(evidence_limit: usize) -> (axum::Router<Arc<AppState>>, utoipa::op
         .routes(routes!(ops::sweep_now))
         .routes(routes!(ops::create_plan))
         .routes(routes!(ops::courier_route))
+        .routes(routes!(ops::pin_order))
+        .routes(routes!(ops::lock_route))
         .split_for_parts();
     doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
     (router, doc)

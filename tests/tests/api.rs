@@ -470,6 +470,9 @@ fn route_matrix() -> Vec<(&'static str, &'static str, Option<[Expect; 7]>)> {
         // Planning moves the orders the other cases rely on, and takes seconds: tested in tests/operations.rs.
         ("post", "/merchants/{id}/plans", None),
         ("get", "/couriers/{id}/route", None),
+        // Releasing a pin and unlocking a route change nothing the other cases rely on.
+        ("put", "/orders/{id}/pin", Some([Ok, Ok, Ok, Forbidden, Forbidden, Forbidden, Forbidden])),
+        ("put", "/couriers/{id}/route-lock", Some([Ok, Ok, Ok, Forbidden, Hidden, Hidden, Forbidden])),
         // Needs an alert: tested with the rules (tests/operations.rs).
         ("post", "/alerts/{id}/acknowledge", None),
         // Authenticated by the gateway's signature, tested on its own.
@@ -581,6 +584,8 @@ async fn every_route_refuses_every_role_what_it_may_not_reach(backend: Backend) 
                     "/admin/users/{id}/password" => json!({"password": PASSWORD}),
                     "/admin/users/{id}/couriers" => json!({"courierId": shop.couriers[1]}),
                     "/admin/users/{id}/role" => json!({"role": "courier", "courierId": shop.couriers[1]}),
+                    "/orders/{id}/pin" => json!({"courierId": null}),
+                    "/couriers/{id}/route-lock" => json!({"locked": false}),
                     _ => json!({}),
                 };
                 let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes())?;

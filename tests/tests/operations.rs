@@ -539,6 +539,44 @@ async fn the_planner_assigns_open_orders_cold_goods_to_refrigerated_vans_and_kee
     let features = geo.json()["features"].as_array().map(Vec::len).unwrap_or_default();
     ensure!(features == stops.len() + 2, "start, stops and the sequence line: {features}");
     ensure!(admin.get(&format!("/api/v1/couriers/{cold_van}/route?format=kml")).await?.code() == "invalid_format");
+    // Merchant staff pin an order to the other courier: a fresh plan respects it.
+    let other =
+        shop.couriers.iter().find(|c| Some(c.as_str()) != carrier(&ids[0]).as_deref()).cloned().unwrap_or_default();
+    let reply = admin.put(&format!("/api/v1/orders/{}/pin", ids[0]), &json!({"courierId": other})).await?;
+    ensure!(reply.status == 200, "{}", reply.status);
+    let pinned =
+        admin.ok(&format!("/api/v1/merchants/{}/plans", shop.merchant), &json!({"seconds": 1, "fresh": true})).await?;
+    ensure!(admin.order(&ids[0]).await?["order"]["courierId"] == other.as_str(), "{pinned}");
+    // A locked route stays exactly as it is while new orders come.
+    let locked_courier = other.clone();
+    let before = admin.get(&format!("/api/v1/couriers/{locked_courier}/route")).await?.json()["stops"].clone();
+    ensure!(
+        admin.put(&format!("/api/v1/couriers/{locked_courier}/route-lock"), &json!({"locked": true})).await?.status
+            == 200
+    );
+    let mut extra = shop.spinach();
+    extra["requestedWindow"] = today.clone();
+    let newcomer = shop.place(&admin, &extra).await?;
+    admin.command(&newcomer, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+    admin.ok(&format!("/api/v1/merchants/{}/plans", shop.merchant), &json!({"seconds": 1})).await?;
+    let after = admin.get(&format!("/api/v1/couriers/{locked_courier}/route")).await?.json()["stops"].clone();
+    let order_ids = |stops: &Value| -> Vec<String> {
+        stops
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| s["orderId"].as_str().map(str::to_owned))
+            .collect()
+    };
+    ensure!(order_ids(&before) == order_ids(&after), "locked: {before} → {after}");
+    ensure!(
+        admin.order(&newcomer).await?["order"]["courierId"] != locked_courier.as_str(),
+        "nothing new on a locked route"
+    );
+    let unknown =
+        admin.put(&format!("/api/v1/orders/{}/pin", ids[1]), &json!({"courierId": uuid::Uuid::now_v7()})).await?;
+    ensure!(unknown.code() == "unknown_courier");
     // An order for another day is not planned today.
     let later = shop.place(&admin, &shop.spinach()).await?;
     admin.command(&later, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;

@@ -143,6 +143,27 @@ impl Operations {
             .map(|(doc,)| serde_json::from_str(&doc).map_err(|e| ApiError::Internal(e.into())))
             .collect::<ApiResult<_>>()?;
         let dispatched = self.dispatch_times(&orders).await?;
+        let pins: HashMap<Uuid, Uuid> = on_db!(&self.db, pool => {
+            sqlx::query_as::<_, (Uuid, Uuid)>(
+                "SELECT p.order_id, p.courier_id FROM order_pins p JOIN orders o ON o.id = p.order_id WHERE o.merchant_id = $1",
+            )
+            .bind(merchant.uuid())
+            .fetch_all(pool)
+            .await?
+        })
+        .into_iter()
+        .collect();
+        let locked: std::collections::HashSet<Uuid> = on_db!(&self.db, pool => {
+            sqlx::query_as::<_, (Uuid,)>(
+                "SELECT l.courier_id FROM route_locks l JOIN couriers c ON c.id = l.courier_id WHERE c.merchant_id = $1",
+            )
+            .bind(merchant.uuid())
+            .fetch_all(pool)
+            .await?
+        })
+        .into_iter()
+        .map(|(c,)| c)
+        .collect();
 
         let mut places = Places { points: Vec::new(), index: HashMap::new() };
         let warehouse_at: HashMap<WarehouseId, usize> = warehouses
@@ -241,7 +262,12 @@ impl Operations {
                 pickup_service: 0.0,
                 skills,
                 max_exposure,
-                pinned_to: aboard.then(|| order.courier_id.map(|c| c.to_string())).flatten(),
+                // Goods aboard stay with their van; otherwise merchant staff may have pinned it.
+                pinned_to: if aboard {
+                    order.courier_id.map(|c| c.to_string())
+                } else {
+                    pins.get(&order.id.uuid()).map(|c| c.to_string())
+                },
             });
         }
 
@@ -250,14 +276,47 @@ impl Operations {
             vehicles = ?vehicles.iter().map(|v| (&v.id, &v.skills)).collect::<Vec<_>>(),
             "planning"
         );
+        let planned: std::collections::HashSet<String> = jobs.iter().map(|j| j.id.clone()).collect();
+        for vehicle in &mut vehicles {
+            let Ok(courier) = vehicle.id.parse::<Uuid>().map(CourierId) else { continue };
+            if !locked.contains(&courier.uuid()) {
+                continue;
+            }
+            // A locked route: exactly its current stops, in order, and nothing new.
+            let route = self.route(courier).await?;
+            vehicle.committed = route
+                .map(|r| {
+                    r.stops
+                        .iter()
+                        .filter(|s| pins.get(&s.order_id.uuid()).is_none_or(|p| *p == courier.uuid()))
+                        .map(|s| s.order_id.to_string())
+                        .filter(|id| planned.contains(id.as_str()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            // Its stops need it and it needs nothing else: a skill of its own in
+            // place of the warehouse's (locked stops are placed unchecked, so
+            // they must also pass the checker this way).
+            let own = format!("locked:{courier}");
+            vehicle.skills.retain(|s| !s.starts_with("warehouse:"));
+            vehicle.skills.push(own.clone());
+            for job in jobs.iter_mut().filter(|j| vehicle.committed.contains(&j.id)) {
+                job.skills.retain(|s| !s.starts_with("warehouse:"));
+                job.skills.push(own.clone());
+            }
+        }
         if !fresh {
-            let planned: std::collections::HashSet<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
-            for vehicle in &mut vehicles {
+            for vehicle in vehicles.iter_mut().filter(|v| v.committed.is_empty()) {
                 let Ok(courier) = vehicle.id.parse::<Uuid>().map(CourierId) else { continue };
+                if locked.contains(&courier.uuid()) {
+                    continue;
+                }
                 let order_in_route = self.route_order(courier).await?;
                 let mut kept: Vec<&Order> = orders
                     .iter()
                     .filter(|o| o.courier_id == Some(courier) && planned.contains(o.id.to_string().as_str()))
+                    // A pin to someone else moves it.
+                    .filter(|o| pins.get(&o.id.uuid()).is_none_or(|p| *p == courier.uuid()))
                     .collect();
                 kept.sort_by_key(|o| (order_in_route.get(&o.id).copied().unwrap_or(usize::MAX), o.created_at));
                 vehicle.planned = kept.iter().map(|o| o.id.to_string()).collect();

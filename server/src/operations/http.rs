@@ -347,6 +347,105 @@ pub async fn courier_route(
     }
 }
 
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderPin {
+    /// The courier the planner must give the order to; `null` to let it choose.
+    pub courier_id: Option<CourierId>,
+}
+
+/// Pins an order to a courier (or releases it): every plan respects it.
+#[utoipa::path(put, path = "/orders/{id}/pin", tag = "dispatch", params(("id" = String, Path)), request_body = OrderPin,
+    responses((status = 200, body = OrderPin), (status = 422, body = Problem), (status = 404, body = Problem)))]
+pub async fn pin_order(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+    ApiJson(pin): ApiJson<OrderPin>,
+) -> ApiResult<axum::Json<OrderPin>> {
+    let order: xianlu_domain::OrderId = parse_id(&id, "order")?;
+    let view = state.service.view(order).await?;
+    policy::check_order_action(&ctx.scope, &view.order, Action::Assign)?;
+    if let Some(courier) = pin.courier_id
+        && state.service.courier_merchant(courier).await? != Some(view.order.merchant_id)
+    {
+        return Err(ApiError::unprocessable("unknown_courier", "the courier does not work for this order's merchant"));
+    }
+    let now = state.service.clock.now();
+    let mut tx = state.db.begin().await?;
+    crate::on_tx!(&mut tx, c => {
+        sqlx::query("DELETE FROM order_pins WHERE order_id = $1").bind(order.uuid()).execute(&mut *c).await?;
+    });
+    if let Some(courier) = pin.courier_id {
+        crate::on_tx!(&mut tx, c => {
+            sqlx::query("INSERT INTO order_pins (order_id, courier_id, pinned_by, pinned_at) VALUES ($1, $2, $3, $4)")
+                .bind(order.uuid())
+                .bind(courier.uuid())
+                .bind(&ctx.actor.id)
+                .bind(now)
+                .execute(&mut *c)
+                .await?;
+        });
+    }
+    let entry = ctx.audit_entry(
+        view.order.merchant_id.uuid(),
+        now,
+        "PIN_ORDER",
+        order.to_string(),
+        serde_json::json!({"courierId": pin.courier_id}),
+    );
+    crate::audit::append_all(&mut tx, &[entry], state.config.audit_anchor_every).await?;
+    tx.commit().await?;
+    Ok(axum::Json(pin))
+}
+
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteLock {
+    /// Keep the courier's route exactly as it is (no new orders, no reordering).
+    pub locked: bool,
+}
+
+/// Locks a courier's route as it is (or unlocks it): plans leave it alone.
+#[utoipa::path(put, path = "/couriers/{id}/route-lock", tag = "dispatch", params(("id" = String, Path)),
+    request_body = RouteLock, responses((status = 200, body = RouteLock), (status = 404, body = Problem)))]
+pub async fn lock_route(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+    ApiJson(lock): ApiJson<RouteLock>,
+) -> ApiResult<axum::Json<RouteLock>> {
+    let courier: CourierId = parse_id(&id, "courier")?;
+    let merchant =
+        state.service.courier_merchant(courier).await?.ok_or_else(|| ApiError::NotFound("no such courier".into()))?;
+    policy::check_merchant_action(&ctx.scope, merchant, Action::Assign)?;
+    let now = state.service.clock.now();
+    let mut tx = state.db.begin().await?;
+    crate::on_tx!(&mut tx, c => {
+        sqlx::query("DELETE FROM route_locks WHERE courier_id = $1").bind(courier.uuid()).execute(&mut *c).await?;
+    });
+    if lock.locked {
+        crate::on_tx!(&mut tx, c => {
+            sqlx::query("INSERT INTO route_locks (courier_id, locked_by, locked_at) VALUES ($1, $2, $3)")
+                .bind(courier.uuid())
+                .bind(&ctx.actor.id)
+                .bind(now)
+                .execute(&mut *c)
+                .await?;
+        });
+    }
+    let entry = ctx.audit_entry(
+        merchant.uuid(),
+        now,
+        "LOCK_ROUTE",
+        courier.to_string(),
+        serde_json::json!({"locked": lock.locked}),
+    );
+    crate::audit::append_all(&mut tx, &[entry], state.config.audit_anchor_every).await?;
+    tx.commit().await?;
+    Ok(axum::Json(lock))
+}
+
 /// Runs the alert rules now (administrators; the server also runs them on a timer).
 #[utoipa::path(post, path = "/admin/rules/sweep", tag = "admin",
     responses((status = 204), (status = 403, body = Problem)))]

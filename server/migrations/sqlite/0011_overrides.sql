@@ -1,0 +1,14 @@
+-- Merchant staff's overrides of the planner: an order pinned to a courier,
+-- a courier's route locked as it is.
+CREATE TABLE order_pins (
+    order_id BLOB PRIMARY KEY REFERENCES orders(id),
+    courier_id BLOB NOT NULL REFERENCES couriers(id),
+    pinned_by TEXT NOT NULL,
+    pinned_at TEXT NOT NULL
+);
+
+CREATE TABLE route_locks (
+    courier_id BLOB PRIMARY KEY REFERENCES couriers(id),
+    locked_by TEXT NOT NULL,
+    locked_at TEXT NOT NULL
+);
