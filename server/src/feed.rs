@@ -221,7 +221,7 @@ impl Feed {
         Arc::new(Feed { db, hub, cache, wake: Notify::new(), metrics, tap: std::sync::OnceLock::new() })
     }
 
-    /// Sends every event that names a courier to `tap` as well (once; a full
+    /// Sends every event that names a courier, or may call for a re-plan, to `tap` as well (once; a full
     /// tap drops events rather than hold up the subscribers).
     pub fn tap(&self, tap: mpsc::Sender<StreamEvent>) {
         let _ = self.tap.set(tap);
@@ -287,7 +287,8 @@ impl Feed {
                 let seq = u64::try_from(row.seq)?;
                 self.cache.observe(OrderId(row.order_id));
                 if let Some(tap) = self.tap.get()
-                    && row.courier_id.is_some()
+                    && (row.courier_id.is_some()
+                        || crate::operations::REPLAN_TRIGGERS.iter().any(|k| row.payload.contains(k)))
                     && tap.try_send(row.clone().into_stream_event()?).is_err()
                 {
                     tracing::warn!(seq, "courier operations fell behind the feed; an event was skipped");

@@ -23,6 +23,7 @@ pub struct Metrics {
     pub eta_error: Histogram,
     pub alerts_raised: IntCounterVec,
     pub notices: IntCounterVec,
+    pub plans: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -96,6 +97,9 @@ impl Metrics {
             &["channel", "outcome"],
         )
         .unwrap_or_else(|_| unreachable_metric());
+        let plans =
+            IntCounterVec::new(Opts::new("plans_total", "Route plans applied, by what asked for them"), &["trigger"])
+                .unwrap_or_else(|_| unreachable_metric());
         for collector in [
             Box::new(http_duration.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(order_events.clone()),
@@ -113,6 +117,7 @@ impl Metrics {
             Box::new(eta_error.clone()),
             Box::new(alerts_raised.clone()),
             Box::new(notices.clone()),
+            Box::new(plans.clone()),
         ] {
             let _ = registry.register(collector);
         }
@@ -134,6 +139,7 @@ impl Metrics {
             eta_error,
             alerts_raised,
             notices,
+            plans,
         }
     }
 

@@ -16,6 +16,7 @@ xianlu_tests::on_both_backends!(
     operations_settings_fences_and_alerts_refuse_bad_input,
     each_rule_raises_its_alert_once_when_its_threshold_passes_and_clears_when_resolved,
     the_planner_assigns_open_orders_cold_goods_to_refrigerated_vans_and_keeps_routes,
+    a_merchant_that_plans_by_itself_gets_paid_orders_assigned_after_one_debounced_replan,
 );
 
 const WAREHOUSE: (f64, f64) = (39.97, 116.49);
@@ -663,6 +664,56 @@ async fn the_planner_assigns_open_orders_cold_goods_to_refrigerated_vans_and_kee
         admin.order(&placed[1]).await?["order"]["courierId"].is_null(),
         "the frozen one waits for a refrigerated van"
     );
+    server.stop().await;
+    Ok(())
+}
+
+async fn a_merchant_that_plans_by_itself_gets_paid_orders_assigned_after_one_debounced_replan(
+    backend: Backend,
+) -> Result<()> {
+    let server = TestServer::spawn(backend).await?;
+    let admin = server.client("admin:root");
+    let shop = Shop::open(&admin).await?;
+    let settings = format!("/api/v1/merchants/{}/operations", shop.merchant);
+    let mut automatic = admin.get(&settings).await?.json();
+    automatic["autoPlan"] = json!(true);
+    automatic["planDebounceSeconds"] = json!(2);
+    automatic["planSeconds"] = json!(1);
+    ensure!(admin.put(&settings, &automatic).await?.status == 200);
+    let today =
+        json!({"start": Utc::now() + chrono::Duration::hours(1), "end": Utc::now() + chrono::Duration::hours(4)});
+    // A burst of three paid orders.
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let mut draft = shop.spinach();
+        draft["requestedWindow"] = today.clone();
+        let id = shop.place(&admin, &draft).await?;
+        admin.command(&id, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+        ids.push(id);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut assigned = 0;
+        for id in &ids {
+            assigned += usize::from(admin.order(id).await?["order"]["courierId"].is_string());
+        }
+        if assigned == ids.len() {
+            break;
+        }
+        ensure!(std::time::Instant::now() < deadline, "{assigned} of {} assigned by the automatic re-plan", ids.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The couriers' routes hold them.
+    let mut routed = 0;
+    for courier in &shop.couriers {
+        let route = admin.get(&format!("/api/v1/couriers/{courier}/route")).await?;
+        if route.status == 200 {
+            routed += route.json()["stops"].as_array().map(Vec::len).unwrap_or_default();
+        }
+    }
+    ensure!(routed == ids.len(), "{routed} stops on routes");
+    let metrics = String::from_utf8_lossy(&admin.get("/metrics").await?.bytes).into_owned();
+    ensure!(metrics.contains("xianlu_plans_total{trigger=\"automatic\"} 1"), "one re-plan for the burst");
     server.stop().await;
     Ok(())
 }

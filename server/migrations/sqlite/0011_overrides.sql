@@ -12,3 +12,10 @@ CREATE TABLE route_locks (
     locked_by TEXT NOT NULL,
     locked_at TEXT NOT NULL
 );
+
+-- Who plans a merchant now: one process at a time, whichever took the lease.
+CREATE TABLE planning_leases (
+    merchant_id BLOB PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until TEXT NOT NULL
+);

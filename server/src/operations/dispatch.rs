@@ -456,6 +456,12 @@ impl Operations {
             seconds: started.elapsed().as_secs_f64(),
         };
         self.store(merchant, &summary).await?;
+        // Estimates follow the new order of stops.
+        for route in &summary.routes {
+            if let Err(error) = self.refresh_etas(merchant, route.courier_id).await {
+                tracing::warn!(courier = %route.courier_id, %error, "estimates not refreshed after a plan");
+            }
+        }
         Ok(summary)
     }
 

@@ -292,7 +292,9 @@ pub async fn create_plan(
     if !(0.5..=60.0).contains(&seconds) {
         return Err(ApiError::unprocessable("invalid_body", "seconds: between 0.5 and 60"));
     }
-    Ok(axum::Json(state.ops.plan(merchant, seconds, request.fresh).await?))
+    let plan = state.ops.plan(merchant, seconds, request.fresh).await?;
+    state.metrics.plans.with_label_values(&["requested"]).inc();
+    Ok(axum::Json(plan))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -43,6 +43,10 @@ use notify::NotificationChannel;
 const REFRESH: Duration = Duration::from_secs(60);
 /// A departure older than this says nothing about the next arrival.
 const MAX_LEG: chrono::TimeDelta = chrono::TimeDelta::hours(3);
+/// Events after which a merchant with automatic planning re-plans (as they
+/// appear in an event's JSON, so the feed can pick them out unread).
+pub const REPLAN_TRIGGERS: [&str; 4] = ["\"PAID\"", "\"CANCELLED\"", "\"EXCEPTION_REPORTED\"", "\"STOCK_RESOLVED\""];
+
 /// Legs between stops remembered at most (then forgotten all at once).
 const MAX_CACHED_LEGS: usize = 200_000;
 /// Fallback driving speed where no road network is loaded (m/s, ~30 km/h).
@@ -94,6 +98,10 @@ pub struct Operations {
     couriers: Mutex<HashMap<CourierId, CourierState>>,
     /// Free-flow seconds between two customers' doors.
     legs: Mutex<HashMap<(CustomerId, CustomerId), f64>>,
+    /// Merchants with a re-plan waiting for its debounce.
+    replans: Mutex<std::collections::HashSet<MerchantId>>,
+    /// This process, for planning leases.
+    instance: String,
     channels: Vec<Box<dyn NotificationChannel>>,
 }
 
@@ -117,6 +125,8 @@ impl Operations {
             latest: RwLock::default(),
             couriers: Mutex::default(),
             legs: Mutex::default(),
+            replans: Mutex::default(),
+            instance: Uuid::now_v7().to_string(),
             channels,
         })
     }
@@ -821,6 +831,72 @@ impl Operations {
             if let Err(error) = self.on_event(&event).await {
                 tracing::warn!(error = %error, seq = event.seq, "courier operations could not follow an event");
             }
+            let triggers = matches!(
+                event.event.kind,
+                EventKind::Paid { .. }
+                    | EventKind::Cancelled { .. }
+                    | EventKind::ExceptionReported { .. }
+                    | EventKind::StockResolved
+            );
+            if triggers {
+                self.clone().replan_soon(event.merchant_id).await;
+            }
         }
+    }
+
+    /// Schedules one re-plan of the merchant after its debounce, if it plans
+    /// by itself; changes meanwhile join the same re-plan. Of several
+    /// processes, the one holding the merchant's lease plans.
+    async fn replan_soon(self: Arc<Self>, merchant: MerchantId) {
+        let settings = match self.context(merchant).await {
+            Ok(c) if c.settings.auto_plan => c.settings,
+            _ => return,
+        };
+        if !lock(&self.replans).insert(merchant) {
+            return; // one is already waiting
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(u64::from(settings.plan_debounce_seconds))).await;
+            lock(&self.replans).remove(&merchant);
+            match self.take_lease(merchant, settings.plan_seconds).await {
+                Ok(true) => match self.plan(merchant, f64::from(settings.plan_seconds), false).await {
+                    Ok(plan) => {
+                        self.metrics.plans.with_label_values(&["automatic"]).inc();
+                        tracing::info!(
+                            merchant = %merchant,
+                            routes = plan.routes.len(),
+                            unassigned = plan.unassigned.len(),
+                            seconds = plan.seconds,
+                            "re-planned"
+                        )
+                    }
+                    Err(error) => tracing::warn!(merchant = %merchant, %error, "automatic re-plan failed"),
+                },
+                Ok(false) => {}
+                Err(error) => tracing::warn!(merchant = %merchant, %error, "could not take the planning lease"),
+            }
+        });
+    }
+
+    /// Takes the merchant's planning lease for a little longer than a plan
+    /// takes; `false` if another process holds it. Leases use wall-clock time.
+    async fn take_lease(&self, merchant: MerchantId, seconds: u32) -> ApiResult<bool> {
+        let now = crate::clock::wall_now();
+        let until = now + chrono::TimeDelta::seconds(i64::from(seconds) * 3 + 5);
+        let taken = on_db_write!(&self.db, pool => {
+            sqlx::query(
+                "INSERT INTO planning_leases (merchant_id, holder, until) VALUES ($1, $2, $3) \
+                 ON CONFLICT (merchant_id) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+                 WHERE planning_leases.until < $4",
+            )
+            .bind(merchant.uuid())
+            .bind(&self.instance)
+            .bind(until)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(taken == 1)
     }
 }

@@ -144,6 +144,13 @@ pub struct OperationsSettings {
     /// Chilled and frozen goods reach the customer within this many minutes
     /// of leaving the cold room (the planner holds routes to it).
     pub cold_exposure_minutes: u32,
+    /// Re-plan by itself when orders are paid or cancelled and when couriers
+    /// report exceptions (otherwise plans are asked for).
+    pub auto_plan: bool,
+    /// A burst of changes within this many seconds causes one re-plan.
+    pub plan_debounce_seconds: u32,
+    /// The time a re-plan may take.
+    pub plan_seconds: u32,
     pub rules: RuleThresholds,
 }
 
@@ -158,6 +165,9 @@ impl Default for OperationsSettings {
             arriving_soon_minutes: 10,
             arriving_soon_rearm_minutes: 5,
             cold_exposure_minutes: 240,
+            auto_plan: false,
+            plan_debounce_seconds: 3,
+            plan_seconds: 2,
             rules: RuleThresholds::default(),
         }
     }
@@ -187,6 +197,12 @@ impl OperationsSettings {
         }
         if !(10..=1440).contains(&self.cold_exposure_minutes) {
             return bad("coldExposureMinutes", "between 10 and 1440 minutes");
+        }
+        if self.plan_debounce_seconds > 600 {
+            return bad("planDebounceSeconds", "at most 600 seconds");
+        }
+        if !(1..=60).contains(&self.plan_seconds) {
+            return bad("planSeconds", "between 1 and 60 seconds");
         }
         let r = &self.rules;
         for (field, v) in [
