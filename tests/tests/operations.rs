@@ -17,6 +17,7 @@ xianlu_tests::on_both_backends!(
     each_rule_raises_its_alert_once_when_its_threshold_passes_and_clears_when_resolved,
     the_planner_assigns_open_orders_cold_goods_to_refrigerated_vans_and_keeps_routes,
     a_merchant_that_plans_by_itself_gets_paid_orders_assigned_after_one_debounced_replan,
+    goods_in_a_broken_down_van_are_picked_up_there_by_another_courier_and_delivered,
 );
 
 const WAREHOUSE: (f64, f64) = (39.97, 116.49);
@@ -714,6 +715,83 @@ async fn a_merchant_that_plans_by_itself_gets_paid_orders_assigned_after_one_deb
     ensure!(routed == ids.len(), "{routed} stops on routes");
     let metrics = String::from_utf8_lossy(&admin.get("/metrics").await?.bytes).into_owned();
     ensure!(metrics.contains("xianlu_plans_total{trigger=\"automatic\"} 1"), "one re-plan for the burst");
+    server.stop().await;
+    Ok(())
+}
+
+async fn goods_in_a_broken_down_van_are_picked_up_there_by_another_courier_and_delivered(
+    backend: Backend,
+) -> Result<()> {
+    let server = TestServer::spawn(backend).await?;
+    let admin = server.client("admin:root");
+    let shop = Shop::open(&admin).await?;
+    let (broken, rescuer) = (shop.couriers[0].clone(), shop.couriers[1].clone());
+    let today =
+        json!({"start": Utc::now() + chrono::Duration::hours(1), "end": Utc::now() + chrono::Duration::hours(4)});
+    // Two orders on the road with the first courier.
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let mut draft = shop.spinach();
+        draft["requestedWindow"] = today.clone();
+        let id = packed_for(&admin, &shop, &draft).await?;
+        admin.command(&id, json!({"type": "DISPATCH"})).await?;
+        ids.push(id);
+    }
+    // The van breaks down half-way, and says where.
+    let site = offset(WAREHOUSE, -2000.0, -3000.0);
+    let mut trail = Trail { fixes: Vec::new(), at: Utc::now() - chrono::Duration::seconds(30), seq: 0 };
+    trail.fix(site, 5.0);
+    trail.send(&admin, &broken, 1).await?;
+    let report = admin
+        .ok(
+            &format!("/api/v1/couriers/{broken}/exceptions"),
+            &json!({"kind": "VEHICLE_BREAKDOWN", "note": "发动机故障"}),
+        )
+        .await?;
+    ensure!(report["orders"].as_array().map(Vec::len) == Some(2), "{report}");
+    for id in &ids {
+        ensure!(admin.order(id).await?["status"] == "EXCEPTION_HANDLING");
+    }
+    // The planner sends the other courier to the van, then to the customers.
+    let plan = admin.ok(&format!("/api/v1/merchants/{}/plans", shop.merchant), &json!({"seconds": 1})).await?;
+    ensure!(plan["unassigned"].as_array().is_some_and(Vec::is_empty), "{plan}");
+    for id in &ids {
+        let order = admin.order(id).await?;
+        ensure!(
+            order["status"] == "DELIVERING" && order["order"]["courierId"] == rescuer.as_str(),
+            "{id}: {}",
+            order["status"]
+        );
+        let kinds = kinds(&order["timeline"]);
+        ensure!(kinds.iter().any(|k| k == "DELIVERY_RESUMED"), "{kinds:?}");
+    }
+    let route = admin.get(&format!("/api/v1/couriers/{rescuer}/route")).await?.json();
+    let stops = route["stops"].as_array().cloned().unwrap_or_default();
+    let kinds: Vec<(String, String)> = stops
+        .iter()
+        .map(|s| {
+            (s["orderId"].as_str().unwrap_or_default().to_owned(), s["kind"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    for id in &ids {
+        let pickup = kinds.iter().position(|k| *k == (id.clone(), "PICKUP".to_owned()));
+        let delivery = kinds.iter().position(|k| *k == (id.clone(), "DELIVERY".to_owned()));
+        ensure!(pickup.is_some() && pickup < delivery, "{id}: {kinds:?}");
+    }
+    let pickup_at = &stops[0]["location"];
+    ensure!(
+        (pickup_at["lat"].as_f64().unwrap_or_default() - site.0).abs() < 1e-6,
+        "picked up where the van stands: {pickup_at}"
+    );
+    // The stopped van gets nothing more.
+    ensure!(admin.get(&format!("/api/v1/couriers/{broken}/route")).await?.status == 404);
+    // And the rescuer delivers.
+    let rescuer_client = server.client(&format!("courier:{rescuer}"));
+    for (n, id) in ids.iter().enumerate() {
+        let signature = xianlu_tests::upload_signature(&rescuer_client, id, 40 + n as u32).await?;
+        let signed = rescuer_client.command(id, json!({"type": "SIGN", "signatureSha256": signature})).await?;
+        ensure!(signed["status"] == "SIGNED", "{}", signed["status"]);
+    }
     server.stop().await;
     Ok(())
 }

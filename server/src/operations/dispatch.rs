@@ -29,13 +29,33 @@ use crate::on_db;
 use crate::service::RequestCtx;
 
 const REFRIGERATED: &str = "refrigerated";
+/// Moving goods from a stopped van into another.
+const TRANSFER_SECONDS: f64 = 600.0;
+
+/// Goods in a van that stopped: an accident or a breakdown holds the order.
+fn stranded(order: &Order) -> bool {
+    order.status == Status::ExceptionHandling && order.exception.as_ref().is_some_and(|e| e.kind.is_vehicle_level())
+}
 /// How far ahead a plan looks.
 const HORIZON: TimeDelta = TimeDelta::hours(14);
+
+/// What a courier does at a stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PlannedKind {
+    /// Leave the order with its customer.
+    #[default]
+    Delivery,
+    /// Collect the order from a van that stopped.
+    Pickup,
+}
 
 /// A stop on a courier's planned route.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PlannedStop {
+    #[serde(default)]
+    pub kind: PlannedKind,
     pub order_id: OrderId,
     pub order_number: OrderNumber,
     pub location: LatLng,
@@ -131,7 +151,8 @@ impl Operations {
             .collect();
         let docs: Vec<(String,)> = on_db!(&self.db, pool => {
             sqlx::query_as(
-                "SELECT doc FROM orders WHERE merchant_id = $1 AND status IN ('AWAITING_PICK', 'PICKING', 'PACKED', 'DELIVERING') \
+                "SELECT doc FROM orders WHERE merchant_id = $1 AND status IN ('AWAITING_PICK', 'PICKING', 'PACKED', 'DELIVERING', \
+                 'EXCEPTION_HANDLING') \
                  ORDER BY created_at, id",
             )
             .bind(merchant.uuid())
@@ -140,8 +161,16 @@ impl Operations {
         });
         let orders: Vec<Order> = docs
             .into_iter()
-            .map(|(doc,)| serde_json::from_str(&doc).map_err(|e| ApiError::Internal(e.into())))
-            .collect::<ApiResult<_>>()?;
+            .map(|(doc,)| serde_json::from_str::<Order>(&doc).map_err(|e| ApiError::Internal(e.into())))
+            .collect::<ApiResult<Vec<_>>>()?
+            .into_iter()
+            // Of orders held by an exception, only goods stranded in a stopped van are the planner's;
+            // the rest wait for people to resolve them.
+            .filter(|o| o.status != Status::ExceptionHandling || stranded(o))
+            .collect();
+        // Vans that stopped (an accident, a breakdown) carry nothing more.
+        let stopped: std::collections::HashSet<CourierId> =
+            orders.iter().filter(|o| stranded(o)).filter_map(|o| o.courier_id).collect();
         let dispatched = self.dispatch_times(&orders).await?;
         let pins: HashMap<Uuid, Uuid> = on_db!(&self.db, pool => {
             sqlx::query_as::<_, (Uuid, Uuid)>(
@@ -175,7 +204,7 @@ impl Operations {
         let cold_limit = f64::from(context.settings.cold_exposure_minutes) * 60.0;
 
         let mut vehicles = Vec::with_capacity(couriers.len());
-        for courier in &couriers {
+        for courier in couriers.iter().filter(|c| !stopped.contains(&c.id)) {
             let aboard: Vec<&Order> =
                 orders.iter().filter(|o| o.status == Status::Delivering && o.courier_id == Some(courier.id)).collect();
             let here = self.latest(&[courier.id]).first().map(|l| l.position);
@@ -227,18 +256,20 @@ impl Operations {
             };
             let Some(location) = location else { continue };
             let aboard = order.status == Status::Delivering;
+            // Goods in a stopped van: picked up where it stands, then delivered.
+            let rescue = stranded(order);
             let cold = order.temperature() != TemperatureClass::Ambient;
             let mut skills = Vec::new();
             if cold {
                 skills.push(REFRIGERATED.to_owned());
             }
-            if !aboard {
+            if !aboard && !rescue {
                 skills.push(format!("warehouse:{}", order.warehouse_id));
             }
             let (begin, end) =
                 (seconds_from(order.requested_window.start).max(0.0), seconds_from(order.requested_window.end));
             // Another day's order waits for that day's plan (unless it is already on a van).
-            if begin > horizon && !aboard {
+            if begin > horizon && !aboard && !rescue {
                 continue;
             }
             let end = end.min(horizon);
@@ -246,20 +277,28 @@ impl Operations {
             let mut window = if end > 0.0 { (begin, end) } else { (0.0, horizon) };
             let mut max_exposure = None;
             if cold {
-                match (aboard, dispatched.get(&order.id)) {
+                match (aboard || rescue, dispatched.get(&order.id)) {
                     // Out of the cold room since dispatch: what is left is a deadline.
                     (true, Some(left)) => window.1 = window.1.min(seconds_from(*left) + cold_limit).max(window.0),
                     (true, None) => {}
                     (false, _) => max_exposure = Some(cold_limit),
                 }
             }
+            let task = if rescue {
+                let site = order.courier_id.and_then(|c| self.latest(&[c]).first().map(|l| l.position));
+                let site =
+                    site.map_or_else(|| warehouse_at.get(&order.warehouse_id).copied().unwrap_or(0), |p| places.at(p));
+                Task::PickupDelivery { pickup: site, delivery: places.at(location) }
+            } else {
+                Task::Delivery { location: places.at(location) }
+            };
             jobs.push(Job {
                 id: order.id.to_string(),
-                task: Task::Delivery { location: places.at(location) },
+                task,
                 demand: vec![order.shipping_weight_g()],
                 windows: vec![window],
                 service: f64::from(context.settings.service_seconds),
-                pickup_service: 0.0,
+                pickup_service: if rescue { TRANSFER_SECONDS } else { 0.0 },
                 skills,
                 max_exposure,
                 // Goods aboard stay with their van; otherwise merchant staff may have pinned it.
@@ -413,10 +452,18 @@ impl Operations {
             let mut stops = Vec::with_capacity(route.stops.len());
             for stop in &route.stops {
                 let Some(order) = by_id.get(&stop.job) else { continue };
-                if order.courier_id != Some(courier) && order.status != Status::Delivering {
-                    let command = Command::AssignCourier { courier_id: courier };
+                let pickup = stop.kind == xianlu_planner::StopKind::Pickup;
+                // Stranded goods change vans by resuming the delivery with the rescuer.
+                let change = if order.status == Status::ExceptionHandling {
+                    (!pickup).then_some(Command::ResumeDelivery { courier_id: Some(courier) })
+                } else if order.courier_id != Some(courier) && order.status != Status::Delivering {
+                    Some(Command::AssignCourier { courier_id: courier })
+                } else {
+                    None
+                };
+                if let Some(command) = change {
                     match self.service.execute(&ctx, order.id, Some(order.version), &command).await {
-                        Ok(_) => reassigned += u32::from(order.courier_id.is_some()),
+                        Ok(_) => reassigned += u32::from(order.courier_id.is_some_and(|c| c != courier)),
                         // It changed while we planned (picked up, cancelled): the next plan sees it.
                         Err(ApiError::VersionConflict { .. } | ApiError::Rejected(_) | ApiError::Conflict { .. }) => {
                             continue;
@@ -425,6 +472,7 @@ impl Operations {
                     }
                 }
                 stops.push(PlannedStop {
+                    kind: if pickup { PlannedKind::Pickup } else { PlannedKind::Delivery },
                     order_id: order.id,
                     order_number: order.number.clone(),
                     location: points[stop.location],

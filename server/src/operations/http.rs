@@ -328,7 +328,7 @@ pub async fn courier_route(
                 "properties": {"kind": "start", "courierId": route.courier_id}})];
             for (i, stop) in route.stops.iter().enumerate() {
                 features.push(serde_json::json!({"type": "Feature", "geometry": point(stop.location),
-                    "properties": {"kind": "stop", "sequence": i + 1, "orderId": stop.order_id,
+                    "properties": {"kind": "stop", "stopKind": stop.kind, "sequence": i + 1, "orderId": stop.order_id,
                         "orderNumber": stop.order_number, "plannedArrival": stop.planned_arrival}}));
             }
             let line: Vec<[f64; 2]> = std::iter::once(route.start)
