@@ -265,8 +265,20 @@ impl OrderService {
         kind: xianlu_domain::EventKind,
         at: DateTime<Utc>,
     ) -> ApiResult<bool> {
+        self.record_observation_for(id, kind, at, None).await
+    }
+
+    /// As [`Self::record_observation`], on `courier`'s stream instead of the
+    /// order's courier's (a hand-over is news to the courier the goods left).
+    pub async fn record_observation_for(
+        &self,
+        id: OrderId,
+        kind: xianlu_domain::EventKind,
+        at: DateTime<Utc>,
+        route_to: Option<xianlu_domain::CourierId>,
+    ) -> ApiResult<bool> {
         let ctx = RequestCtx::system(String::new());
-        match self.submit(&ctx, Change::Observe { id, kind: Box::new(kind), at }).await {
+        match self.submit(&ctx, Change::Observe { id, kind: Box::new(kind), at, route_to }).await {
             Ok(_) => Ok(true),
             Err(ApiError::Rejected(_) | ApiError::NotFound(_)) => Ok(false),
             Err(other) => Err(other),

@@ -56,6 +56,8 @@ pub enum Change {
         id: OrderId,
         kind: Box<EventKind>,
         at: DateTime<Utc>,
+        /// The courier whose stream carries it, if not the order's own.
+        route_to: Option<CourierId>,
     },
 }
 
@@ -85,6 +87,8 @@ struct Staged {
     first_version: u64,
     /// When it happened (for an observation, when it was seen).
     at: DateTime<Utc>,
+    /// The courier whose stream carries the event, if not the order's own.
+    route_to: Option<CourierId>,
     /// Absent for an observation: the server saw something, nobody changed anything.
     audit: Option<AuditEntry>,
     /// Whether the order itself changed (an observation leaves it as it was).
@@ -243,7 +247,7 @@ impl Writer {
             Change::Execute { id, expected_version, command } => {
                 self.execute(tx, ctx, id, expected_version, &command, orders).await
             }
-            Change::Observe { id, kind, at } => {
+            Change::Observe { id, kind, at, route_to } => {
                 let order = &orders.get(&id).ok_or_else(|| ApiError::NotFound(format!("no order {id}")))?.order;
                 let event = xianlu_domain::operations::observe(order, *kind)?;
                 let staged = Staged {
@@ -253,6 +257,7 @@ impl Writer {
                     events: vec![event],
                     first_version: order.version,
                     at,
+                    route_to,
                     audit: None,
                     changes_order: false,
                     body: Vec::new(),
@@ -393,6 +398,7 @@ impl Writer {
             first_version: before.map_or(1, |b| b.version + 1),
             events,
             at: order.updated_at,
+            route_to: None,
             audit: Some(audit),
             changes_order: true,
             body,
@@ -441,7 +447,8 @@ impl Writer {
                 let version =
                     if i + 1 == s.events.len() { s.version } else { (s.first_version + i as u64).min(s.version) };
                 let payload = serde_json::to_string(event).map_err(|e| ApiError::Internal(e.into()))?;
-                rows.push((seq, order, &s.audit, s.at, version as i64, event.kind.name(), payload));
+                let courier = s.route_to.or(order.courier_id);
+                rows.push((seq, order, courier, &s.audit, s.at, version as i64, event.kind.name(), payload));
             }
         }
         for chunk in rows.chunks(CHUNK) {
@@ -452,7 +459,7 @@ impl Writer {
             );
             on_tx!(&mut *tx, c => {
                 let mut query = sqlx::query(AssertSqlSafe(sql.clone()));
-                for (seq, order, audit, at, version, kind, payload) in chunk {
+                for (seq, order, courier, audit, at, version, kind, payload) in chunk {
                     let (actor_kind, actor_id, request_id) = match audit {
                         Some(a) => (a.actor_kind.as_str(), a.actor_id.as_str(), a.request_id.as_str()),
                         None => ("system", "operations", ""),
@@ -462,7 +469,7 @@ impl Writer {
                         .bind(order.id.uuid())
                         .bind(order.number.as_str())
                         .bind(order.merchant_id.uuid())
-                        .bind(order.courier_id.map(CourierId::uuid))
+                        .bind(courier.map(CourierId::uuid))
                         .bind(*version)
                         .bind(*kind)
                         .bind(*at)

@@ -222,13 +222,14 @@ fn photo(shade: u8) -> Result<xianlu_core::report::AttachedPhoto> {
 /// The changes in a timeline (observations of the road — positions, estimates,
 /// arrivals, alerts — change nothing and are left out).
 fn kinds(timeline: &Value) -> Vec<String> {
-    const OBSERVATIONS: [&str; 9] = [
+    const OBSERVATIONS: [&str; 10] = [
         "ARRIVED_AT_WAREHOUSE",
         "LEFT_WAREHOUSE",
         "ARRIVED_AT_CUSTOMER",
         "COURIER_POSITION",
         "ETA_UPDATED",
         "ARRIVING_SOON",
+        "HANDED_OVER",
         "ALERT_RAISED",
         "ALERT_CLEARED",
         "ALERT_ACKNOWLEDGED",

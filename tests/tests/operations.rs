@@ -752,7 +752,10 @@ async fn goods_in_a_broken_down_van_are_picked_up_there_by_another_courier_and_d
     for id in &ids {
         ensure!(admin.order(id).await?["status"] == "EXCEPTION_HANDLING");
     }
-    // The planner sends the other courier to the van, then to the customers.
+    // The planner sends the other courier to the van, then to the customers;
+    // the stranded courier hears of it on their own stream.
+    let mut stranded = Stream::connect(&server.url, &format!("courier:{broken}")).await?;
+    stranded.subscribe(json!([{"courier": broken}]), None).await?;
     let plan = admin.ok(&format!("/api/v1/merchants/{}/plans", shop.merchant), &json!({"seconds": 1})).await?;
     ensure!(plan["unassigned"].as_array().is_some_and(Vec::is_empty), "{plan}");
     for id in &ids {
@@ -783,6 +786,13 @@ async fn goods_in_a_broken_down_van_are_picked_up_there_by_another_courier_and_d
         (pickup_at["lat"].as_f64().unwrap_or_default() - site.0).abs() < 1e-6,
         "picked up where the van stands: {pickup_at}"
     );
+    let told = drain(&mut stranded).await?;
+    let handed: Vec<String> = of_kind(&told, "HANDED_OVER")
+        .iter()
+        .filter(|e| e["event"]["kind"]["to"] == rescuer.as_str())
+        .filter_map(|e| e["orderId"].as_str().map(str::to_owned))
+        .collect();
+    ensure!(ids.iter().all(|id| handed.contains(id)), "handed over: {handed:?}");
     // The stopped van gets nothing more.
     ensure!(admin.get(&format!("/api/v1/couriers/{broken}/route")).await?.status == 404);
     // And the rescuer delivers.

@@ -463,7 +463,16 @@ impl Operations {
                 };
                 if let Some(command) = change {
                     match self.service.execute(&ctx, order.id, Some(order.version), &command).await {
-                        Ok(_) => reassigned += u32::from(order.courier_id.is_some_and(|c| c != courier)),
+                        Ok(_) => {
+                            reassigned += u32::from(order.courier_id.is_some_and(|c| c != courier));
+                            // The courier the goods left learns it on their own stream.
+                            if let (Command::ResumeDelivery { .. }, Some(from)) = (&command, order.courier_id)
+                                && from != courier
+                            {
+                                let kind = xianlu_domain::EventKind::HandedOver { from, to: courier };
+                                self.service.record_observation_for(order.id, kind, now, Some(from)).await?;
+                            }
+                        }
                         // It changed while we planned (picked up, cancelled): the next plan sees it.
                         Err(ApiError::VersionConflict { .. } | ApiError::Rejected(_) | ApiError::Conflict { .. }) => {
                             continue;

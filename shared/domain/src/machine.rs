@@ -352,6 +352,12 @@ pub enum EventKind {
         minutes: u16,
         eta: DateTime<Utc>,
     },
+    /// The goods moved to another courier's van (told to the one they left).
+    #[serde(rename_all = "camelCase")]
+    HandedOver {
+        from: CourierId,
+        to: CourierId,
+    },
     #[serde(rename_all = "camelCase")]
     AlertRaised {
         alert_id: Uuid,
@@ -403,6 +409,7 @@ impl EventKind {
             EventKind::CourierPosition { .. } => "COURIER_POSITION",
             EventKind::EtaUpdated { .. } => "ETA_UPDATED",
             EventKind::ArrivingSoon { .. } => "ARRIVING_SOON",
+            EventKind::HandedOver { .. } => "HANDED_OVER",
             EventKind::AlertRaised { .. } => "ALERT_RAISED",
             EventKind::AlertCleared { .. } => "ALERT_CLEARED",
             EventKind::AlertAcknowledged { .. } => "ALERT_ACKNOWLEDGED",
@@ -419,6 +426,7 @@ impl EventKind {
                 | EventKind::CourierPosition { .. }
                 | EventKind::EtaUpdated { .. }
                 | EventKind::ArrivingSoon { .. }
+                | EventKind::HandedOver { .. }
                 | EventKind::AlertRaised { .. }
                 | EventKind::AlertCleared { .. }
                 | EventKind::AlertAcknowledged { .. }

@@ -305,6 +305,7 @@ pub fn observe(order: &Order, kind: EventKind) -> Result<Event, Rejection> {
         | EventKind::CourierPosition { courier_id, .. }
         | EventKind::EtaUpdated { courier_id, .. } => on_the_road && order.courier_id == Some(*courier_id),
         EventKind::ArrivingSoon { .. } => on_the_road,
+        EventKind::HandedOver { to, .. } => order.courier_id == Some(*to),
         EventKind::AlertRaised { .. } | EventKind::AlertCleared { .. } | EventKind::AlertAcknowledged { .. } => true,
         _ => false,
     };
