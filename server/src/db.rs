@@ -182,6 +182,30 @@ impl Db {
         })
     }
 
+    /// Reads rows about many ids: `sql` names the list as `{ids}`, which is
+    /// bound in chunks (every parameter of the statement is an id).
+    pub async fn fetch_in<T>(&self, sql: &str, ids: &[uuid::Uuid]) -> Result<Vec<T>, sqlx::Error>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let statement = sql.replace("{ids}", &in_list(chunk.len()));
+            let rows: Vec<T> = on_db!(self, pool => {
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(statement.clone()));
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query.fetch_all(pool).await?
+            });
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         on_db!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
     }

@@ -150,7 +150,7 @@ fn dimension_name(d: Dimension) -> &'static str {
 }
 
 impl OrderService {
-    async fn audit_admin(
+    pub(crate) async fn audit_admin(
         &self,
         tx: &mut Tx,
         ctx: &RequestCtx,
@@ -417,12 +417,17 @@ impl OrderService {
         Ok(level)
     }
 
-    pub async fn stock(&self, scope: &policy::Scope, warehouse: WarehouseId) -> ApiResult<Vec<StockLevel>> {
+    /// The merchant a warehouse belongs to (404 for none).
+    pub(crate) async fn warehouse_merchant(&self, warehouse: WarehouseId) -> ApiResult<MerchantId> {
         let merchant: Option<(Uuid,)> = crate::on_db!(&self.db, pool => {
             sqlx::query_as("SELECT merchant_id FROM warehouses WHERE id = $1").bind(warehouse.uuid()).fetch_optional(pool).await?
         });
-        let (merchant,) = merchant.ok_or_else(|| ApiError::NotFound(format!("no warehouse {warehouse}")))?;
-        policy::check_stock(scope, MerchantId(merchant), warehouse, Action::ReadStock)?;
+        merchant.map(|(m,)| MerchantId(m)).ok_or_else(|| ApiError::NotFound(format!("no warehouse {warehouse}")))
+    }
+
+    pub async fn stock(&self, scope: &policy::Scope, warehouse: WarehouseId) -> ApiResult<Vec<StockLevel>> {
+        let merchant = self.warehouse_merchant(warehouse).await?;
+        policy::check_stock(scope, merchant, warehouse, Action::ReadStock)?;
         let rows: Vec<(String, String, String, i64, i64)> = crate::on_db!(&self.db, pool => {
             sqlx::query_as(
                 "SELECT sku, name, dimension, on_hand_base, reserved_base FROM stock WHERE warehouse_id = $1 ORDER BY sku",
@@ -467,7 +472,7 @@ pub struct CustomerExport {
 }
 
 impl OrderService {
-    async fn customer_merchant(&self, customer: CustomerId) -> ApiResult<(MerchantId, String, String)> {
+    pub(crate) async fn customer_merchant(&self, customer: CustomerId) -> ApiResult<(MerchantId, String, String)> {
         let row: Option<(Uuid, String, String)> = crate::on_db!(&self.db, pool => {
             sqlx::query_as("SELECT merchant_id, business_name, address FROM customers WHERE id = $1")
                 .bind(customer.uuid())

@@ -385,6 +385,11 @@ pub async fn upload_signature(client: &Client, order: &str, seed: u32) -> Result
 
 impl Shop {
     pub async fn open(admin: &Client) -> Result<Shop> {
+        Self::open_with_vans(admin, true).await
+    }
+
+    /// A shop whose two couriers drive refrigerated vans or plain ones.
+    pub async fn open_with_vans(admin: &Client, refrigerated: bool) -> Result<Shop> {
         let merchant = admin
             .ok("/api/v1/merchants", &json!({"name": "快驴鲜品", "orderPrefix": "KL", "timeZone": "Asia/Shanghai"}))
             .await?["id"]
@@ -420,7 +425,8 @@ impl Shop {
             let c = admin
                 .ok(
                     &format!("/api/v1/merchants/{merchant}/couriers"),
-                    &json!({"name": name, "phone": phone, "vehicle": "冷藏三轮车", "refrigerated": true}),
+                    &json!({"name": name, "phone": phone, "vehicle": if refrigerated { "冷藏三轮车" } else { "三轮车" },
+                            "refrigerated": refrigerated}),
                 )
                 .await?;
             couriers.push(c["id"].as_str().context("courier id")?.to_owned());
@@ -644,4 +650,20 @@ pub fn machine() -> String {
         .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok()))
         .map_or(0, |kib| kib / 1024 / 1024);
     format!("{cores} cores ({cpu}), {memory} GiB, {}", std::env::consts::OS)
+}
+
+/// The server binary built next to a benchmark binary (the test build, which
+/// takes the development actor header).
+pub fn server_under_test() -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(exe.parent().context("bench binary has a directory")?.join("xianlu-server-under-test"))
+}
+
+/// The `p` quantile of sorted microsecond latencies, in milliseconds.
+pub fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)] as f64 / 1000.0
 }

@@ -222,25 +222,17 @@ fn photo(shade: u8) -> Result<xianlu_core::report::AttachedPhoto> {
 /// The changes in a timeline (observations of the road — positions, estimates,
 /// arrivals, alerts — change nothing and are left out).
 fn kinds(timeline: &Value) -> Vec<String> {
-    const OBSERVATIONS: [&str; 10] = [
-        "ARRIVED_AT_WAREHOUSE",
-        "LEFT_WAREHOUSE",
-        "ARRIVED_AT_CUSTOMER",
-        "COURIER_POSITION",
-        "ETA_UPDATED",
-        "ARRIVING_SOON",
-        "HANDED_OVER",
-        "ALERT_RAISED",
-        "ALERT_CLEARED",
-        "ALERT_ACKNOWLEDGED",
-    ];
     timeline
         .as_array()
         .map(|events| {
             events
                 .iter()
+                // An event this test cannot read counts as a change, so it is never hidden.
+                .filter(|e| {
+                    !serde_json::from_value::<xianlu_domain::Event>(e["event"].clone())
+                        .is_ok_and(|event| event.kind.is_observation())
+                })
                 .map(|e| e["event"]["kind"]["type"].as_str().unwrap_or_default().to_owned())
-                .filter(|k| !OBSERVATIONS.contains(&k.as_str()))
                 .collect()
         })
         .unwrap_or_default()

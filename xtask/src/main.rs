@@ -419,37 +419,26 @@ fn bench(args: &[String]) -> Result<()> {
     setup()?;
     ensure_postgres()?;
     run(cargo().args(["build", "--locked", "--release", "-p", "xianlu-tests", "--bins"]))?;
-    let run_db = RunDatabase::create()?;
-    let status = Command::new(target_dir().join("release").join("xianlu-bench"))
-        .args(args)
-        .env("TEST_XIANLU_POSTGRES_URL", test_admin_url(&run_db.name))
-        .env("TEST_XIANLU_DB_PREFIX", &run_db.name)
-        .status()?;
-    drop(run_db);
-    if !status.success() {
-        bail!("the benchmark failed");
-    }
-    let status = Command::new(target_dir().join("release").join("xianlu-core-bench")).args(args).status()?;
-    if !status.success() {
-        bail!("the client core benchmark failed");
-    }
-    let run_db = RunDatabase::create()?;
-    let status = Command::new(target_dir().join("release").join("xianlu-ops-bench"))
-        .args(args)
-        .env("TEST_XIANLU_POSTGRES_URL", test_admin_url(&run_db.name))
-        .env("TEST_XIANLU_DB_PREFIX", &run_db.name)
-        .status()?;
-    drop(run_db);
-    if !status.success() {
-        bail!("the courier operations benchmark failed");
-    }
+    run_bench("xianlu-bench", args, true, "the benchmark")?;
+    run_bench("xianlu-core-bench", args, false, "the client core benchmark")?;
+    run_bench("xianlu-ops-bench", args, true, "the courier operations benchmark")?;
     let python = pyvrp_python()?;
-    let status = Command::new(target_dir().join("release").join("xianlu-planner-bench"))
-        .args(args)
-        .args(["--python", &python.display().to_string()])
-        .status()?;
+    let with_peer = [args, &["--python".to_owned(), python.display().to_string()]].concat();
+    run_bench("xianlu-planner-bench", &with_peer, false, "the route planner benchmark")
+}
+
+/// Runs one benchmark binary, on a PostgreSQL database of its own when it needs one.
+fn run_bench(binary: &str, args: &[String], database: bool, what: &str) -> Result<()> {
+    let mut command = Command::new(target_dir().join("release").join(binary));
+    command.args(args);
+    let run_db = if database { Some(RunDatabase::create()?) } else { None };
+    if let Some(db) = &run_db {
+        command.env("TEST_XIANLU_POSTGRES_URL", test_admin_url(&db.name)).env("TEST_XIANLU_DB_PREFIX", &db.name);
+    }
+    let status = command.status()?;
+    drop(run_db);
     if !status.success() {
-        bail!("the route planner benchmark failed");
+        bail!("{what} failed");
     }
     Ok(())
 }

@@ -161,7 +161,7 @@ impl Operations {
         });
         let orders: Vec<Order> = docs
             .into_iter()
-            .map(|(doc,)| serde_json::from_str::<Order>(&doc).map_err(|e| ApiError::Internal(e.into())))
+            .map(|(doc,)| super::decode(&doc))
             .collect::<ApiResult<Vec<_>>>()?
             .into_iter()
             // Of orders held by an exception, only goods stranded in a stopped van are the planner's;
@@ -389,25 +389,15 @@ impl Operations {
         self.apply(merchant, now, &orders, (&places.points, &starts), plan, started).await
     }
 
-    /// When each order left the warehouse (its latest dispatch or resumption).
+    /// When each order on the road (or stranded) left the warehouse: its first dispatch.
     async fn dispatch_times(&self, orders: &[Order]) -> ApiResult<HashMap<OrderId, DateTime<Utc>>> {
-        let ids: Vec<Uuid> = orders.iter().filter(|o| o.status == Status::Delivering).map(|o| o.id.uuid()).collect();
-        let mut out = HashMap::new();
-        for chunk in ids.chunks(500) {
-            let sql = format!(
-                "SELECT order_id, MIN(at) FROM events WHERE kind = 'DISPATCHED' AND order_id IN ({}) GROUP BY order_id",
-                crate::db::in_list(chunk.len())
-            );
-            let rows: Vec<(Uuid, DateTime<Utc>)> = on_db!(&self.db, pool => {
-                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
-                for id in chunk {
-                    q = q.bind(*id);
-                }
-                q.fetch_all(pool).await?
-            });
-            out.extend(rows.into_iter().map(|(id, at)| (OrderId(id), at)));
-        }
-        Ok(out)
+        let ids: Vec<Uuid> =
+            orders.iter().filter(|o| o.status == Status::Delivering || stranded(o)).map(|o| o.id.uuid()).collect();
+        let rows: Vec<(Uuid, DateTime<Utc>)> = self
+            .db
+            .fetch_in("SELECT order_id, MIN(at) FROM events WHERE kind = 'DISPATCHED' AND order_id IN ({ids}) GROUP BY order_id", &ids)
+            .await?;
+        Ok(rows.into_iter().map(|(id, at)| (OrderId(id), at)).collect())
     }
 
     /// Driving seconds between every pair of places (the map provider's, or
@@ -554,6 +544,35 @@ impl Operations {
         });
         tx.commit().await?;
         Ok(())
+    }
+
+    /// A plan asked for by the merchant's staff: `seconds` 0.5–60 (default 5).
+    pub async fn requested_plan(
+        &self,
+        ctx: &RequestCtx,
+        merchant: MerchantId,
+        seconds: Option<f64>,
+        fresh: bool,
+    ) -> ApiResult<PlanSummary> {
+        crate::policy::check_merchant_action(&ctx.scope, merchant, crate::policy::Action::Assign)?;
+        let seconds = seconds.unwrap_or(5.0);
+        if !(0.5..=60.0).contains(&seconds) {
+            return Err(ApiError::unprocessable("invalid_body", "seconds: between 0.5 and 60"));
+        }
+        let plan = self.plan(merchant, seconds, fresh).await?;
+        self.metrics.plans.with_label_values(&["requested"]).inc();
+        Ok(plan)
+    }
+
+    /// A courier's planned route, for the courier and their merchant's office.
+    pub async fn route_for(&self, scope: &crate::policy::Scope, courier: CourierId) -> ApiResult<CourierRoute> {
+        let merchant = self
+            .service
+            .courier_merchant(courier)
+            .await?
+            .ok_or_else(|| ApiError::NotFound("no such courier".into()))?;
+        crate::policy::check_courier_positions(scope, merchant, courier)?;
+        self.route(courier).await?.ok_or_else(|| ApiError::NotFound("no planned route".into()))
     }
 
     /// A courier's planned route, if the latest plan gave them one.

@@ -10,6 +10,7 @@
 //! Where several processes could write the same thing (a visit, an ETA, an
 //! alert) the database decides who does: a unique key or a compare-and-set.
 
+pub mod configure;
 pub mod dispatch;
 pub mod eta;
 pub mod http;
@@ -30,7 +31,7 @@ use xianlu_maps::MapProvider;
 use xianlu_roads::fence::{FenceSettings, Geofences, Shape, Transition};
 
 use crate::clock::Clock;
-use crate::db::{Db, in_list};
+use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
 use crate::service::OrderService;
@@ -103,6 +104,11 @@ pub struct Operations {
     /// This process, for planning leases.
     instance: String,
     channels: Vec<Box<dyn NotificationChannel>>,
+}
+
+/// An order as stored.
+fn decode(doc: &str) -> ApiResult<Order> {
+    serde_json::from_str(doc).map_err(|e| ApiError::Internal(e.into()))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -305,13 +311,6 @@ impl Operations {
         Ok(())
     }
 
-    async fn order(&self, id: OrderId) -> ApiResult<Option<Order>> {
-        let row: Option<(String,)> = on_db!(&self.db, pool => {
-            sqlx::query_as("SELECT doc FROM orders WHERE id = $1").bind(id.uuid()).fetch_optional(pool).await?
-        });
-        row.map(|(doc,)| serde_json::from_str(&doc).map_err(|e| ApiError::Internal(e.into()))).transpose()
-    }
-
     /// Orders assigned to the courier and not yet delivered.
     async fn orders_in_hand(&self, courier: CourierId) -> ApiResult<Vec<Order>> {
         let rows: Vec<(String,)> = on_db!(&self.db, pool => {
@@ -322,7 +321,7 @@ impl Operations {
             .fetch_all(pool)
             .await?
         });
-        rows.into_iter().map(|(doc,)| serde_json::from_str(&doc).map_err(|e| ApiError::Internal(e.into()))).collect()
+        rows.iter().map(|(doc,)| decode(doc)).collect()
     }
 
     /// Records a visit once per order, kind and delivery attempt; `true` if this call did.
@@ -512,11 +511,6 @@ impl Operations {
         Ok(model)
     }
 
-    /// Learns again from history at the next estimate.
-    pub fn forget_model(&self, merchant: MerchantId) {
-        lock(&self.models).remove(&merchant);
-    }
-
     /// The courier's stops in the order they were assigned (the route until
     /// the planner sequences it), skipping those already reached.
     async fn stops(&self, courier: CourierId) -> ApiResult<Vec<Stop>> {
@@ -526,35 +520,23 @@ impl Operations {
             return Ok(Vec::new());
         }
         let ids: Vec<Uuid> = orders.iter().map(|o| o.id.uuid()).collect();
-        let mut assigned: HashMap<Uuid, i64> = HashMap::new();
-        let mut reached: Vec<(Uuid, i32)> = Vec::new();
-        for chunk in ids.chunks(500) {
-            let sql = format!(
-                "SELECT order_id, MAX(seq) FROM events WHERE order_id IN ({}) AND kind IN \
+        let assigned: HashMap<Uuid, i64> = self
+            .db
+            .fetch_in::<(Uuid, i64)>(
+                "SELECT order_id, MAX(seq) FROM events WHERE order_id IN ({ids}) AND kind IN \
                  ('COURIER_ASSIGNED', 'DISPATCHED', 'DELIVERY_RESUMED') GROUP BY order_id",
-                in_list(chunk.len())
-            );
-            let rows: Vec<(Uuid, i64)> = on_db!(&self.db, pool => {
-                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
-                for id in chunk {
-                    q = q.bind(*id);
-                }
-                q.fetch_all(pool).await?
-            });
-            assigned.extend(rows);
-            let sql = format!(
-                "SELECT order_id, attempt FROM stop_visits WHERE kind = 'ARRIVED_AT_CUSTOMER' AND order_id IN ({})",
-                in_list(chunk.len())
-            );
-            let rows: Vec<(Uuid, i32)> = on_db!(&self.db, pool => {
-                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
-                for id in chunk {
-                    q = q.bind(*id);
-                }
-                q.fetch_all(pool).await?
-            });
-            reached.extend(rows);
-        }
+                &ids,
+            )
+            .await?
+            .into_iter()
+            .collect();
+        let reached: Vec<(Uuid, i32)> = self
+            .db
+            .fetch_in(
+                "SELECT order_id, attempt FROM stop_visits WHERE kind = 'ARRIVED_AT_CUSTOMER' AND order_id IN ({ids})",
+                &ids,
+            )
+            .await?;
         let mut stops = Vec::new();
         for order in orders {
             if reached.contains(&(order.id.uuid(), i32::from(order.failed_attempts))) {
@@ -807,11 +789,10 @@ impl Operations {
             }
             // Customer service hears of an exception at once, not at the next sweep.
             EventKind::ExceptionReported { .. } => {
-                if let Some(order) = self.order(event.order_id).await?
-                    && order.status == Status::ExceptionHandling
-                {
-                    let reason = rules::exception_reason(&order);
-                    self.raise(&order, xianlu_domain::operations::AlertRule::ExceptionOpen, reason, event.at).await?;
+                let order = &self.service.view(event.order_id).await?.order;
+                if order.status == Status::ExceptionHandling {
+                    let reason = rules::exception_reason(order);
+                    self.raise(order, xianlu_domain::operations::AlertRule::ExceptionOpen, reason, event.at).await?;
                 }
                 self.refresh_etas(event.merchant_id, courier).await?;
             }

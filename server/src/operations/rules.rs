@@ -59,10 +59,7 @@ impl Operations {
             }
             q.fetch_all(pool).await?
         });
-        let orders: Vec<Order> = docs
-            .into_iter()
-            .map(|(doc,)| serde_json::from_str(&doc).map_err(|e| ApiError::Internal(e.into())))
-            .collect::<ApiResult<_>>()?;
+        let orders: Vec<Order> = docs.iter().map(|(doc,)| super::decode(doc)).collect::<ApiResult<_>>()?;
         let ids: Vec<Uuid> = orders.iter().map(|o| o.id.uuid()).collect();
         let since = self.entered(&ids).await?;
         let etas = self.open_etas(&ids).await?;
@@ -202,46 +199,26 @@ impl Operations {
     /// When each order last entered the stages the rules time.
     async fn entered(&self, ids: &[Uuid]) -> ApiResult<HashMap<(Uuid, &'static str), DateTime<Utc>>> {
         const KINDS: [&str; 5] = ["STOCK_CHECKED", "PICKING_STARTED", "PACKED", "DISPATCHED", "DELIVERY_RESUMED"];
-        let mut out = HashMap::new();
-        for chunk in ids.chunks(500) {
-            let sql = format!(
-                "SELECT order_id, kind, MAX(at) FROM events WHERE order_id IN ({}) AND kind IN \
+        let rows: Vec<(Uuid, String, DateTime<Utc>)> = self
+            .db
+            .fetch_in(
+                "SELECT order_id, kind, MAX(at) FROM events WHERE order_id IN ({ids}) AND kind IN \
                  ('STOCK_CHECKED', 'PICKING_STARTED', 'PACKED', 'DISPATCHED', 'DELIVERY_RESUMED') GROUP BY order_id, kind",
-                in_list(chunk.len())
-            );
-            let rows: Vec<(Uuid, String, DateTime<Utc>)> = on_db!(&self.db, pool => {
-                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
-                for id in chunk {
-                    q = q.bind(*id);
-                }
-                q.fetch_all(pool).await?
-            });
-            for (id, kind, at) in rows {
-                if let Some(k) = KINDS.iter().find(|k| **k == kind) {
-                    out.insert((id, *k), at);
-                }
-            }
-        }
-        Ok(out)
+                ids,
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, kind, at)| KINDS.iter().find(|k| **k == kind).map(|k| ((id, *k), at)))
+            .collect())
     }
 
     async fn open_etas(&self, ids: &[Uuid]) -> ApiResult<HashMap<Uuid, DateTime<Utc>>> {
-        let mut out = HashMap::new();
-        for chunk in ids.chunks(500) {
-            let sql = format!(
-                "SELECT order_id, eta FROM order_etas WHERE actual_at IS NULL AND order_id IN ({})",
-                in_list(chunk.len())
-            );
-            let rows: Vec<(Uuid, DateTime<Utc>)> = on_db!(&self.db, pool => {
-                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
-                for id in chunk {
-                    q = q.bind(*id);
-                }
-                q.fetch_all(pool).await?
-            });
-            out.extend(rows);
-        }
-        Ok(out)
+        let rows: Vec<(Uuid, DateTime<Utc>)> = self
+            .db
+            .fetch_in("SELECT order_id, eta FROM order_etas WHERE actual_at IS NULL AND order_id IN ({ids})", ids)
+            .await?;
+        Ok(rows.into_iter().collect())
     }
 
     /// The newest trusted fix of each courier, from the database (what every process sees).
@@ -249,22 +226,15 @@ impl Operations {
         let mut unique: Vec<Uuid> = couriers.iter().map(|c| c.uuid()).collect();
         unique.sort();
         unique.dedup();
-        let mut out = HashMap::new();
-        for chunk in unique.chunks(500) {
-            let sql = format!(
-                "SELECT courier_id, MAX(at) FROM courier_positions WHERE NOT flagged AND courier_id IN ({}) GROUP BY courier_id",
-                in_list(chunk.len())
-            );
-            let rows: Vec<(Uuid, DateTime<Utc>)> = on_db!(&self.db, pool => {
-                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
-                for id in chunk {
-                    q = q.bind(*id);
-                }
-                q.fetch_all(pool).await?
-            });
-            out.extend(rows.into_iter().map(|(c, at)| (CourierId(c), at)));
-        }
-        Ok(out)
+        let rows: Vec<(Uuid, DateTime<Utc>)> = self
+            .db
+            .fetch_in(
+                "SELECT courier_id, MAX(at) FROM courier_positions WHERE NOT flagged AND courier_id IN ({ids}) \
+                 GROUP BY courier_id",
+                &unique,
+            )
+            .await?;
+        Ok(rows.into_iter().map(|(c, at)| (CourierId(c), at)).collect())
     }
 
     /// A merchant's alerts, newest first.

@@ -238,14 +238,6 @@ impl<K: Clone + Eq + std::hash::Hash, S: Clone + Eq + std::hash::Hash> Geofences
         }
         next
     }
-
-    pub fn len(&self) -> usize {
-        self.fences.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.fences.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -3,12 +3,11 @@
 //! event insert, and push latency from commit to receipt. Prints a Markdown
 //! report for docs/benchmarks.md. Figures, not assertions.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -54,23 +53,10 @@ impl Settings {
     }
 }
 
-fn server_program() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    Ok(exe.parent().context("bench binary has a directory")?.join("xianlu-server-under-test"))
-}
-
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)] as f64 / 1000.0
-}
-
 /// Starts a server process on `db` with the given SQLite durability.
 async fn server(db: &TestDb, synchronous: &str) -> Result<ServerProcess> {
     ServerProcess::start(
-        &server_program()?,
+        &xianlu_tests::server_under_test()?,
         &[
             ("XIANLU_DATABASE_URL", db.url.as_str()),
             ("XIANLU_SQLITE_SYNCHRONOUS", synchronous),
@@ -187,8 +173,8 @@ async fn drive(
     Ok(Throughput {
         count: all.len(),
         per_second: all.len() as f64 / elapsed,
-        p50_ms: percentile(&all, 0.5),
-        p99_ms: percentile(&all, 0.99),
+        p50_ms: xianlu_tests::percentile_ms(&all, 0.5),
+        p99_ms: xianlu_tests::percentile_ms(&all, 0.99),
     })
 }
 
@@ -275,8 +261,8 @@ async fn raw_transitions(
     Ok(Throughput {
         count: all.len(),
         per_second: all.len() as f64 / elapsed,
-        p50_ms: percentile(&all, 0.5),
-        p99_ms: percentile(&all, 0.99),
+        p50_ms: xianlu_tests::percentile_ms(&all, 0.5),
+        p99_ms: xianlu_tests::percentile_ms(&all, 0.99),
     })
 }
 
@@ -378,8 +364,8 @@ async fn push_latency(
         committed,
         received: received.load(Ordering::Relaxed),
         rate: driven.per_second,
-        p50_ms: percentile(&all, 0.5),
-        p99_ms: percentile(&all, 0.99),
+        p50_ms: xianlu_tests::percentile_ms(&all, 0.5),
+        p99_ms: xianlu_tests::percentile_ms(&all, 0.99),
         max_ms: all.last().map_or(f64::NAN, |m| *m as f64 / 1000.0),
         rss_per_connection,
     })

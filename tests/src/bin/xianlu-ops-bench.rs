@@ -7,7 +7,6 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,13 +61,6 @@ impl Settings {
     }
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0
-}
-
 /// A courier's fixes: a slow walk north-east, one per second, dated in the past.
 fn batch(courier: usize, first_seq: u64, count: usize, start: DateTime<Utc>) -> Vec<serde_json::Value> {
     (0..count as u64)
@@ -118,15 +110,7 @@ async fn ingest_api(url: &str, couriers: &[String], size: usize, seconds: u64) -
             anyhow::Ok((latencies, sent))
         }));
     }
-    let (mut all, mut positions) = (Vec::new(), 0);
-    for task in tasks {
-        let (l, n) = task.await??;
-        all.extend(l);
-        positions += n;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort_unstable();
-    Ok(Ingest { positions, per_second: positions as f64 / elapsed, p99_ms: percentile(&all, 0.99) })
+    gather(tasks, started).await
 }
 
 /// The same rows inserted one statement per fix, one transaction per batch.
@@ -177,21 +161,25 @@ async fn ingest_raw(db: &TestDb, couriers: &[String], size: usize, seconds: u64)
             anyhow::Ok((latencies, sent))
         }));
     }
+    let ingest = gather(tasks, started).await;
+    pool.close().await;
+    ingest
+}
+
+/// One sender's batch latencies (µs) and the positions it sent.
+type Sender = tokio::task::JoinHandle<Result<(Vec<u64>, u64)>>;
+
+/// Every sender's figures as one.
+async fn gather(tasks: Vec<Sender>, started: Instant) -> Result<Ingest> {
     let (mut all, mut positions) = (Vec::new(), 0);
     for task in tasks {
-        let (l, n) = task.await??;
-        all.extend(l);
-        positions += n;
+        let (latencies, sent) = task.await??;
+        all.extend(latencies);
+        positions += sent;
     }
     let elapsed = started.elapsed().as_secs_f64();
     all.sort_unstable();
-    pool.close().await;
-    Ok(Ingest { positions, per_second: positions as f64 / elapsed, p99_ms: percentile(&all, 0.99) })
-}
-
-fn server_program() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    Ok(exe.parent().context("bench binary has a directory")?.join("xianlu-server-under-test"))
+    Ok(Ingest { positions, per_second: positions as f64 / elapsed, p99_ms: xianlu_tests::percentile_ms(&all, 0.99) })
 }
 
 /// Returns the microseconds per stored position: the raw loop's and the API's (SQLite).
@@ -211,7 +199,7 @@ async fn ingest(settings: &Settings, report: &mut String) -> Result<(f64, f64)> 
         eprintln!("ingest: {label}");
         let db = TestDb::create(backend).await?;
         let process = ServerProcess::start(
-            &server_program()?,
+            &xianlu_tests::server_under_test()?,
             &[
                 ("XIANLU_DATABASE_URL", db.url.as_str()),
                 ("XIANLU_SQLITE_SYNCHRONOUS", "NORMAL"),
