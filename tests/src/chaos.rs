@@ -54,7 +54,7 @@ pub struct ChaosProxy {
     pub url: String,
     upstream: Arc<Mutex<SocketAddr>>,
     faults: Arc<Mutex<Faults>>,
-    dark: Arc<AtomicBool>,
+    dark: tokio::sync::watch::Sender<bool>,
     pub counts: Arc<Counts>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -67,14 +67,14 @@ impl ChaosProxy {
         let addr = listener.local_addr()?;
         let upstream = Arc::new(Mutex::new(upstream));
         let faults = Arc::new(Mutex::new(faults));
-        let dark = Arc::new(AtomicBool::new(false));
+        let (dark, _) = tokio::sync::watch::channel(false);
         let counts = Arc::new(Counts::default());
         let task = tokio::spawn({
-            let (upstream, faults, dark, counts) = (upstream.clone(), faults.clone(), dark.clone(), counts.clone());
+            let (upstream, faults, dark, counts) = (upstream.clone(), faults.clone(), dark.subscribe(), counts.clone());
             async move {
                 while let Ok((client, _)) = listener.accept().await {
                     counts.connections.fetch_add(1, Ordering::Relaxed);
-                    if dark.load(Ordering::SeqCst) {
+                    if *dark.borrow() {
                         counts.refused.fetch_add(1, Ordering::Relaxed);
                         drop(client);
                         continue;
@@ -99,9 +99,10 @@ impl ChaosProxy {
         }
     }
 
-    /// Refuses every connection (and cuts the open ones) while dark.
+    /// Refuses every connection (and cuts the open ones) while dark: from
+    /// this call on, no byte crosses the proxy.
     pub fn set_dark(&self, dark: bool) {
-        self.dark.store(dark, Ordering::SeqCst);
+        self.dark.send_replace(dark);
     }
 
     pub fn cuts(&self) -> u64 {
@@ -115,7 +116,13 @@ impl Drop for ChaosProxy {
     }
 }
 
-async fn pipe(client: TcpStream, target: SocketAddr, faults: Faults, counts: Arc<Counts>, dark: Arc<AtomicBool>) {
+async fn pipe(
+    client: TcpStream,
+    target: SocketAddr,
+    faults: Faults,
+    counts: Arc<Counts>,
+    mut dark: tokio::sync::watch::Receiver<bool>,
+) {
     let Ok(server) = TcpStream::connect(target).await else { return };
     let cut_after = {
         let mut rng = rand::rng();
@@ -123,6 +130,7 @@ async fn pipe(client: TcpStream, target: SocketAddr, faults: Faults, counts: Arc
             .then(|| faults.cut_within.mul_f64(rng.random::<f64>()).max(Duration::from_micros(200)))
     };
     let drop_response = AtomicBool::new(false);
+    let dark_now = dark.clone();
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let max_delay = faults.max_delay;
@@ -141,6 +149,10 @@ async fn pipe(client: TcpStream, target: SocketAddr, faults: Faults, counts: Arc
                 counts.cuts.fetch_add(1, Ordering::Relaxed);
                 return;
             }
+            // Read after the network went dark: it never arrives.
+            if *dark_now.borrow() {
+                return;
+            }
             if drop {
                 drop_response.store(true, Ordering::SeqCst);
             }
@@ -157,6 +169,9 @@ async fn pipe(client: TcpStream, target: SocketAddr, faults: Faults, counts: Arc
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            if *dark_now.borrow() {
+                return;
+            }
             if drop_response.load(Ordering::SeqCst) {
                 // The server did the work; the client hears nothing.
                 counts.dropped_responses.fetch_add(1, Ordering::Relaxed);
@@ -169,9 +184,7 @@ async fn pipe(client: TcpStream, target: SocketAddr, faults: Faults, counts: Arc
         }
     };
     let watch_dark = async {
-        while !dark.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let _ = dark.wait_for(|d| *d).await;
     };
     let cut = async {
         match cut_after {
