@@ -776,6 +776,7 @@ pub fn router(evidence_limit: usize) -> (axum::Router<Arc<AppState>>, utoipa::op
         .routes(routes!(ops::courier_route))
         .routes(routes!(ops::pin_order))
         .routes(routes!(ops::lock_route))
+        .routes(routes!(ops::get_duty, ops::put_duty))
         .split_for_parts();
     doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
     (router, doc)

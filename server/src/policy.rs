@@ -196,6 +196,11 @@ pub fn check_own_courier(scope: &Scope, merchant: MerchantId, courier: CourierId
 }
 
 /// A courier reads their own trail; the merchant's office reads its couriers'.
+/// Whether the caller is the courier themselves.
+pub fn is_courier_self(scope: &Scope, courier: CourierId) -> bool {
+    matches!(scope, Scope::User(links) if links.role == Role::Courier && links.couriers.contains(&courier))
+}
+
 pub fn check_courier_positions(scope: &Scope, merchant: MerchantId, courier: CourierId) -> Result<(), ApiError> {
     let Scope::User(links) = scope else { return Ok(()) };
     if links.role == Role::Courier && links.couriers.contains(&courier) {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -429,7 +429,11 @@ impl Shop {
                             "refrigerated": refrigerated}),
                 )
                 .await?;
-            couriers.push(c["id"].as_str().context("courier id")?.to_owned());
+            let id = c["id"].as_str().context("courier id")?.to_owned();
+            // At work, so plans may give them orders.
+            let duty = admin.put(&format!("/api/v1/couriers/{id}/duty"), &json!({"onDuty": true})).await?;
+            ensure!(duty.status == 200, "on duty: {}", duty.status);
+            couriers.push(id);
         }
         for (sku, name, dimension, on_hand) in [
             ("SPINACH", "有机菠菜", "grams", 50_000),
@@ -610,7 +614,7 @@ impl ServerProcess {
             .await??
             .context("the server exited before listening")?;
         let url = line.rsplit(' ').next().unwrap_or_default().to_owned();
-        anyhow::ensure!(url.starts_with("http://"), "unexpected first line {line}");
+        ensure!(url.starts_with("http://"), "unexpected first line {line}");
         Ok(ServerProcess { process, url, logs })
     }
 

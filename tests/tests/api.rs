@@ -473,6 +473,9 @@ fn route_matrix() -> Vec<(&'static str, &'static str, Option<[Expect; 7]>)> {
         // Releasing a pin and unlocking a route change nothing the other cases rely on.
         ("put", "/orders/{id}/pin", Some([Ok, Ok, Ok, Forbidden, Forbidden, Forbidden, Forbidden])),
         ("put", "/couriers/{id}/route-lock", Some([Ok, Ok, Ok, Forbidden, Hidden, Hidden, Forbidden])),
+        // A courier goes on duty themselves, or dispatchers put them on.
+        ("get", "/couriers/{id}/duty", Some([Ok, Ok, Ok, Forbidden, Ok, Hidden, Ok])),
+        ("put", "/couriers/{id}/duty", Some([Ok, Ok, Ok, Forbidden, Ok, Hidden, Forbidden])),
         // Needs an alert: tested with the rules (tests/operations.rs).
         ("post", "/alerts/{id}/acknowledge", None),
         // Authenticated by the gateway's signature, tested on its own.
@@ -586,6 +589,7 @@ async fn every_route_refuses_every_role_what_it_may_not_reach(backend: Backend) 
                     "/admin/users/{id}/role" => json!({"role": "courier", "courierId": shop.couriers[1]}),
                     "/orders/{id}/pin" => json!({"courierId": null}),
                     "/couriers/{id}/route-lock" => json!({"locked": false}),
+                    "/couriers/{id}/duty" => json!({"onDuty": true}),
                     _ => json!({}),
                 };
                 let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes())?;

@@ -17,7 +17,8 @@ xianlu_tests::on_both_backends!(
     each_rule_raises_its_alert_once_when_its_threshold_passes_and_clears_when_resolved,
     the_planner_assigns_open_orders_cold_goods_to_refrigerated_vans_and_keeps_routes,
     a_merchant_that_plans_by_itself_gets_paid_orders_assigned_after_one_debounced_replan,
-    goods_in_a_broken_down_van_are_picked_up_there_by_another_courier_and_delivered,
+    after_an_accident_another_courier_collects_the_goods_at_the_van_and_every_party_follows,
+    couriers_on_duty_get_the_work_within_their_shift,
 );
 
 const WAREHOUSE: (f64, f64) = (39.97, 116.49);
@@ -675,13 +676,18 @@ async fn a_merchant_that_plans_by_itself_gets_paid_orders_assigned_after_one_deb
     Ok(())
 }
 
-async fn goods_in_a_broken_down_van_are_picked_up_there_by_another_courier_and_delivered(
+/// The seed's second scenario, as every party lives it: a courier reports a
+/// traffic accident; the orders aboard go to exception handling; the customer
+/// and customer service hear of it; the merchant's automatic re-plan sends a
+/// nearby courier to collect the goods where the van stands; the new ETA
+/// (with that detour) reaches every stream; the delivery completes.
+async fn after_an_accident_another_courier_collects_the_goods_at_the_van_and_every_party_follows(
     backend: Backend,
 ) -> Result<()> {
     let server = TestServer::spawn(backend).await?;
     let admin = server.client("admin:root");
     let shop = Shop::open(&admin).await?;
-    let (broken, rescuer) = (shop.couriers[0].clone(), shop.couriers[1].clone());
+    let (stopped, rescuer) = (shop.couriers[0].clone(), shop.couriers[1].clone());
     let today =
         json!({"start": Utc::now() + chrono::Duration::hours(1), "end": Utc::now() + chrono::Duration::hours(4)});
     // Two orders on the road with the first courier.
@@ -693,36 +699,64 @@ async fn goods_in_a_broken_down_van_are_picked_up_there_by_another_courier_and_d
         admin.command(&id, json!({"type": "DISPATCH"})).await?;
         ids.push(id);
     }
-    // The van breaks down half-way, and says where.
+    // The merchant plans by itself from now on.
+    let settings = format!("/api/v1/merchants/{}/operations", shop.merchant);
+    let mut automatic = admin.get(&settings).await?.json();
+    automatic["autoPlan"] = json!(true);
+    automatic["planDebounceSeconds"] = json!(1);
+    automatic["planSeconds"] = json!(1);
+    ensure!(admin.put(&settings, &automatic).await?.status == 200);
+
+    // Every party follows: the restaurant's owner, customer service, both couriers.
+    let owner = json!({"username": "xiang.owner", "password": PASSWORD, "role": "customer", "customerId": shop.prepaid_customer});
+    admin.ok("/api/v1/admin/users", &owner).await?;
+    let (_, tokens) = Client::login(&server.url, "xiang.owner", PASSWORD).await?;
+    let mut customer =
+        Stream::connect_with_token(&server.url, tokens["accessToken"].as_str().unwrap_or_default()).await?;
+    customer.subscribe(json!(ids.iter().map(|id| json!({"order": id})).collect::<Vec<_>>()), None).await?;
+    let agent =
+        json!({"username": "cs.li", "password": PASSWORD, "role": "customer_service", "merchantId": shop.merchant});
+    admin.ok("/api/v1/admin/users", &agent).await?;
+    let (_, tokens) = Client::login(&server.url, "cs.li", PASSWORD).await?;
+    let mut service =
+        Stream::connect_with_token(&server.url, tokens["accessToken"].as_str().unwrap_or_default()).await?;
+    service.subscribe(json!([{"merchant": shop.merchant}]), None).await?;
+    let mut stranded = Stream::connect(&server.url, &format!("courier:{stopped}")).await?;
+    stranded.subscribe(json!([{"courier": stopped}]), None).await?;
+    let mut helper = Stream::connect(&server.url, &format!("courier:{rescuer}")).await?;
+    helper.subscribe(json!([{"courier": rescuer}]), None).await?;
+
+    // The van is hit half-way and says where; the other courier waits at the warehouse.
     let site = offset(WAREHOUSE, -2000.0, -3000.0);
     let mut trail = Trail { fixes: Vec::new(), at: Utc::now() - chrono::Duration::seconds(30), seq: 0 };
     trail.fix(site, 5.0);
-    trail.send(&admin, &broken, 1).await?;
+    trail.send(&admin, &stopped, 1).await?;
+    // (Seen a quarter of an hour ago, so that the drive below is already over.)
+    let mut rescue_trail = Trail { fixes: Vec::new(), at: Utc::now() - chrono::Duration::minutes(15), seq: 0 };
+    rescue_trail.fix(offset(WAREHOUSE, 10.0, 0.0), 5.0);
+    rescue_trail.send(&admin, &rescuer, 1).await?;
+    let reported = Utc::now();
     let report = admin
         .ok(
-            &format!("/api/v1/couriers/{broken}/exceptions"),
-            &json!({"kind": "VEHICLE_BREAKDOWN", "note": "发动机故障"}),
+            &format!("/api/v1/couriers/{stopped}/exceptions"),
+            &json!({"kind": "TRAFFIC_ACCIDENT", "note": "追尾，车辆无法行驶"}),
         )
         .await?;
     ensure!(report["orders"].as_array().map(Vec::len) == Some(2), "{report}");
-    for id in &ids {
-        ensure!(admin.order(id).await?["status"] == "EXCEPTION_HANDLING");
-    }
-    // The planner sends the other courier to the van, then to the customers;
-    // the stranded courier hears of it on their own stream.
-    let mut stranded = Stream::connect(&server.url, &format!("courier:{broken}")).await?;
-    stranded.subscribe(json!([{"courier": broken}]), None).await?;
-    let plan = admin.ok(&format!("/api/v1/merchants/{}/plans", shop.merchant), &json!({"seconds": 1})).await?;
-    ensure!(plan["unassigned"].as_array().is_some_and(Vec::is_empty), "{plan}");
-    for id in &ids {
-        let order = admin.order(id).await?;
-        ensure!(
-            order["status"] == "DELIVERING" && order["order"]["courierId"] == rescuer.as_str(),
-            "{id}: {}",
-            order["status"]
-        );
-        let kinds = kinds(&order["timeline"]);
-        ensure!(kinds.iter().any(|k| k == "DELIVERY_RESUMED"), "{kinds:?}");
+
+    // The automatic re-plan hands the goods to the other courier.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut moved = 0;
+        for id in &ids {
+            let order = admin.order(id).await?;
+            moved += usize::from(order["status"] == "DELIVERING" && order["order"]["courierId"] == rescuer.as_str());
+        }
+        if moved == ids.len() {
+            break;
+        }
+        ensure!(std::time::Instant::now() < deadline, "{moved} of {} handed over by the re-plan", ids.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let route = admin.get(&format!("/api/v1/couriers/{rescuer}/route")).await?.json();
     let stops = route["stops"].as_array().cloned().unwrap_or_default();
@@ -742,22 +776,173 @@ async fn goods_in_a_broken_down_van_are_picked_up_there_by_another_courier_and_d
         (pickup_at["lat"].as_f64().unwrap_or_default() - site.0).abs() < 1e-6,
         "picked up where the van stands: {pickup_at}"
     );
+    let transfer_done: DateTime<Utc> = serde_json::from_value(stops[0]["plannedDeparture"].clone())?;
+    // The stopped van gets nothing more.
+    ensure!(admin.get(&format!("/api/v1/couriers/{stopped}/route")).await?.status == 404);
+
+    // What each party heard.
+    let heard = drain(&mut customer).await?;
+    let last_eta = |events: &[Value], id: &str| -> Option<DateTime<Utc>> {
+        of_kind(events, "ETA_UPDATED")
+            .iter()
+            .filter(|e| e["orderId"] == id && e["event"]["kind"]["courierId"] == rescuer.as_str())
+            .filter_map(|e| serde_json::from_value(e["event"]["kind"]["eta"].clone()).ok())
+            .next_back()
+    };
+    for id in &ids {
+        let about: Vec<Value> = heard.iter().filter(|e| e["orderId"] == id.as_str()).cloned().collect();
+        for kind in ["EXCEPTION_REPORTED", "DELIVERY_RESUMED", "ETA_UPDATED"] {
+            ensure!(!of_kind(&about, kind).is_empty(), "the customer heard no {kind} about {id}");
+        }
+        ensure!(of_kind(&about, "ALERT_RAISED").is_empty(), "alerts are for the office");
+        // The estimate covers the way to the van and the transfer.
+        let eta = last_eta(&about, id).context("an estimate from the new courier")?;
+        ensure!(eta > transfer_done && eta > reported + chrono::Duration::minutes(10), "{id}: {eta}");
+    }
+    let office = drain(&mut service).await?;
+    for id in &ids {
+        let about: Vec<Value> = office.iter().filter(|e| e["orderId"] == id.as_str()).cloned().collect();
+        let alerts = of_kind(&about, "ALERT_RAISED");
+        ensure!(
+            alerts.iter().any(|a| a["event"]["kind"]["rule"] == "EXCEPTION_OPEN"),
+            "customer service alerted: {alerts:?}"
+        );
+        for kind in ["EXCEPTION_REPORTED", "DELIVERY_RESUMED", "ETA_UPDATED"] {
+            ensure!(!of_kind(&about, kind).is_empty(), "customer service heard no {kind} about {id}");
+        }
+    }
     let told = drain(&mut stranded).await?;
-    let handed: Vec<String> = of_kind(&told, "HANDED_OVER")
+    let handed: Vec<&str> = of_kind(&told, "HANDED_OVER")
         .iter()
         .filter(|e| e["event"]["kind"]["to"] == rescuer.as_str())
-        .filter_map(|e| e["orderId"].as_str().map(str::to_owned))
+        .filter_map(|e| e["orderId"].as_str())
         .collect();
-    ensure!(ids.iter().all(|id| handed.contains(id)), "handed over: {handed:?}");
-    // The stopped van gets nothing more.
-    ensure!(admin.get(&format!("/api/v1/couriers/{broken}/route")).await?.status == 404);
-    // And the rescuer delivers.
+    ensure!(ids.iter().all(|id| handed.contains(&id.as_str())), "handed over: {handed:?}");
+    let work = drain(&mut helper).await?;
+    let places: Vec<(&str, u64)> = of_kind(&work, "ROUTE_SEQUENCED")
+        .iter()
+        .filter_map(|e| Some((e["orderId"].as_str()?, e["event"]["kind"]["stop"].as_u64()?)))
+        .collect();
+    ensure!(ids.iter().all(|id| places.iter().any(|(o, _)| o == id)), "the new courier's route: {places:?}");
+    ensure!(ids.iter().all(|id| {
+        work.iter().any(|e| e["orderId"] == id.as_str() && e["event"]["kind"]["type"] == "DELIVERY_RESUMED")
+    }));
+
+    // At the van: the goods are collected, and everyone hears it.
+    rescue_trail.drive(offset(WAREHOUSE, 10.0, 0.0), site, 10);
+    rescue_trail.stay(site, 60, 10, 3.0);
+    rescue_trail.send(&admin, &rescuer, 10).await?;
+    let heard = drain(&mut customer).await?;
+    let collected: Vec<&str> =
+        of_kind(&heard, "GOODS_COLLECTED").iter().filter_map(|e| e["orderId"].as_str()).collect();
+    ensure!(ids.iter().all(|id| collected.contains(&id.as_str())), "collected: {collected:?}");
+    ensure!(collected.len() == ids.len(), "once each: {collected:?}");
+
+    // And the rescuer delivers: everyone sees it signed.
     let rescuer_client = server.client(&format!("courier:{rescuer}"));
     for (n, id) in ids.iter().enumerate() {
         let signature = xianlu_tests::upload_signature(&rescuer_client, id, 40 + n as u32).await?;
         let signed = rescuer_client.command(id, json!({"type": "SIGN", "signatureSha256": signature})).await?;
         ensure!(signed["status"] == "SIGNED", "{}", signed["status"]);
     }
+    let (heard, office) = (drain(&mut customer).await?, drain(&mut service).await?);
+    ensure!(of_kind(&heard, "SIGNED").len() == 2 && of_kind(&office, "SIGNED").len() == 2);
+    server.stop().await;
+    Ok(())
+}
+
+/// Only couriers on duty get work; one going off duty hands theirs on, a
+/// shift's end bounds what they are given, and bad changes are refused.
+async fn couriers_on_duty_get_the_work_within_their_shift(backend: Backend) -> Result<()> {
+    let server = TestServer::spawn(backend).await?;
+    let admin = server.client("admin:root");
+    let shop = Shop::open(&admin).await?;
+    let (first, second) = (shop.couriers[0].clone(), shop.couriers[1].clone());
+    let duty = |c: &str| format!("/api/v1/couriers/{c}/duty");
+    let plan = format!("/api/v1/merchants/{}/plans", shop.merchant);
+    let soon =
+        json!({"start": Utc::now() + chrono::Duration::hours(1), "end": Utc::now() + chrono::Duration::hours(4)});
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let mut draft = shop.spinach();
+        draft["requestedWindow"] = soon.clone();
+        let id = shop.place(&admin, &draft).await?;
+        admin.command(&id, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+        ids.push(id);
+    }
+    let courier_of = |order: Value| order["order"]["courierId"].as_str().map(str::to_owned);
+
+    // Only the first is at work: it gets everything.
+    let off = admin.put(&duty(&second), &json!({"onDuty": false})).await?;
+    ensure!(off.status == 200 && off.json()["onDuty"] == false, "{}", off.status);
+    let summary = admin.ok(&plan, &json!({"seconds": 1})).await?;
+    ensure!(summary["unassigned"].as_array().is_some_and(Vec::is_empty), "{summary}");
+    for id in &ids {
+        ensure!(courier_of(admin.order(id).await?).as_deref() == Some(first.as_str()));
+    }
+    // The second comes on and the first goes off: the work moves, and the
+    // second courier's stream says where each order is on the route.
+    let mut stream = Stream::connect(&server.url, &format!("courier:{second}")).await?;
+    stream.subscribe(json!([{"courier": second}]), None).await?;
+    // The courier themselves, with their own login.
+    let login = json!({"username": "li.si", "password": PASSWORD, "role": "courier", "courierId": second});
+    admin.ok("/api/v1/admin/users", &login).await?;
+    let (courier, _) = Client::login(&server.url, "li.si", PASSWORD).await?;
+    let on = courier.put(&duty(&second), &json!({"onDuty": true})).await?;
+    ensure!(on.status == 200 && on.json()["onDuty"] == true && on.json()["since"].is_string(), "{}", on.status);
+    ensure!(admin.put(&duty(&first), &json!({"onDuty": false})).await?.status == 200);
+    let summary = admin.ok(&plan, &json!({"seconds": 1})).await?;
+    ensure!(summary["reassigned"] == 2, "{summary}");
+    for id in &ids {
+        ensure!(courier_of(admin.order(id).await?).as_deref() == Some(second.as_str()));
+    }
+    let told = drain(&mut stream).await?;
+    let mut places: Vec<u64> = of_kind(&told, "ROUTE_SEQUENCED")
+        .iter()
+        .filter(|e| e["event"]["kind"]["stops"] == 2)
+        .filter_map(|e| e["event"]["kind"]["stop"].as_u64())
+        .collect();
+    places.sort_unstable();
+    ensure!(places == [1, 2], "{told:?}");
+    // A plan that changes nothing says nothing more.
+    admin.ok(&plan, &json!({"seconds": 1})).await?;
+    ensure!(of_kind(&drain(&mut stream).await?, "ROUTE_SEQUENCED").is_empty(), "only changed places are pushed");
+
+    // A shift that ends before the customers' windows open takes none of them.
+    let short = json!({"onDuty": true, "shiftEndsAt": Utc::now() + chrono::Duration::minutes(30)});
+    let reply = courier.put(&duty(&second), &short).await?;
+    ensure!(reply.status == 200 && reply.json()["shiftEndsAt"].is_string(), "{}", reply.status);
+    let summary = admin.ok(&plan, &json!({"seconds": 1})).await?;
+    let reasons: Vec<&str> =
+        summary["unassigned"].as_array().into_iter().flatten().filter_map(|u| u["reason"].as_str()).collect();
+    ensure!(reasons == ["time_window", "time_window"], "{summary}");
+    // Nobody at work: nobody to give it to.
+    ensure!(admin.put(&duty(&second), &json!({"onDuty": false})).await?.status == 200);
+    let summary = admin.ok(&plan, &json!({"seconds": 1})).await?;
+    let reasons: Vec<&str> =
+        summary["unassigned"].as_array().into_iter().flatten().filter_map(|u| u["reason"].as_str()).collect();
+    ensure!(reasons == ["no_courier", "no_courier"], "{summary}");
+
+    // Refused: a shift already over, a shift when going off, goods still aboard, strangers.
+    let past = admin
+        .put(&duty(&first), &json!({"onDuty": true, "shiftEndsAt": Utc::now() - chrono::Duration::minutes(1)}))
+        .await?;
+    ensure!(past.status == 422 && past.json()["code"] == "invalid_duty", "{}", past.status);
+    let odd = admin
+        .put(&duty(&first), &json!({"onDuty": false, "shiftEndsAt": Utc::now() + chrono::Duration::hours(1)}))
+        .await?;
+    ensure!(odd.status == 422, "{}", odd.status);
+    ensure!(admin.put(&duty(&first), &json!({"onDuty": true})).await?.status == 200);
+    let aboard = packed_for(&admin, &shop, &shop.spinach()).await?;
+    admin.command(&aboard, json!({"type": "DISPATCH"})).await?;
+    let busy = admin.put(&duty(&first), &json!({"onDuty": false})).await?;
+    ensure!(busy.status == 409 && busy.json()["code"] == "goods_aboard", "{}", busy.status);
+    let someone_else = courier.put(&duty(&first), &json!({"onDuty": false})).await?;
+    // (Another courier is not theirs to see.)
+    ensure!(someone_else.status == 404, "{}", someone_else.status);
+    let nobody = admin.put(&duty(&uuid::Uuid::now_v7().to_string()), &json!({"onDuty": true})).await?;
+    ensure!(nobody.status == 404, "{}", nobody.status);
+    ensure!(admin.get(&duty(&first)).await?.json()["onDuty"] == true);
     server.stop().await;
     Ok(())
 }

@@ -4,8 +4,12 @@
 //! stored and audited here; the HTTP layer only converts.
 
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
 use uuid::Uuid;
-use xianlu_domain::operations::{CourierLocation, EtaAccuracy, OperationsSettings, QuietHours};
+
+use xianlu_domain::operations::{
+    CourierDuty, CourierLocation, DutyChange, EtaAccuracy, OperationsSettings, QuietHours,
+};
 use xianlu_domain::wire::LatLng;
 use xianlu_domain::{CourierId, CustomerId, MerchantId, OrderId, WarehouseId};
 use xianlu_roads::fence::{FenceSettings, Geofences, Shape};
@@ -224,6 +228,82 @@ impl Operations {
         });
         let ids: Vec<CourierId> = couriers.into_iter().map(|(c,)| CourierId(c)).collect();
         Ok(self.latest(&ids))
+    }
+
+    /// Whether the courier is on duty, for the courier and their merchant's office.
+    pub async fn duty_for(&self, scope: &Scope, courier: CourierId) -> ApiResult<CourierDuty> {
+        let merchant = self.courier_office(courier).await?;
+        policy::check_courier_positions(scope, merchant, courier)?;
+        self.duty(courier).await
+    }
+
+    pub async fn duty(&self, courier: CourierId) -> ApiResult<CourierDuty> {
+        type Row = (bool, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+        let row: Option<Row> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT on_duty, duty_since, shift_ends_at FROM couriers WHERE id = $1")
+                .bind(courier.uuid())
+                .fetch_optional(pool)
+                .await?
+        });
+        let (on_duty, since, shift_ends_at) = row.ok_or_else(|| ApiError::NotFound("no such courier".into()))?;
+        Ok(CourierDuty { courier_id: courier, on_duty, since, shift_ends_at })
+    }
+
+    /// The courier goes on duty (until the shift's end, if given) or off duty;
+    /// the courier themselves or their merchant's dispatchers. Off duty with
+    /// goods aboard is refused: they are delivered or handed over first. The
+    /// merchant's plan follows (if it plans by itself).
+    pub async fn set_duty(
+        self: &Arc<Self>,
+        ctx: &RequestCtx,
+        courier: CourierId,
+        change: DutyChange,
+    ) -> ApiResult<CourierDuty> {
+        let merchant = self.courier_office(courier).await?;
+        if !policy::is_courier_self(&ctx.scope, courier) {
+            policy::check_merchant_action(&ctx.scope, merchant, Action::Assign)?;
+        }
+        let now = self.clock.now();
+        change.check(now).map_err(|e| ApiError::unprocessable("invalid_duty", e))?;
+        let before = self.duty(courier).await?;
+        if before.on_duty == change.on_duty && before.shift_ends_at == change.shift_ends_at {
+            return Ok(before); // already so
+        }
+        if !change.on_duty {
+            let aboard: Vec<(Uuid,)> = on_db!(&self.db, pool => {
+                sqlx::query_as("SELECT id FROM orders WHERE courier_id = $1 AND status = 'DELIVERING' LIMIT 1")
+                    .bind(courier.uuid())
+                    .fetch_all(pool)
+                    .await?
+            });
+            if !aboard.is_empty() {
+                return Err(ApiError::conflict(
+                    "goods_aboard",
+                    "orders are still aboard: deliver them, or report the vehicle's exception so they are handed over",
+                ));
+            }
+        }
+        let since = if before.on_duty == change.on_duty { before.since } else { Some(now) };
+        let mut tx = self.db.begin().await?;
+        crate::on_tx!(&mut tx, c => {
+            sqlx::query("UPDATE couriers SET on_duty = $1, duty_since = $2, shift_ends_at = $3 WHERE id = $4")
+                .bind(change.on_duty)
+                .bind(since)
+                .bind(change.shift_ends_at)
+                .bind(courier.uuid())
+                .execute(&mut *c)
+                .await?;
+        });
+        let after = serde_json::json!({"onDuty": change.on_duty, "shiftEndsAt": change.shift_ends_at});
+        self.service.audit_admin(&mut tx, ctx, merchant.uuid(), "SET_DUTY", courier.to_string(), after).await?;
+        tx.commit().await?;
+        // Work changes hands: the couriers left, or one more to give it to.
+        self.clone().replan_soon(merchant).await;
+        Ok(CourierDuty { courier_id: courier, on_duty: change.on_duty, since, shift_ends_at: change.shift_ends_at })
+    }
+
+    async fn courier_office(&self, courier: CourierId) -> ApiResult<MerchantId> {
+        self.service.courier_merchant(courier).await?.ok_or_else(|| ApiError::NotFound("no such courier".into()))
     }
 }
 

@@ -30,7 +30,7 @@ use crate::service::RequestCtx;
 
 const REFRIGERATED: &str = "refrigerated";
 /// Moving goods from a stopped van into another.
-const TRANSFER_SECONDS: f64 = 600.0;
+pub(super) const TRANSFER_SECONDS: f64 = 600.0;
 
 /// Goods in a van that stopped: an accident or a breakdown holds the order.
 fn stranded(order: &Order) -> bool {
@@ -103,6 +103,7 @@ struct CourierRow {
     id: CourierId,
     refrigerated: bool,
     capacity_kg: i64,
+    shift_ends_at: Option<DateTime<Utc>>,
 }
 
 /// Where each planner location is, and what it stands for.
@@ -139,15 +140,25 @@ impl Operations {
                 .fetch_all(pool)
                 .await?
         });
-        let couriers: Vec<(Uuid, bool, i64)> = on_db!(&self.db, pool => {
-            sqlx::query_as("SELECT id, refrigerated, capacity_kg FROM couriers WHERE merchant_id = $1 ORDER BY id")
-                .bind(merchant.uuid())
-                .fetch_all(pool)
-                .await?
+        // Couriers on duty; those with goods aboard finish them even past their shift.
+        let couriers: Vec<(Uuid, bool, i64, Option<DateTime<Utc>>)> = on_db!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT id, refrigerated, capacity_kg, shift_ends_at FROM couriers c WHERE merchant_id = $1 \
+                 AND (on_duty OR EXISTS (SELECT 1 FROM orders o WHERE o.courier_id = c.id AND o.status = 'DELIVERING')) \
+                 ORDER BY id",
+            )
+            .bind(merchant.uuid())
+            .fetch_all(pool)
+            .await?
         });
         let couriers: Vec<CourierRow> = couriers
             .into_iter()
-            .map(|(id, refrigerated, capacity_kg)| CourierRow { id: CourierId(id), refrigerated, capacity_kg })
+            .map(|(id, refrigerated, capacity_kg, shift_ends_at)| CourierRow {
+                id: CourierId(id),
+                refrigerated,
+                capacity_kg,
+                shift_ends_at,
+            })
             .collect();
         let docs: Vec<(String,)> = on_db!(&self.db, pool => {
             sqlx::query_as(
@@ -212,6 +223,17 @@ impl Operations {
             if courier.refrigerated {
                 skills.push(REFRIGERATED.to_owned());
             }
+            // Open routes: the last stop may start by the horizon and then take its
+            // service time. A shift's end bounds new trips (the last delivery done by
+            // then); goods aboard are delivered regardless.
+            let open_end = horizon + f64::from(context.settings.service_seconds);
+            let shift_end = match courier.shift_ends_at {
+                Some(end) if aboard.is_empty() => seconds_from(end).min(open_end),
+                _ => open_end,
+            };
+            if shift_end <= 0.0 {
+                continue;
+            }
             let start = if aboard.is_empty() {
                 // Loads at the warehouse nearest to where they are.
                 let nearest = warehouses
@@ -234,8 +256,7 @@ impl Operations {
                 id: courier.id.to_string(),
                 start,
                 end: None,
-                // Open routes: the last stop may start by the horizon and then take its service time.
-                shift: (0.0, horizon + f64::from(context.settings.service_seconds)),
+                shift: (0.0, shift_end),
                 capacity: vec![courier.capacity_kg.saturating_mul(1000)],
                 skills,
                 committed: Vec::new(),
@@ -502,7 +523,27 @@ impl Operations {
             reassigned,
             seconds: started.elapsed().as_secs_f64(),
         };
+        let before = self.places_on_routes(merchant).await?;
         self.store(merchant, &summary).await?;
+        // Each order whose place changed tells its courier (and its followers) where it now is.
+        for route in &summary.routes {
+            let deliveries = route.stops.iter().filter(|s| s.kind == PlannedKind::Delivery).count();
+            let count = u16::try_from(deliveries).unwrap_or(u16::MAX);
+            for (place, stop) in route.stops.iter().filter(|s| s.kind == PlannedKind::Delivery).enumerate() {
+                let place = u16::try_from(place + 1).unwrap_or(u16::MAX);
+                if before.get(&stop.order_id) == Some(&(route.courier_id, place)) {
+                    continue;
+                }
+                let kind = xianlu_domain::EventKind::RouteSequenced {
+                    courier_id: route.courier_id,
+                    plan_id,
+                    stop: place,
+                    stops: count,
+                    planned_arrival: stop.planned_arrival,
+                };
+                self.service.record_observation(stop.order_id, kind, now).await?;
+            }
+        }
         // Estimates follow the new order of stops.
         for route in &summary.routes {
             if let Err(error) = self.refresh_etas(merchant, route.courier_id).await {
@@ -510,6 +551,24 @@ impl Operations {
             }
         }
         Ok(summary)
+    }
+
+    /// Each order's courier and 1-based place among the deliveries of the routes now stored.
+    async fn places_on_routes(&self, merchant: MerchantId) -> ApiResult<HashMap<OrderId, (CourierId, u16)>> {
+        let rows: Vec<(Uuid, String)> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT courier_id, stops FROM courier_routes WHERE merchant_id = $1")
+                .bind(merchant.uuid())
+                .fetch_all(pool)
+                .await?
+        });
+        let mut places = HashMap::new();
+        for (courier, stops) in rows {
+            let stops: Vec<PlannedStop> = serde_json::from_str(&stops).map_err(|e| ApiError::Internal(e.into()))?;
+            for (place, stop) in stops.iter().filter(|s| s.kind == PlannedKind::Delivery).enumerate() {
+                places.insert(stop.order_id, (CourierId(courier), u16::try_from(place + 1).unwrap_or(u16::MAX)));
+            }
+        }
+        Ok(places)
     }
 
     async fn store(&self, merchant: MerchantId, summary: &PlanSummary) -> ApiResult<()> {

@@ -134,12 +134,13 @@ pub struct Estimate {
 }
 
 /// Arrival at each stop: the legs before it, and the service time of every
-/// stop before it.
-pub fn estimates(now: DateTime<Utc>, legs: &[Leg], service_s: f64) -> Vec<Estimate> {
+/// stop before it (`service_s[i]` at stop `i`).
+pub fn estimates(now: DateTime<Utc>, legs: &[Leg], service_s: &[f64]) -> Vec<Estimate> {
     let mut out = Vec::with_capacity(legs.len());
     let (mut mid, mut early, mut late) = (0.0, 0.0, 0.0);
     for (i, leg) in legs.iter().enumerate() {
         if i > 0 {
+            let service_s = service_s.get(i - 1).copied().unwrap_or_default();
             mid += service_s;
             early += service_s * 0.7;
             late += service_s * 1.5;
@@ -217,7 +218,7 @@ mod tests {
     #[test]
     fn later_stops_include_every_earlier_leg_and_service_time() {
         let leg = |s| Leg { seconds: s, low: 0.9, high: 1.2 };
-        let out = estimates(at(14, 0), &[leg(600.0), leg(300.0), leg(900.0)], 240.0);
+        let out = estimates(at(14, 0), &[leg(600.0), leg(300.0), leg(900.0)], &[240.0; 3]);
         assert_eq!(out[0].eta, at(14, 10));
         assert_eq!(out[1].eta, at(14, 19)); // 10 + 4 service + 5
         assert_eq!(out[2].eta, at(14, 38)); // 19 + 4 + 15
@@ -231,6 +232,15 @@ mod tests {
         // Uncertainty grows along the route.
         let width = |e: &Estimate| e.window.end - e.window.start;
         assert!(width(&out[2]) >= width(&out[0]));
+    }
+
+    #[test]
+    fn a_transfer_stop_holds_the_courier_for_its_own_time() {
+        let leg = |s| Leg { seconds: s, low: 1.0, high: 1.0 };
+        // Collect from a stopped van (10 minutes), then deliver (4 minutes), then deliver.
+        let out = estimates(at(14, 0), &[leg(600.0), leg(300.0), leg(300.0)], &[600.0, 240.0, 240.0]);
+        assert_eq!(out[1].eta, at(14, 25)); // 10 + 10 transfer + 5
+        assert_eq!(out[2].eta, at(14, 34)); // 25 + 4 + 5
     }
 
     #[test]

@@ -8,7 +8,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use xianlu_domain::operations::{Alert, CourierLocation, EtaAccuracy, OperationsSettings, QuietHours};
+use xianlu_domain::operations::{
+    Alert, CourierDuty, CourierLocation, DutyChange, EtaAccuracy, OperationsSettings, QuietHours,
+};
 use xianlu_domain::wire::{LatLng, Problem};
 use xianlu_domain::{CourierId, CustomerId, MerchantId, WarehouseId};
 
@@ -277,6 +279,34 @@ pub async fn lock_route(
     let courier: CourierId = parse_id(&id, "courier")?;
     state.ops.lock_route(&ctx, courier, lock.locked).await?;
     Ok(axum::Json(lock))
+}
+
+/// Whether the courier is on duty, and until when.
+#[utoipa::path(get, path = "/couriers/{id}/duty", tag = "dispatch", params(("id" = String, Path)),
+    responses((status = 200, body = CourierDuty), (status = 404, body = Problem)))]
+pub async fn get_duty(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+) -> ApiResult<axum::Json<CourierDuty>> {
+    let courier: CourierId = parse_id(&id, "courier")?;
+    Ok(axum::Json(state.ops.duty_for(&ctx.scope, courier).await?))
+}
+
+/// Goes on duty (optionally until a shift end) or off duty; the planner gives
+/// work only to couriers on duty and re-plans when one comes or goes.
+#[utoipa::path(put, path = "/couriers/{id}/duty", tag = "dispatch", params(("id" = String, Path)),
+    request_body = DutyChange,
+    responses((status = 200, body = CourierDuty), (status = 409, body = Problem, description = "goods_aboard"),
+              (status = 422, body = Problem), (status = 404, body = Problem)))]
+pub async fn put_duty(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+    ApiJson(change): ApiJson<DutyChange>,
+) -> ApiResult<axum::Json<CourierDuty>> {
+    let courier: CourierId = parse_id(&id, "courier")?;
+    Ok(axum::Json(state.ops.set_duty(&ctx, courier, change).await?))
 }
 
 /// Runs the alert rules now (administrators; the server also runs them on a timer).

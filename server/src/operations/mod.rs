@@ -83,6 +83,8 @@ struct CourierState {
 struct Stop {
     order: Order,
     at: LatLng,
+    /// Collecting the order from a stopped van, not delivering it.
+    collect: bool,
 }
 
 pub struct Operations {
@@ -306,7 +308,37 @@ impl Operations {
             for order in orders.iter().filter(|o| o.status == Status::Delivering) {
                 self.service.record_observation(order.id, kind.clone(), last.at).await?;
             }
+            self.collect_at_stopped_vans(courier, &orders, fixes, settings.customer_fence_m).await?;
             self.refresh_etas(merchant, courier).await?;
+        }
+        Ok(())
+    }
+
+    /// A courier sent to a stopped van has collected its goods once a fix
+    /// within the customer fence's radius of the van is seen.
+    async fn collect_at_stopped_vans(
+        &self,
+        courier: CourierId,
+        orders: &[Order],
+        fixes: &[PositionFix],
+        radius_m: u32,
+    ) -> ApiResult<()> {
+        let Some(route) = self.route(courier).await? else { return Ok(()) };
+        let radius = f64::from(radius_m);
+        for stop in route.stops.iter().filter(|s| s.kind == dispatch::PlannedKind::Pickup) {
+            let Some(order) = orders.iter().find(|o| o.id == stop.order_id && o.status == Status::Delivering) else {
+                continue;
+            };
+            let reached = fixes.iter().find(|f| {
+                f64::from(f.accuracy_m) <= radius
+                    && xianlu_roads::distance_m(LatLng { lat: f.lat, lng: f.lng }, stop.location) <= radius
+            });
+            if let Some(fix) = reached
+                && self.first_visit(order, "GOODS_COLLECTED", courier, fix.at).await?
+            {
+                let kind = EventKind::GoodsCollected { courier_id: courier };
+                self.service.record_observation(order.id, kind, fix.at).await?;
+            }
         }
         Ok(())
     }
@@ -530,32 +562,47 @@ impl Operations {
             .await?
             .into_iter()
             .collect();
-        let reached: Vec<(Uuid, i32)> = self
+        let visits: Vec<(Uuid, String, i32)> = self
             .db
             .fetch_in(
-                "SELECT order_id, attempt FROM stop_visits WHERE kind = 'ARRIVED_AT_CUSTOMER' AND order_id IN ({ids})",
+                "SELECT order_id, kind, attempt FROM stop_visits WHERE kind IN ('ARRIVED_AT_CUSTOMER', 'GOODS_COLLECTED') \
+                 AND order_id IN ({ids})",
                 &ids,
             )
             .await?;
+        let visited = |order: &Order, kind: &str| {
+            visits.iter().any(|(id, k, attempt)| {
+                *id == order.id.uuid() && k == kind && *attempt == i32::from(order.failed_attempts)
+            })
+        };
+        // The planned route's order where there is one, then the order of assignment.
+        let route = self.route(courier).await?.map(|r| r.stops).unwrap_or_default();
+        let place = |order: &Order, kind: dispatch::PlannedKind| {
+            route.iter().position(|s| s.order_id == order.id && s.kind == kind).unwrap_or(usize::MAX)
+        };
         let mut stops = Vec::new();
         for order in orders {
-            if reached.contains(&(order.id.uuid(), i32::from(order.failed_attempts))) {
+            if visited(&order, "ARRIVED_AT_CUSTOMER") {
                 continue;
             }
+            let key = |kind| (place(&order, kind), assigned.get(&order.id.uuid()).copied().unwrap_or(i64::MAX));
+            // Goods still in a stopped van: the way there, and the transfer, come first.
+            let pickup = route.iter().find(|s| s.order_id == order.id && s.kind == dispatch::PlannedKind::Pickup);
+            if let Some(pickup) = pickup
+                && !visited(&order, "GOODS_COLLECTED")
+            {
+                stops.push((
+                    key(dispatch::PlannedKind::Pickup),
+                    Stop { order: order.clone(), at: pickup.location, collect: true },
+                ));
+            }
             if let Some(at) = self.customer_location(order.customer_id).await? {
-                stops.push(Stop { order, at });
+                let key = key(dispatch::PlannedKind::Delivery);
+                stops.push((key, Stop { order, at, collect: false }));
             }
         }
-        // The planned route's order where there is one, then the order of assignment.
-        let planned = self.route_order(courier).await?;
-        stops.sort_by_key(|s| {
-            (
-                planned.get(&s.order.id).copied().unwrap_or(usize::MAX),
-                assigned.get(&s.order.id.uuid()).copied().unwrap_or(i64::MAX),
-                s.order.id.uuid(),
-            )
-        });
-        Ok(stops)
+        stops.sort_by_key(|(key, stop)| (*key, stop.collect, stop.order.id.uuid()));
+        Ok(stops.into_iter().map(|(_, stop)| stop).collect())
     }
 
     /// Recomputes the courier's ETAs from their latest position; pushes those
@@ -578,7 +625,9 @@ impl Operations {
         // routed once and remembered.
         let mut free_flow = Vec::with_capacity(stops.len());
         for (i, pair) in points.windows(2).enumerate() {
-            let key = (i > 0).then(|| (stops[i - 1].order.customer_id, stops[i].order.customer_id));
+            // Legs between customers are remembered (a collection site is somewhere new).
+            let key = (i > 0 && !stops[i - 1].collect && !stops[i].collect)
+                .then(|| (stops[i - 1].order.customer_id, stops[i].order.customer_id));
             if let Some(seconds) = key.and_then(|k| lock(&self.legs).get(&k).copied()) {
                 free_flow.push(seconds);
                 continue;
@@ -605,9 +654,13 @@ impl Operations {
                 Leg { seconds: seconds * factor.median, low: factor.low, high: factor.high }
             })
             .collect();
-        let estimates = eta::estimates(now, &legs, f64::from(settings.service_seconds));
+        let services: Vec<f64> = stops
+            .iter()
+            .map(|s| if s.collect { dispatch::TRANSFER_SECONDS } else { f64::from(settings.service_seconds) })
+            .collect();
+        let estimates = eta::estimates(now, &legs, &services);
         let threshold = chrono::TimeDelta::seconds(i64::from(settings.eta_push_threshold_seconds));
-        for (stop, estimate) in stops.iter().zip(estimates) {
+        for (stop, estimate) in stops.iter().zip(estimates).filter(|(s, _)| !s.collect) {
             self.publish_eta(&context, courier, &stop.order, estimate, threshold, now).await?;
         }
         Ok(())
@@ -828,7 +881,7 @@ impl Operations {
     /// Schedules one re-plan of the merchant after its debounce, if it plans
     /// by itself; changes meanwhile join the same re-plan. Of several
     /// processes, the one holding the merchant's lease plans.
-    async fn replan_soon(self: Arc<Self>, merchant: MerchantId) {
+    pub(crate) async fn replan_soon(self: Arc<Self>, merchant: MerchantId) {
         let settings = match self.context(merchant).await {
             Ok(c) if c.settings.auto_plan => c.settings,
             _ => return,

@@ -43,6 +43,8 @@ pub struct TrackingModel {
     /// "Arriving in about N minutes", once the server said so.
     pub arriving_in_minutes: Option<u16>,
     pub promised: Option<TimeWindow>,
+    /// The order's place on the courier's planned route: (stop, of stops).
+    pub stop: Option<(u16, u16)>,
     /// Simplification tolerance, metres.
     pub tolerance_m: f64,
     raw: Vec<LatLng>,
@@ -61,6 +63,7 @@ impl TrackingModel {
             eta_window: view.eta_window.map(|e| e.window),
             arriving_in_minutes: None,
             promised: Some(view.order.requested_window),
+            stop: None,
             tolerance_m: 8.0,
             raw: Vec::new(),
         }
@@ -100,6 +103,7 @@ impl TrackingModel {
                 self.eta_window = Some(*window);
             }
             EventKind::ArrivingSoon { minutes, .. } => self.arriving_in_minutes = Some(*minutes),
+            EventKind::RouteSequenced { stop, stops, .. } => self.stop = Some((*stop, *stops)),
             EventKind::ArrivedAtCustomer { .. } | EventKind::Signed { .. } => {
                 self.eta = None;
                 self.eta_window = None;

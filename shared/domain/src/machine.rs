@@ -358,6 +358,21 @@ pub enum EventKind {
         from: CourierId,
         to: CourierId,
     },
+    /// The rescuing courier reached the stopped van and took the goods over.
+    #[serde(rename_all = "camelCase")]
+    GoodsCollected {
+        courier_id: CourierId,
+    },
+    /// A new plan put the order at another place on its courier's route.
+    #[serde(rename_all = "camelCase")]
+    RouteSequenced {
+        courier_id: CourierId,
+        plan_id: Uuid,
+        /// 1-based place among the route's stops.
+        stop: u16,
+        stops: u16,
+        planned_arrival: DateTime<Utc>,
+    },
     #[serde(rename_all = "camelCase")]
     AlertRaised {
         alert_id: Uuid,
@@ -410,6 +425,8 @@ impl EventKind {
             EventKind::EtaUpdated { .. } => "ETA_UPDATED",
             EventKind::ArrivingSoon { .. } => "ARRIVING_SOON",
             EventKind::HandedOver { .. } => "HANDED_OVER",
+            EventKind::GoodsCollected { .. } => "GOODS_COLLECTED",
+            EventKind::RouteSequenced { .. } => "ROUTE_SEQUENCED",
             EventKind::AlertRaised { .. } => "ALERT_RAISED",
             EventKind::AlertCleared { .. } => "ALERT_CLEARED",
             EventKind::AlertAcknowledged { .. } => "ALERT_ACKNOWLEDGED",
@@ -427,6 +444,8 @@ impl EventKind {
                 | EventKind::EtaUpdated { .. }
                 | EventKind::ArrivingSoon { .. }
                 | EventKind::HandedOver { .. }
+                | EventKind::GoodsCollected { .. }
+                | EventKind::RouteSequenced { .. }
                 | EventKind::AlertRaised { .. }
                 | EventKind::AlertCleared { .. }
                 | EventKind::AlertAcknowledged { .. }
@@ -435,7 +454,10 @@ impl EventKind {
 
     /// Frequent updates a timeline leaves out (the latest is shown apart).
     pub fn is_live_update(&self) -> bool {
-        matches!(self, EventKind::CourierPosition { .. } | EventKind::EtaUpdated { .. })
+        matches!(
+            self,
+            EventKind::CourierPosition { .. } | EventKind::EtaUpdated { .. } | EventKind::RouteSequenced { .. }
+        )
     }
 
     /// For the merchant's staff only: customers and couriers never see it.

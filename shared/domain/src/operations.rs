@@ -264,6 +264,44 @@ pub struct CourierLocation {
     pub heading_deg: Option<f32>,
 }
 
+/// Whether a courier works now: the planner gives work only to couriers on
+/// duty, and plans their stops to end by the shift's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct CourierDuty {
+    pub courier_id: CourierId,
+    pub on_duty: bool,
+    /// When the courier last went on or off duty.
+    pub since: Option<DateTime<Utc>>,
+    pub shift_ends_at: Option<DateTime<Utc>>,
+}
+
+/// Going on duty (with the shift's end, if known) or off duty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DutyChange {
+    pub on_duty: bool,
+    #[serde(default)]
+    pub shift_ends_at: Option<DateTime<Utc>>,
+}
+
+impl DutyChange {
+    /// Whether the change makes sense at business time `now`: a shift ends
+    /// within a day from now, and only a courier going on duty has one.
+    pub fn check(&self, now: DateTime<Utc>) -> Result<(), &'static str> {
+        match (self.on_duty, self.shift_ends_at) {
+            (false, Some(_)) => Err("shiftEndsAt: only when going on duty"),
+            (true, Some(end)) if end <= now => Err("shiftEndsAt: already past"),
+            (true, Some(end)) if end - now > chrono::TimeDelta::hours(24) => {
+                Err("shiftEndsAt: within 24 hours from now")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// ETA accuracy over delivered stops.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -306,6 +344,11 @@ pub fn observe(order: &Order, kind: EventKind) -> Result<Event, Rejection> {
         | EventKind::EtaUpdated { courier_id, .. } => on_the_road && order.courier_id == Some(*courier_id),
         EventKind::ArrivingSoon { .. } => on_the_road,
         EventKind::HandedOver { to, .. } => order.courier_id == Some(*to),
+        EventKind::GoodsCollected { courier_id, .. } => on_the_road && order.courier_id == Some(*courier_id),
+        EventKind::RouteSequenced { courier_id, .. } => {
+            order.courier_id == Some(*courier_id)
+                && matches!(order.status, Status::AwaitingPick | Status::Picking | Status::Packed | Status::Delivering)
+        }
         EventKind::AlertRaised { .. } | EventKind::AlertCleared { .. } | EventKind::AlertAcknowledged { .. } => true,
         _ => false,
     };
@@ -374,6 +417,17 @@ mod tests {
         assert_eq!((event.from, event.to), (o.status, o.status), "an observation changes nothing");
         assert!(observe(&o, EventKind::ArrivedAtWarehouse { courier_id: other, warehouse_id: warehouse }).is_err());
         assert!(observe(&o, EventKind::ArrivedAtCustomer { courier_id: courier }).is_err(), "not on the road yet");
+        let sequenced = |c| EventKind::RouteSequenced {
+            courier_id: c,
+            plan_id: Uuid::nil(),
+            stop: 1,
+            stops: 2,
+            planned_arrival: at,
+        };
+        assert!(observe(&o, sequenced(courier)).is_ok(), "its place on the route before loading");
+        assert!(observe(&o, sequenced(other)).is_err(), "not on another courier's route");
+        let collected = EventKind::GoodsCollected { courier_id: courier };
+        assert!(observe(&o, collected.clone()).is_err(), "nothing to collect before the road");
         for command in [
             Command::StartPicking,
             Command::RecordPick { line_no: 1, base: 1000, weight_g: None, short: false },
@@ -386,7 +440,25 @@ mod tests {
         assert!(observe(&o, EventKind::ArrivedAtCustomer { courier_id: courier }).is_ok());
         assert!(observe(&o, EventKind::ArrivedAtCustomer { courier_id: other }).is_err(), "another courier's arrival");
         assert!(observe(&o, EventKind::ArrivingSoon { minutes: 5, eta: at }).is_ok());
+        assert!(observe(&o, collected).is_ok());
         assert!(observe(&o, EventKind::StockResolved).is_err(), "a change is not an observation");
+    }
+
+    #[test]
+    fn a_shift_ends_within_a_day_and_only_when_going_on_duty() {
+        let now = DateTime::<Utc>::UNIX_EPOCH + chrono::TimeDelta::days(20_000);
+        let on = |hours: Option<i64>| DutyChange {
+            on_duty: true,
+            shift_ends_at: hours.map(|h| now + chrono::TimeDelta::hours(h)),
+        };
+        assert!(on(None).check(now).is_ok());
+        assert!(on(Some(8)).check(now).is_ok());
+        assert!(on(Some(24)).check(now).is_ok());
+        assert!(on(Some(25)).check(now).is_err());
+        assert!(on(Some(0)).check(now).is_err());
+        assert!(on(Some(-1)).check(now).is_err());
+        assert!(DutyChange { on_duty: false, shift_ends_at: None }.check(now).is_ok());
+        assert!(DutyChange { on_duty: false, shift_ends_at: Some(now) }.check(now).is_err());
     }
 
     #[test]

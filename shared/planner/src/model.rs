@@ -110,7 +110,8 @@ pub struct Route {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Unassigned {
     pub job: String,
-    /// A stable code, e.g. `time_window`, `capacity`, `skill`, `shift`.
+    /// A stable code: `time_window`, `capacity`, `skill`, `pinned_elsewhere`,
+    /// `cold_exposure`, `committed_elsewhere`, `no_courier` or `no_feasible_route`.
     pub reason: String,
 }
 

@@ -83,9 +83,26 @@ fn load(demand: &[i64]) -> Result<MultiDimLoad, SolveError> {
 pub fn solve(problem: &PlanProblem, settings: &Settings) -> Result<Plan, SolveError> {
     // The budget covers building the problem (vrp-core indexes job neighbourhoods) too.
     let started = std::time::Instant::now();
+    if problem.vehicles.is_empty() {
+        // Nobody to give the work to.
+        let unassigned =
+            problem.jobs.iter().map(|j| Unassigned { job: j.id.clone(), reason: "no_courier".to_owned() }).collect();
+        return Ok(Plan { routes: Vec::new(), unassigned });
+    }
     let n = problem.matrix.size;
-    let transport: Arc<dyn TransportCost> =
-        Arc::new(SimpleTransportCost::new(problem.matrix.seconds.clone(), problem.matrix.metres.clone()).map_err(err)?);
+    // An open route ends at its last stop, which vrp-core cannot bound in
+    // time; so open routes end at a place no time or distance away from
+    // anywhere (one more row and column of zeros), by their shift's end.
+    let sink = problem.vehicles.iter().any(|v| v.end.is_none()).then_some(n);
+    let transport: Arc<dyn TransportCost> = Arc::new(
+        match sink {
+            None => SimpleTransportCost::new(problem.matrix.seconds.clone(), problem.matrix.metres.clone()),
+            Some(_) => {
+                SimpleTransportCost::new(with_sink(&problem.matrix.seconds, n), with_sink(&problem.matrix.metres, n))
+            }
+        }
+        .map_err(err)?,
+    );
     let zero = MultiDimLoad::new(vec![0; problem.vehicles.first().map_or(1, |v| v.capacity.len().max(1))]);
     let mut jobs = Vec::with_capacity(problem.jobs.len());
     // Locks name the very `Job` values the problem holds (they compare by identity).
@@ -169,9 +186,10 @@ pub fn solve(problem: &PlanProblem, settings: &Settings) -> Result<Plan, SolveEr
                 check_location(end, n)?;
                 detail.set_end_location(end).set_end_time(v.shift.1)
             }
-            // An open route ends at its last stop. vrp-core cannot bound an open
-            // route's end in time, so its shift end is left to the checker.
-            None => detail,
+            None => match sink {
+                Some(sink) => detail.set_end_location(sink).set_end_time(v.shift.1),
+                None => detail,
+            },
         };
         let mut skills: HashSet<String> = v.skills.iter().cloned().collect();
         skills.insert(format!("{PIN_PREFIX}{}", v.id));
@@ -310,6 +328,63 @@ fn committed_locks(problem: &PlanProblem, jobs: &HashMap<&str, Job>) -> Result<V
     Ok(locks)
 }
 
+/// Why no vehicle could take a job the search gave no reason for: the
+/// furthest any vehicle gets through skills, capacity and time alone.
+fn explain(problem: &PlanProblem, job: &crate::model::Job) -> &'static str {
+    let m = &problem.matrix;
+    let (first, last) = match job.task {
+        Task::Delivery { location } => (location, location),
+        Task::PickupDelivery { pickup, delivery } => (pickup, delivery),
+    };
+    let reasons = problem.vehicles.iter().map(|v| {
+        let offered: HashSet<&str> = v.skills.iter().map(String::as_str).collect();
+        if job.skills.iter().any(|s| !offered.contains(s.as_str()))
+            || job.pinned_to.as_ref().is_some_and(|p| *p != v.id)
+        {
+            return 0;
+        }
+        if job.demand.iter().zip(v.capacity.iter().chain(std::iter::repeat(&0))).any(|(d, c)| d > c) {
+            return 1;
+        }
+        // Straight there and back within the job's windows and the shift.
+        let reach = v.shift.0 + m.seconds(v.start, first);
+        let deliver = reach + job.pickup_service + m.seconds(first, last);
+        let start = if job.windows.is_empty() {
+            Some(deliver)
+        } else {
+            job.windows.iter().filter(|(_, b)| deliver <= *b).map(|(a, _)| deliver.max(*a)).reduce(f64::min)
+        };
+        let back = v.end.map_or(0.0, |e| m.seconds(last, e));
+        match start {
+            Some(start) if start + job.service + back <= v.shift.1 => 3,
+            _ => 2,
+        }
+    });
+    match reasons.max() {
+        Some(0) => {
+            if job.pinned_to.is_some() {
+                "pinned_elsewhere"
+            } else {
+                "skill"
+            }
+        }
+        Some(1) => "capacity",
+        Some(2) => "time_window",
+        _ => "no_feasible_route",
+    }
+}
+
+/// An `n`×`n` matrix with one more place, at zero from every other.
+fn with_sink(matrix: &[f64], n: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity((n + 1) * (n + 1));
+    for row in matrix.chunks(n.max(1)).take(n) {
+        out.extend_from_slice(row);
+        out.push(0.0);
+    }
+    out.resize((n + 1) * (n + 1), 0.0);
+    out
+}
+
 fn check_location(location: usize, size: usize) -> Result<(), SolveError> {
     if location < size {
         Ok(())
@@ -374,7 +449,7 @@ fn to_plan(problem: &PlanProblem, solution: &Solution) -> Plan {
                 Some(SKILL_CODE) => "skill",
                 Some(COLD_CODE) => "cold_exposure",
                 Some(LOCK_CODE) => "committed_elsewhere",
-                _ => "no_feasible_route",
+                _ => problem.jobs.iter().find(|j| j.id == id).map_or("no_feasible_route", |j| explain(problem, j)),
             };
             Unassigned { job: id, reason: reason.to_owned() }
         })

@@ -105,6 +105,24 @@ fn goods_left_at_a_breakdown_are_picked_up_before_they_are_delivered() {
 }
 
 #[test]
+fn a_shift_that_ends_too_soon_leaves_the_far_stop_and_no_fleet_leaves_all() {
+    let mut short = van("a", &[]);
+    short.end = None;
+    // The far stop is reached at 240 s and takes 30 s: past a 200 s shift.
+    short.shift = (0.0, 200.0);
+    let problem =
+        Problem { matrix: line(5), vehicles: vec![short], jobs: vec![delivery("near", 1), delivery("far", 4)] };
+    let plan = solve(&problem, &quick()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(check(&problem, &plan), Vec::new());
+    assert_eq!(on(&plan, "near"), Some("a"));
+    assert_eq!(plan.unassigned.iter().map(|u| u.job.as_str()).collect::<Vec<_>>(), vec!["far"]);
+    let empty = Problem { vehicles: Vec::new(), ..problem };
+    let plan = solve(&empty, &quick()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(plan.routes.is_empty());
+    assert!(plan.unassigned.iter().all(|u| u.reason == "no_courier") && plan.unassigned.len() == 2, "{plan:?}");
+}
+
+#[test]
 fn capacity_and_time_windows_split_the_work_or_leave_it_unassigned() {
     let mut heavy = delivery("heavy", 1);
     heavy.demand = vec![80];

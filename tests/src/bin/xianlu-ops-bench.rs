@@ -394,7 +394,7 @@ fn fences_and_etas(router: &Router, (insert_us, api_us): (f64, f64), report: &mu
             legs.push(Leg { seconds: seconds * factor.median, low: factor.low, high: factor.high });
             at = stop;
         }
-        let _ = eta::estimates(Utc::now(), &legs, 300.0);
+        let _ = eta::estimates(Utc::now(), &legs, &vec![300.0; legs.len()]);
     }
     let eta_us = t.elapsed().as_secs_f64() * 1e6 / refreshes as f64;
     // As the server does it: the legs between stops are routed once and remembered, so a
@@ -406,7 +406,7 @@ fn fences_and_etas(router: &Router, (insert_us, api_us): (f64, f64), report: &mu
         let factor = model.factor(8, &eta::zone_of(stop));
         let mut legs = vec![Leg { seconds: first * factor.median, low: factor.low, high: factor.high }];
         legs.extend((0..4).map(|i| Leg { seconds: 600.0 + f64::from(i), low: factor.low, high: factor.high }));
-        let _ = eta::estimates(Utc::now(), &legs, 300.0);
+        let _ = eta::estimates(Utc::now(), &legs, &vec![300.0; legs.len()]);
     }
     let cached_us = t.elapsed().as_secs_f64() * 1e6 / refreshes as f64;
     // An ETA refresh runs at most once per push interval (5 s) per courier; fixes come about once a second.
