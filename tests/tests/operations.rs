@@ -672,6 +672,16 @@ async fn a_merchant_that_plans_by_itself_gets_paid_orders_assigned_after_one_deb
     ensure!(routed == ids.len(), "{routed} stops on routes");
     let metrics = String::from_utf8_lossy(&admin.get("/metrics").await?.bytes).into_owned();
     ensure!(metrics.contains("xianlu_plans_total{trigger=\"automatic\"} 1"), "one re-plan for the burst");
+    // Staff pin an order to the other courier: the next automatic plan moves it.
+    let holder = admin.order(&ids[0]).await?["order"]["courierId"].as_str().unwrap_or_default().to_owned();
+    let other = shop.couriers.iter().find(|c| **c != holder).context("a second courier")?.clone();
+    let pinned = admin.put(&format!("/api/v1/orders/{}/pin", ids[0]), &json!({"courierId": other})).await?;
+    ensure!(pinned.status == 200, "{}", pinned.status);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while admin.order(&ids[0]).await?["order"]["courierId"] != other.as_str() {
+        ensure!(std::time::Instant::now() < deadline, "the pin was not applied by the automatic plan");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     server.stop().await;
     Ok(())
 }

@@ -131,7 +131,12 @@ impl Operations {
     }
 
     /// Pins an order to a courier (or releases it): every plan respects it.
-    pub async fn pin_order(&self, ctx: &RequestCtx, order: OrderId, courier: Option<CourierId>) -> ApiResult<()> {
+    pub async fn pin_order(
+        self: &Arc<Self>,
+        ctx: &RequestCtx,
+        order: OrderId,
+        courier: Option<CourierId>,
+    ) -> ApiResult<()> {
         let view = self.service.view(order).await?;
         policy::check_order_action(&ctx.scope, &view.order, Action::Assign)?;
         if let Some(courier) = courier
@@ -162,11 +167,13 @@ impl Operations {
             .audit_admin(&mut tx, ctx, view.order.merchant_id.uuid(), "PIN_ORDER", order.to_string(), after)
             .await?;
         tx.commit().await?;
+        // A merchant that plans by itself applies the pin at once.
+        self.clone().replan_soon(view.order.merchant_id).await;
         Ok(())
     }
 
     /// Locks a courier's route as it is (or unlocks it): plans leave it alone.
-    pub async fn lock_route(&self, ctx: &RequestCtx, courier: CourierId, locked: bool) -> ApiResult<()> {
+    pub async fn lock_route(self: &Arc<Self>, ctx: &RequestCtx, courier: CourierId, locked: bool) -> ApiResult<()> {
         let merchant = self
             .service
             .courier_merchant(courier)
@@ -190,6 +197,10 @@ impl Operations {
         let after = serde_json::json!({"locked": locked});
         self.service.audit_admin(&mut tx, ctx, merchant.uuid(), "LOCK_ROUTE", courier.to_string(), after).await?;
         tx.commit().await?;
+        if !locked {
+            // Unlocked: the route may take new work again.
+            self.clone().replan_soon(merchant).await;
+        }
         Ok(())
     }
 

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use xianlu_domain::wire::LatLng;
@@ -382,7 +382,19 @@ impl Operations {
                 vehicle.planned = kept.iter().map(|o| o.id.to_string()).collect();
             }
         }
-        let matrix = self.planning_matrix(&places.points).await;
+        let mut matrix = self.planning_matrix(&places.points).await;
+        // Road times as this merchant's couriers drive them now: the learned
+        // factor of the hour, by the zone driven into.
+        let model = self.model(merchant).await?;
+        let hour = now.with_timezone(&context.tz).hour() as u8;
+        let factors: Vec<f64> =
+            places.points.iter().map(|p| model.factor(hour, &super::eta::zone_of(*p)).median).collect();
+        let n = matrix.size;
+        // (The objective is driving time: its metres follow.)
+        for (i, (seconds, metres)) in matrix.seconds.iter_mut().zip(matrix.metres.iter_mut()).enumerate() {
+            *seconds *= factors[i % n];
+            *metres *= factors[i % n];
+        }
         let problem = Problem { matrix, vehicles, jobs };
         let budget = (seconds - started.elapsed().as_secs_f64()).max(0.2);
         let plan = tokio::task::spawn_blocking(move || {

@@ -512,7 +512,7 @@ impl Operations {
 
     // ----- ETA -----
 
-    async fn model(&self, merchant: MerchantId) -> ApiResult<Arc<SpeedModel>> {
+    pub(super) async fn model(&self, merchant: MerchantId) -> ApiResult<Arc<SpeedModel>> {
         if let Some((model, at)) = lock(&self.models).get(&merchant)
             && at.elapsed() < REFRESH
         {
@@ -880,7 +880,9 @@ impl Operations {
 
     /// Schedules one re-plan of the merchant after its debounce, if it plans
     /// by itself; changes meanwhile join the same re-plan. Of several
-    /// processes, the one holding the merchant's lease plans.
+    /// processes, the one holding the merchant's lease plans; the others
+    /// wait for it, and plan only if no plan began after what they were
+    /// asked to plan for.
     pub(crate) async fn replan_soon(self: Arc<Self>, merchant: MerchantId) {
         let settings = match self.context(merchant).await {
             Ok(c) if c.settings.auto_plan => c.settings,
@@ -889,27 +891,75 @@ impl Operations {
         if !lock(&self.replans).insert(merchant) {
             return; // one is already waiting
         }
+        let asked = self.clock.now();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(u64::from(settings.plan_debounce_seconds))).await;
+            let debounce = Duration::from_secs(u64::from(settings.plan_debounce_seconds).max(1));
+            tokio::time::sleep(debounce).await;
             lock(&self.replans).remove(&merchant);
-            match self.take_lease(merchant, settings.plan_seconds).await {
-                Ok(true) => match self.plan(merchant, f64::from(settings.plan_seconds), false).await {
-                    Ok(plan) => {
-                        self.metrics.plans.with_label_values(&["automatic"]).inc();
-                        tracing::info!(
-                            merchant = %merchant,
-                            routes = plan.routes.len(),
-                            unassigned = plan.unassigned.len(),
-                            seconds = plan.seconds,
-                            "re-planned"
-                        )
+            let give_up = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < give_up {
+                match self.planned_since(merchant, asked).await {
+                    Ok(false) => {}
+                    Ok(true) => return, // another process planned with this change in view
+                    Err(error) => {
+                        tracing::warn!(merchant = %merchant, %error, "could not read the latest plan");
+                        return;
                     }
-                    Err(error) => tracing::warn!(merchant = %merchant, %error, "automatic re-plan failed"),
-                },
-                Ok(false) => {}
-                Err(error) => tracing::warn!(merchant = %merchant, %error, "could not take the planning lease"),
+                }
+                match self.take_lease(merchant, settings.plan_seconds).await {
+                    Ok(true) => {
+                        match self.plan(merchant, f64::from(settings.plan_seconds), false).await {
+                            Ok(plan) => {
+                                self.metrics.plans.with_label_values(&["automatic"]).inc();
+                                tracing::info!(
+                                    merchant = %merchant,
+                                    routes = plan.routes.len(),
+                                    unassigned = plan.unassigned.len(),
+                                    seconds = plan.seconds,
+                                    "re-planned"
+                                )
+                            }
+                            Err(error) => tracing::warn!(merchant = %merchant, %error, "automatic re-plan failed"),
+                        }
+                        if let Err(error) = self.release_lease(merchant).await {
+                            tracing::warn!(merchant = %merchant, %error, "could not release the planning lease");
+                        }
+                        return;
+                    }
+                    // Another process is planning: see what it did, then try again.
+                    Ok(false) => tokio::time::sleep(debounce).await,
+                    Err(error) => {
+                        tracing::warn!(merchant = %merchant, %error, "could not take the planning lease");
+                        return;
+                    }
+                }
             }
+            tracing::warn!(merchant = %merchant, "gave up waiting for the planning lease");
         });
+    }
+
+    /// Whether a plan of the merchant began at or after `at` (business time).
+    async fn planned_since(&self, merchant: MerchantId, at: DateTime<Utc>) -> ApiResult<bool> {
+        let row: Option<(Uuid,)> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT id FROM plans WHERE merchant_id = $1 AND planned_at >= $2 LIMIT 1")
+                .bind(merchant.uuid())
+                .bind(at)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.is_some())
+    }
+
+    async fn release_lease(&self, merchant: MerchantId) -> ApiResult<()> {
+        on_db_write!(&self.db, pool => {
+            sqlx::query("DELETE FROM planning_leases WHERE merchant_id = $1 AND holder = $2")
+                .bind(merchant.uuid())
+                .bind(&self.instance)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(())
     }
 
     /// Takes the merchant's planning lease for a little longer than a plan
