@@ -103,10 +103,15 @@ pub struct NewCourier {
     /// What the vehicle carries, kilograms (default 500).
     #[serde(default)]
     pub capacity_kg: Option<u32>,
+    /// The room in the vehicle, litres (default 1 000).
+    #[serde(default)]
+    pub capacity_l: Option<u32>,
 }
 
 /// A van's capacity when none is given.
 pub const DEFAULT_CAPACITY_KG: u32 = 500;
+/// A van's room when none is given: a cubic metre.
+pub const DEFAULT_CAPACITY_L: u32 = 1000;
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -116,6 +121,7 @@ pub struct Courier {
     pub vehicle: String,
     pub refrigerated: bool,
     pub capacity_kg: u32,
+    pub capacity_l: u32,
 }
 
 /// Sets the counted stock of a SKU (reservations are kept).
@@ -126,6 +132,10 @@ pub struct StockCount {
     pub dimension: Dimension,
     /// Grams or pieces on hand.
     pub on_hand_base: i64,
+    /// The room the SKU takes, millilitres per kilogram (weighed) or per
+    /// piece (counted), for planning vans by volume; kept if not given.
+    #[serde(default)]
+    pub volume_ml: Option<i64>,
 }
 
 fn check(field: &str, text: &str, max: usize) -> ApiResult<()> {
@@ -335,23 +345,37 @@ impl OrderService {
         if !(1..=40_000).contains(&capacity_kg) {
             return Err(ApiError::unprocessable("invalid_body", "capacityKg: between 1 and 40 000 kg"));
         }
+        let capacity_l = new.capacity_l.unwrap_or(DEFAULT_CAPACITY_L);
+        if !(1..=100_000).contains(&capacity_l) {
+            return Err(ApiError::unprocessable("invalid_body", "capacityL: between 1 and 100 000 litres"));
+        }
         let id = CourierId(Uuid::now_v7());
         let mut tx = self.db.begin().await?;
         self.merchant_exists(&mut tx, merchant).await?;
         on_tx!(&mut tx, c => {
-            sqlx::query("INSERT INTO couriers (id, merchant_id, vehicle, refrigerated, capacity_kg) VALUES ($1, $2, $3, $4, $5)")
-                .bind(id.uuid())
-                .bind(merchant.uuid())
-                .bind(&new.vehicle)
-                .bind(new.refrigerated)
-                .bind(i64::from(capacity_kg))
-                .execute(&mut *c)
-                .await?;
+            sqlx::query(
+                "INSERT INTO couriers (id, merchant_id, vehicle, refrigerated, capacity_kg, capacity_l) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(id.uuid())
+            .bind(merchant.uuid())
+            .bind(&new.vehicle)
+            .bind(new.refrigerated)
+            .bind(i64::from(capacity_kg))
+            .bind(i64::from(capacity_l))
+            .execute(&mut *c)
+            .await?;
         });
         let personal = Personal { name: new.name.clone(), phone: new.phone.clone() };
         self.vault.store(&mut tx, id.uuid(), &personal).await.map_err(ApiError::Internal)?;
-        let courier =
-            Courier { id, merchant_id: merchant, vehicle: new.vehicle, refrigerated: new.refrigerated, capacity_kg };
+        let courier = Courier {
+            id,
+            merchant_id: merchant,
+            vehicle: new.vehicle,
+            refrigerated: new.refrigerated,
+            capacity_kg,
+            capacity_l,
+        };
         self.audit_admin(
             &mut tx,
             ctx,
@@ -377,23 +401,29 @@ impl OrderService {
         if !(0..=xianlu_domain::machine::MAX_BASE * 100).contains(&count.on_hand_base) {
             return Err(ApiError::unprocessable("invalid_quantity", "onHandBase must be between 0 and 10 000 t"));
         }
+        if count.volume_ml.is_some_and(|v| !(1..=10_000_000).contains(&v)) {
+            return Err(ApiError::unprocessable("invalid_volume", "volumeMl must be between 1 ml and 10 m³ per unit"));
+        }
         let mut tx = self.db.begin().await?;
         let merchant: Option<(Uuid,)> = on_tx!(&mut tx, c => {
             sqlx::query_as("SELECT merchant_id FROM warehouses WHERE id = $1").bind(warehouse.uuid()).fetch_optional(&mut *c).await?
         });
         let (merchant,) = merchant.ok_or_else(|| ApiError::NotFound(format!("no warehouse {warehouse}")))?;
         policy::check_stock(&ctx.scope, MerchantId(merchant), warehouse, Action::CountStock)?;
-        let (reserved,): (i64,) = on_tx!(&mut tx, c => {
+        let (reserved, volume_ml): (i64, Option<i64>) = on_tx!(&mut tx, c => {
             sqlx::query_as(
-                "INSERT INTO stock (warehouse_id, sku, name, dimension, on_hand_base, reserved_base) VALUES ($1, $2, $3, $4, $5, 0) \
-                 ON CONFLICT (warehouse_id, sku) DO UPDATE SET name = $3, dimension = $4, on_hand_base = $5 \
-                 RETURNING reserved_base",
+                "INSERT INTO stock (warehouse_id, sku, name, dimension, on_hand_base, reserved_base, volume_ml) \
+                 VALUES ($1, $2, $3, $4, $5, 0, $6) \
+                 ON CONFLICT (warehouse_id, sku) DO UPDATE SET name = $3, dimension = $4, on_hand_base = $5, \
+                 volume_ml = COALESCE($6, stock.volume_ml) \
+                 RETURNING reserved_base, volume_ml",
             )
             .bind(warehouse.uuid())
             .bind(sku)
             .bind(&count.name)
             .bind(dimension_name(count.dimension))
             .bind(count.on_hand_base)
+            .bind(count.volume_ml)
             .fetch_one(&mut *c)
             .await?
         });
@@ -403,6 +433,7 @@ impl OrderService {
             dimension: count.dimension,
             on_hand_base: count.on_hand_base,
             reserved_base: reserved,
+            volume_ml,
         };
         self.audit_admin(
             &mut tx,
@@ -428,9 +459,11 @@ impl OrderService {
     pub async fn stock(&self, scope: &policy::Scope, warehouse: WarehouseId) -> ApiResult<Vec<StockLevel>> {
         let merchant = self.warehouse_merchant(warehouse).await?;
         policy::check_stock(scope, merchant, warehouse, Action::ReadStock)?;
-        let rows: Vec<(String, String, String, i64, i64)> = crate::on_db!(&self.db, pool => {
+        type Row = (String, String, String, i64, i64, Option<i64>);
+        let rows: Vec<Row> = crate::on_db!(&self.db, pool => {
             sqlx::query_as(
-                "SELECT sku, name, dimension, on_hand_base, reserved_base FROM stock WHERE warehouse_id = $1 ORDER BY sku",
+                "SELECT sku, name, dimension, on_hand_base, reserved_base, volume_ml FROM stock WHERE warehouse_id = $1 \
+                 ORDER BY sku",
             )
             .bind(warehouse.uuid())
             .fetch_all(pool)
@@ -438,12 +471,13 @@ impl OrderService {
         });
         Ok(rows
             .into_iter()
-            .map(|(sku, name, dimension, on_hand_base, reserved_base)| StockLevel {
+            .map(|(sku, name, dimension, on_hand_base, reserved_base, volume_ml)| StockLevel {
                 sku,
                 name,
                 dimension: if dimension == "pieces" { Dimension::Pieces } else { Dimension::Grams },
                 on_hand_base,
                 reserved_base,
+                volume_ml,
             })
             .collect())
     }

@@ -953,6 +953,37 @@ async fn couriers_on_duty_get_the_work_within_their_shift(backend: Backend) -> R
     let nobody = admin.put(&duty(&uuid::Uuid::now_v7().to_string()), &json!({"onDuty": true})).await?;
     ensure!(nobody.status == 404, "{}", nobody.status);
     ensure!(admin.get(&duty(&first)).await?.json()["onDuty"] == true);
+
+    // Vans fill by volume too: spinach is bulky (3 l a kilogram), and an
+    // e-bike's box holds 100 l. The two small orders fit; 40 kg does not.
+    let stock = format!("/api/v1/warehouses/{}/stock/SPINACH", shop.warehouse);
+    let count = json!({"name": "有机菠菜", "dimension": "grams", "onHandBase": 50_000, "volumeMl": 3_000});
+    let counted = admin.put(&stock, &count).await?;
+    ensure!(counted.status == 200 && counted.json()["volumeMl"] == 3_000, "{}", counted.status);
+    let bike = admin
+        .ok(
+            &format!("/api/v1/merchants/{}/couriers", shop.merchant),
+            &json!({"name": "王五", "phone": "13812340003", "vehicle": "电动车", "capacityKg": 150, "capacityL": 100}),
+        )
+        .await?;
+    let bike = bike["id"].as_str().context("courier id")?.to_owned();
+    ensure!(admin.put(&duty(&bike), &json!({"onDuty": true})).await?.status == 200);
+    let mut big = shop.spinach();
+    big["requestedWindow"] = soon.clone();
+    big["lines"][0]["quantity"] = json!(40);
+    let big = shop.place(&admin, &big).await?;
+    admin.command(&big, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+    let summary = admin.ok(&plan, &json!({"seconds": 1})).await?;
+    let left: Vec<(&str, &str)> = summary["unassigned"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|u| Some((u["orderId"].as_str()?, u["reason"].as_str()?)))
+        .collect();
+    ensure!(left == [(big.as_str(), "capacity")], "{summary}");
+    for id in &ids {
+        ensure!(courier_of(admin.order(id).await?).as_deref() == Some(bike.as_str()));
+    }
     server.stop().await;
     Ok(())
 }

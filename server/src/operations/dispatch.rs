@@ -11,6 +11,9 @@
 //!   and taking that warehouse's orders (one trip; no reloading yet).
 //! - Chilled and frozen orders need a refrigerated van and arrive within the
 //!   merchant's cold-exposure limit.
+//! - Vans hold so many kilograms and so many litres (a SKU's volume per
+//!   kilogram or piece, where the stock knows it).
+//! - Only couriers on duty are given work, within their shift's end.
 
 use std::collections::HashMap;
 
@@ -103,6 +106,7 @@ struct CourierRow {
     id: CourierId,
     refrigerated: bool,
     capacity_kg: i64,
+    capacity_l: i64,
     shift_ends_at: Option<DateTime<Utc>>,
 }
 
@@ -141,9 +145,10 @@ impl Operations {
                 .await?
         });
         // Couriers on duty; those with goods aboard finish them even past their shift.
-        let couriers: Vec<(Uuid, bool, i64, Option<DateTime<Utc>>)> = on_db!(&self.db, pool => {
+        type Row = (Uuid, bool, i64, i64, Option<DateTime<Utc>>);
+        let couriers: Vec<Row> = on_db!(&self.db, pool => {
             sqlx::query_as(
-                "SELECT id, refrigerated, capacity_kg, shift_ends_at FROM couriers c WHERE merchant_id = $1 \
+                "SELECT id, refrigerated, capacity_kg, capacity_l, shift_ends_at FROM couriers c WHERE merchant_id = $1 \
                  AND (on_duty OR EXISTS (SELECT 1 FROM orders o WHERE o.courier_id = c.id AND o.status = 'DELIVERING')) \
                  ORDER BY id",
             )
@@ -153,10 +158,11 @@ impl Operations {
         });
         let couriers: Vec<CourierRow> = couriers
             .into_iter()
-            .map(|(id, refrigerated, capacity_kg, shift_ends_at)| CourierRow {
+            .map(|(id, refrigerated, capacity_kg, capacity_l, shift_ends_at)| CourierRow {
                 id: CourierId(id),
                 refrigerated,
                 capacity_kg,
+                capacity_l,
                 shift_ends_at,
             })
             .collect();
@@ -257,13 +263,27 @@ impl Operations {
                 start,
                 end: None,
                 shift: (0.0, shift_end),
-                capacity: vec![courier.capacity_kg.saturating_mul(1000)],
+                // Grams and millilitres.
+                capacity: vec![courier.capacity_kg.saturating_mul(1000), courier.capacity_l.saturating_mul(1000)],
                 skills,
                 committed: Vec::new(),
                 planned: Vec::new(),
             });
         }
 
+        // The room each SKU takes, by warehouse.
+        let volumes: HashMap<(WarehouseId, String), i64> = on_db!(&self.db, pool => {
+            sqlx::query_as::<_, (Uuid, String, i64)>(
+                "SELECT s.warehouse_id, s.sku, s.volume_ml FROM stock s JOIN warehouses w ON w.id = s.warehouse_id \
+                 WHERE w.merchant_id = $1 AND s.volume_ml IS NOT NULL",
+            )
+            .bind(merchant.uuid())
+            .fetch_all(pool)
+            .await?
+        })
+        .into_iter()
+        .map(|(w, sku, ml)| ((WarehouseId(w), sku), ml))
+        .collect();
         let mut jobs = Vec::with_capacity(orders.len());
         let mut customers: HashMap<Uuid, Option<LatLng>> = HashMap::new();
         for order in &orders {
@@ -294,8 +314,9 @@ impl Operations {
                 continue;
             }
             let end = end.min(horizon);
-            // A window already missed is still delivered, as soon as possible.
-            let mut window = if end > 0.0 { (begin, end) } else { (0.0, horizon) };
+            // A window already missed is still delivered, as soon as possible;
+            // so are goods already aboard for a window past the horizon.
+            let mut window = if end > 0.0 && begin < end { (begin, end) } else { (0.0, horizon) };
             let mut max_exposure = None;
             if cold {
                 match (aboard || rescue, dispatched.get(&order.id)) {
@@ -316,7 +337,10 @@ impl Operations {
             jobs.push(Job {
                 id: order.id.to_string(),
                 task,
-                demand: vec![order.shipping_weight_g()],
+                demand: vec![
+                    order.shipping_weight_g(),
+                    order.shipping_volume_ml(|sku| volumes.get(&(order.warehouse_id, sku.to_owned())).copied()),
+                ],
                 windows: vec![window],
                 service: f64::from(context.settings.service_seconds),
                 pickup_service: if rescue { TRANSFER_SECONDS } else { 0.0 },

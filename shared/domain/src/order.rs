@@ -534,6 +534,23 @@ impl Order {
             .sum()
     }
 
+    /// The room the goods take as they will ship, millilitres, given each
+    /// SKU's volume per kilogram (weighed goods) or per piece (counted goods);
+    /// lines of unknown volume take none.
+    pub fn shipping_volume_ml(&self, ml_per_unit: impl Fn(&str) -> Option<i64>) -> i64 {
+        self.lines
+            .iter()
+            .map(|l| {
+                let base = l.picked.as_ref().map_or(l.base_to_ship, |p| p.base);
+                let per = ml_per_unit(&l.sku).unwrap_or(0);
+                match l.dimension {
+                    Dimension::Grams => base.saturating_mul(per) / 1000,
+                    Dimension::Pieces => base.saturating_mul(per),
+                }
+            })
+            .sum()
+    }
+
     /// The coldest storage any line needs.
     pub fn temperature(&self) -> TemperatureClass {
         self.lines.iter().map(|l| l.temperature).max().unwrap_or(TemperatureClass::Ambient)

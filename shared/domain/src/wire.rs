@@ -134,6 +134,9 @@ pub struct StockLevel {
     pub dimension: crate::quantity::Dimension,
     pub on_hand_base: i64,
     pub reserved_base: i64,
+    /// Millilitres per kilogram (weighed) or per piece (counted), if known.
+    #[serde(default)]
+    pub volume_ml: Option<i64>,
 }
 
 /// A page of a list.

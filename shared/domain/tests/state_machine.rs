@@ -1486,3 +1486,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn shipping_weight_and_volume_follow_what_ships() {
+    // 2 kg of pork (3 000 ml per kg) and 3 cabbages (800 g, 4 000 ml each).
+    let volume = |sku: &str| match sku {
+        "PORK-BELLY" => Some(3_000),
+        "NAPA-CABBAGE" => Some(4_000),
+        _ => None,
+    };
+    let ordered = awaiting_pick();
+    assert_eq!(ordered.shipping_weight_g(), 2_000 + 3 * 800);
+    assert_eq!(ordered.shipping_volume_ml(volume), 6_000 + 12_000);
+    assert_eq!(ordered.shipping_volume_ml(|_| None), 0, "unknown volumes take no room");
+    // Picked: 1.8 kg of pork and 2 cabbages (nominal weight).
+    let picked = drive(
+        awaiting_pick(),
+        &[
+            Command::StartPicking,
+            pick(1, 1_800),
+            Command::RecordPick { line_no: 2, base: 2, weight_g: None, short: true },
+        ],
+        t(BUILD),
+    );
+    assert_eq!(picked.shipping_weight_g(), 1_800 + 2 * 800);
+    assert_eq!(picked.shipping_volume_ml(volume), 5_400 + 8_000);
+}

@@ -328,6 +328,15 @@ fn committed_locks(problem: &PlanProblem, jobs: &HashMap<&str, Job>) -> Result<V
     Ok(locks)
 }
 
+/// How far a vehicle got with a job before the constraint with this code refused it.
+fn progress(code: ViolationCode) -> u8 {
+    match code {
+        SKILL_CODE | LOCK_CODE => 0,
+        CAPACITY_CODE => 1,
+        _ => 2,
+    }
+}
+
 /// Why no vehicle could take a job the search gave no reason for: the
 /// furthest any vehicle gets through skills, capacity and time alone.
 fn explain(problem: &PlanProblem, job: &crate::model::Job) -> &'static str {
@@ -439,7 +448,9 @@ fn to_plan(problem: &PlanProblem, solution: &Solution) -> Plan {
             let id = job.dimens().get_job_id().cloned().unwrap_or_default();
             let code = match info {
                 UnassignmentInfo::Simple(code) => Some(*code),
-                UnassignmentInfo::Detailed(codes) => codes.first().map(|(_, c)| *c),
+                // Per vehicle: the one that came furthest says most (a van with
+                // the right compartment but too small, rather than a van without it).
+                UnassignmentInfo::Detailed(codes) => codes.iter().map(|(_, c)| *c).max_by_key(|c| progress(*c)),
                 UnassignmentInfo::Unknown => None,
             };
             let reason = match code {
