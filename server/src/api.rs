@@ -71,7 +71,11 @@ pub async fn authenticate(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
     if let Some(token) = bearer {
-        let principal = state.identity.verify(token.trim()).await?;
+        let token = token.trim();
+        if token.starts_with(crate::identity::TRACKING_PREFIX) {
+            return state.identity.verify_tracking(token).await;
+        }
+        let principal = state.identity.verify(token).await?;
         return Ok((principal.actor(), principal.scope()));
     }
     // A device key: valid, but good for nothing here; readings have their own endpoints.
@@ -364,6 +368,41 @@ async fn get_order(
 ) -> ApiResult<axum::Json<OrderView>> {
     let id = resolve_order(&state, &id).await?;
     Ok(axum::Json(state.service.view_for(&ctx.scope, id).await?.as_ref().clone()))
+}
+
+/// A tracking link to the order: `/t/{token}` opens it in any browser, and
+/// the token is a bearer credential for that one order (phones masked).
+#[utoipa::path(post, path = "/orders/{id}/tracking-links", tag = "orders",
+    params(("id" = String, Path, description = "Order id (UUID) or number")),
+    request_body = crate::tracking::NewTrackingLink,
+    responses((status = 201, body = crate::identity::TrackingLink), (status = 404, body = Problem),
+              (status = 403, body = Problem)))]
+async fn create_tracking_link(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+    ApiJson(new): ApiJson<crate::tracking::NewTrackingLink>,
+) -> ApiResult<(StatusCode, axum::Json<crate::identity::TrackingLink>)> {
+    let id = resolve_order(&state, &id).await?;
+    Ok((StatusCode::CREATED, axum::Json(state.service.create_tracking_link(&ctx, id, new).await?)))
+}
+
+/// The order a tracking link shows (404 for no such link, 410 `link_expired`).
+#[utoipa::path(get, path = "/tracking/{token}", tag = "orders", params(("token" = String, Path)),
+    responses((status = 200, body = OrderView), (status = 404, body = Problem), (status = 410, body = Problem)))]
+async fn tracked_order(
+    State(state): State<Arc<AppState>>,
+    Path(token): Path<String>,
+) -> ApiResult<axum::Json<OrderView>> {
+    if !token.starts_with(crate::identity::TRACKING_PREFIX) {
+        return Err(ApiError::NotFound("no such tracking link".into()));
+    }
+    let (_, scope) = state.identity.verify_tracking(&token).await?;
+    let crate::policy::Scope::User(links) = &scope else {
+        return Err(ApiError::NotFound("no such tracking link".into()));
+    };
+    let order = links.order.ok_or_else(|| ApiError::NotFound("no such tracking link".into()))?;
+    Ok(axum::Json(state.service.view_for(&scope, order).await?.as_ref().clone()))
 }
 
 /// An order's events in commit order.
@@ -737,6 +776,8 @@ pub fn router(evidence_limit: usize) -> (axum::Router<Arc<AppState>>, utoipa::op
         .routes(routes!(get_order))
         .routes(routes!(order_command))
         .routes(routes!(order_events))
+        .routes(routes!(create_tracking_link))
+        .routes(routes!(tracked_order))
         .routes(routes!(create_merchant))
         .routes(routes!(create_warehouse))
         .routes(routes!(create_customer))

@@ -20,6 +20,9 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("{0}")]
     Unauthorized(String),
+    /// It existed and is no more (an expired link).
+    #[error("{message}")]
+    Gone { code: &'static str, message: String },
     #[error("the request body is too large")]
     TooLarge,
     #[error("too many attempts from this address; wait a minute")]
@@ -50,6 +53,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::VersionConflict { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Gone { .. } => StatusCode::GONE,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -63,7 +67,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, .. }
             | ApiError::Unprocessable { code, .. }
-            | ApiError::Conflict { code, .. } => code,
+            | ApiError::Conflict { code, .. }
+            | ApiError::Gone { code, .. } => code,
             ApiError::NotFound(_) => "not_found",
             ApiError::VersionConflict { .. } => "version_conflict",
             ApiError::Unauthorized(_) => "unauthorized",

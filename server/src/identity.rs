@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 use xianlu_domain::wire::Actor;
-use xianlu_domain::{CourierId, CustomerId, MerchantId, WarehouseId};
+use xianlu_domain::{CourierId, CustomerId, MerchantId, OrderId, WarehouseId};
 
 use crate::clock::wall_now;
 use crate::db::Db;
@@ -52,6 +52,10 @@ pub enum Role {
     Courier,
     Customer,
     CustomerService,
+    /// Whoever holds a tracking link: one order, phones masked. Never a
+    /// user's role.
+    #[serde(skip_deserializing)]
+    Visitor,
 }
 
 impl Role {
@@ -74,6 +78,7 @@ impl Role {
             Role::Courier => "courier",
             Role::Customer => "customer",
             Role::CustomerService => "customer_service",
+            Role::Visitor => "visitor",
         }
     }
 
@@ -217,6 +222,52 @@ fn check_password_rules(password: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// Bearer tokens beginning so are tracking links, not access tokens.
+pub const TRACKING_PREFIX: &str = "t.";
+
+/// A tracking link as created: the token is shown once.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackingLink {
+    pub token: String,
+    /// Where the tracking page opens: `/t/{token}`.
+    pub path: String,
+    pub order_id: OrderId,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Identity {
+    /// Whoever holds a tracking link: a visitor of its one order. Unknown
+    /// links are not found; expired ones are gone (`link_expired`).
+    pub async fn verify_tracking(&self, token: &str) -> ApiResult<(Actor, crate::policy::Scope)> {
+        let hash = token_hash(token);
+        let row: Option<(Uuid, DateTime<Utc>)> = on_db!(&self.db, pool => {
+            sqlx::query_as("SELECT order_id, expires_at FROM tracking_links WHERE token_sha256 = $1")
+                .bind(&hash)
+                .fetch_optional(pool)
+                .await?
+        });
+        let (order, expires_at) = row.ok_or_else(|| ApiError::NotFound("no such tracking link".into()))?;
+        if expires_at <= wall_now() {
+            return Err(ApiError::Gone {
+                code: "link_expired",
+                message: "this tracking link has expired; ask the merchant for a new one".into(),
+            });
+        }
+        let links = crate::policy::Links {
+            role: Role::Visitor,
+            merchant: None,
+            warehouse: None,
+            couriers: Vec::new(),
+            customer: None,
+            order: Some(OrderId(order)),
+        };
+        // Named by the token's hash, never the token.
+        let actor = Actor { kind: Role::Visitor.as_str().to_owned(), id: hash[..16].to_owned() };
+        Ok((actor, crate::policy::Scope::User(links)))
+    }
+}
+
 /// 32 random bytes, URL-safe base64: refresh tokens, device keys, generated passwords.
 pub(crate) fn random_token() -> String {
     let mut bytes = [0u8; 32];
@@ -224,7 +275,7 @@ pub(crate) fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn token_hash(token: &str) -> String {
+pub(crate) fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
@@ -655,6 +706,7 @@ impl Identity {
             warehouse: warehouse.map(WarehouseId),
             couriers,
             customer: customer.map(CustomerId),
+            order: None,
         };
         Ok(Principal { user_id, session_id, links })
     }

@@ -27,6 +27,7 @@ pub mod roads;
 pub mod service;
 pub mod stream;
 pub mod tls;
+pub mod tracking;
 pub mod vault;
 pub mod writer;
 

@@ -7,7 +7,7 @@
 //! action the role may never take on an object it can see is forbidden (403).
 
 use xianlu_domain::wire::Topic;
-use xianlu_domain::{Command, CourierId, CustomerId, MerchantId, Order, OrderDraft, Status, WarehouseId};
+use xianlu_domain::{Command, CourierId, CustomerId, MerchantId, Order, OrderDraft, OrderId, Status, WarehouseId};
 
 use crate::error::ApiError;
 use crate::identity::Role;
@@ -30,6 +30,8 @@ pub struct Links {
     /// The courier records a courier drives as (one per merchant served).
     pub couriers: Vec<CourierId>,
     pub customer: Option<CustomerId>,
+    /// The one order a tracking link shows.
+    pub order: Option<OrderId>,
 }
 
 impl Links {
@@ -95,6 +97,8 @@ pub const TABLE: &[(Role, &[Action])] = &[
     (Role::WarehouseClerk, &[ReadOrder, Pick, ReadStock, CountStock]),
     (Role::Courier, &[ReadOrder, Dispatch, ReportOnTheRoad, Sign, AttachEvidence, ReportPosition]),
     (Role::Customer, &[ReadOrder, CreateOrder, AnswerSubstitution, Sign, Cancel, AttachEvidence]),
+    // A tracking link reads its one order and nothing else.
+    (Role::Visitor, &[ReadOrder]),
     // Customer service reads its merchant's orders and changes only exception and claim state.
     (Role::CustomerService, &[ReadOrder, ResolveException, SettleClaim, AttachEvidence, TrackCouriers, HandleAlerts]),
 ];
@@ -149,6 +153,7 @@ pub fn may_see(scope: &Scope, order: &Order) -> bool {
         }
         Role::Courier => links.drives(order.courier_id),
         Role::Customer => links.customer == Some(order.customer_id),
+        Role::Visitor => links.order == Some(order.id),
     }
 }
 
@@ -250,6 +255,8 @@ pub fn list_scope(scope: &Scope) -> Result<Option<ListScope>, ApiError> {
             couriers: Vec::new(),
             customer: None,
         }),
+        // A tracking link shows its one order, not a list.
+        Role::Visitor => return Err(not_found()),
         Role::Courier => {
             if links.couriers.is_empty() {
                 return Err(not_found());
@@ -336,7 +343,7 @@ pub fn check_customer_data(
         Role::MerchantOwner | Role::MerchantStaff | Role::CustomerService | Role::WarehouseClerk => {
             links.merchant == Some(merchant)
         }
-        Role::Courier => false,
+        Role::Courier | Role::Visitor => false,
     };
     if !reach {
         return Err(ApiError::NotFound("no such customer".into()));
@@ -389,5 +396,6 @@ pub fn phones_for(scope: &Scope, order: &Order) -> PhoneDisclosure {
             }
         }
         Role::WarehouseClerk => PhoneDisclosure { courier: Disclose::Masked, contact: Disclose::Nothing },
+        Role::Visitor => PhoneDisclosure { courier: Disclose::Masked, contact: Disclose::Masked },
     }
 }

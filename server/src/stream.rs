@@ -40,6 +40,9 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     let authenticated = match &query.token {
+        Some(token) if token.starts_with(crate::identity::TRACKING_PREFIX) => {
+            state.identity.verify_tracking(token).await
+        }
         Some(token) => state.identity.verify(token).await.map(|p| (p.actor(), p.scope())),
         None => crate::api::authenticate(&state, &headers, query.actor.as_deref()).await,
     };

@@ -473,6 +473,10 @@ fn route_matrix() -> Vec<(&'static str, &'static str, Option<[Expect; 7]>)> {
         // Releasing a pin and unlocking a route change nothing the other cases rely on.
         ("put", "/orders/{id}/pin", Some([Ok, Ok, Ok, Forbidden, Forbidden, Forbidden, Forbidden])),
         ("put", "/couriers/{id}/route-lock", Some([Ok, Ok, Ok, Forbidden, Hidden, Hidden, Forbidden])),
+        // Whoever may read the order and speaks for the merchant or the customer shares it.
+        ("post", "/orders/{id}/tracking-links", Some([Ok, Ok, Ok, Forbidden, Ok, Ok, Ok])),
+        // The link itself is the credential: tested in tests/tracking.rs.
+        ("get", "/tracking/{token}", None),
         // A courier goes on duty themselves, or dispatchers put them on.
         ("get", "/couriers/{id}/duty", Some([Ok, Ok, Ok, Forbidden, Ok, Hidden, Ok])),
         ("put", "/couriers/{id}/duty", Some([Ok, Ok, Ok, Forbidden, Ok, Hidden, Forbidden])),

@@ -1,0 +1,139 @@
+//! Tracking links through the public surface, on SQLite and PostgreSQL: a
+//! link shows its one order (phones masked, nothing internal) to whoever
+//! holds it, over REST and the push stream, and nothing else; it expires.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::json;
+use xianlu_tests::{Backend, Client, Shop, Stream, TestServer};
+
+xianlu_tests::on_both_backends!(a_tracking_link_shows_one_order_live_to_whoever_holds_it_until_it_expires);
+
+const PASSWORD: &str = "correct horse battery staple 42";
+
+/// Makes every tracking link of the database expire now.
+async fn expire_links(url: &str) -> Result<()> {
+    let sql = "UPDATE tracking_links SET expires_at = created_at";
+    if url.starts_with("sqlite") {
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(url).await?;
+        sqlx::query(sql).execute(&mut conn).await?;
+    } else {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
+        sqlx::query(sql).execute(&mut conn).await?;
+    }
+    Ok(())
+}
+
+/// The audit log's sharing entries: (subject, after).
+async fn audit_of_sharing(url: &str) -> Result<Vec<(String, String)>> {
+    let sql = "SELECT subject_id, after_state FROM audit_log WHERE action = 'CREATE_TRACKING_LINK'";
+    Ok(if url.starts_with("sqlite") {
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(url).await?;
+        sqlx::query_as(sql).fetch_all(&mut conn).await?
+    } else {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
+        sqlx::query_as(sql).fetch_all(&mut conn).await?
+    })
+}
+
+async fn a_tracking_link_shows_one_order_live_to_whoever_holds_it_until_it_expires(backend: Backend) -> Result<()> {
+    let server = TestServer::spawn(backend).await?;
+    let admin = server.client("admin:root");
+    let shop = Shop::open(&admin).await?;
+    let courier = shop.couriers[0].clone();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let id = shop.place(&admin, &shop.spinach()).await?;
+        admin.command(&id, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+        ids.push(id);
+    }
+    let (tracked, other) = (&ids[0], &ids[1]);
+    for command in [
+        json!({"type": "START_PICKING"}),
+        json!({"type": "RECORD_PICK", "lineNo": 1, "base": 2000}),
+        json!({"type": "PACK"}),
+        json!({"type": "ASSIGN_COURIER", "courierId": courier}),
+        json!({"type": "DISPATCH"}),
+    ] {
+        admin.command(tracked, command).await?;
+    }
+
+    // The merchant's office shares the order; the link is shown once.
+    let link = admin.post(&format!("/api/v1/orders/{tracked}/tracking-links"), &json!({"hours": 2})).await?;
+    ensure!(link.status == 201, "{}", link.status);
+    let link = link.json();
+    let token = link["token"].as_str().context("token")?.to_owned();
+    ensure!(token.starts_with("t.") && token.len() > 40, "{token}");
+    ensure!(link["path"] == format!("/t/{token}") && link["orderId"] == tracked.as_str(), "{link}");
+
+    // Anyone with the link, no login: the order, phones masked.
+    let anonymous = Client::with_token(&server.url, "");
+    let shown = anonymous.get(&format!("/api/v1/tracking/{token}")).await?;
+    ensure!(shown.status == 200, "{}", shown.status);
+    let shown = shown.json();
+    ensure!(shown["order"]["id"] == tracked.as_str() && shown["status"] == "DELIVERING", "{shown}");
+    let courier_phone = shown["driverInfo"]["phone"].as_str().unwrap_or_default();
+    ensure!(courier_phone.contains('*') && !courier_phone.contains("13812340001"), "courier phone: {courier_phone}");
+    let contact_phone = shown["contact"]["phone"].as_str().context("the contact, masked")?;
+    ensure!(contact_phone.contains('*'), "contact phone: {contact_phone}");
+
+    // The token is a credential for that order and nothing else.
+    let visitor = Client::with_token(&server.url, &token);
+    ensure!(visitor.get(&format!("/api/v1/orders/{tracked}")).await?.status == 200);
+    ensure!(visitor.get(&format!("/api/v1/orders/{tracked}/trail")).await?.status == 200);
+    ensure!(visitor.get(&format!("/api/v1/orders/{other}")).await?.status == 404, "another order");
+    ensure!(visitor.get("/api/v1/orders").await?.status == 404, "no lists");
+    let cancel = visitor.command_reply(tracked, json!({"type": "CANCEL", "reason": "不要了"}), None).await?;
+    ensure!(cancel.status == 403, "read only: {}", cancel.status);
+    ensure!(visitor.post(&format!("/api/v1/orders/{tracked}/tracking-links"), &json!({})).await?.status == 403);
+    ensure!(anonymous.get("/api/v1/tracking/t.nonsense").await?.status == 404);
+
+    // The stream: the order's events live, and no other topic.
+    let mut stream = Stream::connect_with_token(&server.url, &token).await?;
+    ensure!(stream.subscribe(json!([{"order": tracked}]), None).await?["type"] == "SUBSCRIBED");
+    let positions =
+        json!({"fixes": [{"deviceSeq": 1, "at": chrono::Utc::now(), "lat": 39.95, "lng": 116.45, "accuracyM": 6.0}]});
+    admin.ok(&format!("/api/v1/couriers/{courier}/positions"), &positions).await?;
+    let mut seen = Vec::new();
+    while let Ok(message) = stream.next_within(Duration::from_secs(3)).await {
+        if message["type"] == "EVENT" {
+            seen.push(message["event"]["kind"]["type"].as_str().unwrap_or_default().to_owned());
+        }
+        if seen.iter().any(|k| k == "COURIER_POSITION") {
+            break;
+        }
+    }
+    ensure!(seen.iter().any(|k| k == "COURIER_POSITION"), "live positions: {seen:?}");
+    let mut other_stream = Stream::connect_with_token(&server.url, &token).await?;
+    other_stream.send(json!({"type": "SUBSCRIBE", "topics": [{"order": other}]})).await?;
+    ensure!(other_stream.next().await?["code"] == "unknown_topic");
+    other_stream.send(json!({"type": "SUBSCRIBE", "topics": [{"merchant": shop.merchant}]})).await?;
+    ensure!(other_stream.next().await?["code"] == "unknown_topic");
+
+    // The customer may share their own order too; a warehouse clerk may not.
+    let owner = json!({"username": "xiang.owner", "password": PASSWORD, "role": "customer", "customerId": shop.prepaid_customer});
+    admin.ok("/api/v1/admin/users", &owner).await?;
+    let (owner, _) = Client::login(&server.url, "xiang.owner", PASSWORD).await?;
+    ensure!(owner.post(&format!("/api/v1/orders/{other}/tracking-links"), &json!({})).await?.status == 201);
+    let clerk = json!({"username": "clerk.wang", "password": PASSWORD, "role": "warehouse_clerk",
+                       "merchantId": shop.merchant, "warehouseId": shop.warehouse});
+    admin.ok("/api/v1/admin/users", &clerk).await?;
+    let (clerk, _) = Client::login(&server.url, "clerk.wang", PASSWORD).await?;
+    ensure!(clerk.post(&format!("/api/v1/orders/{other}/tracking-links"), &json!({})).await?.status == 403);
+    let bad = admin.post(&format!("/api/v1/orders/{tracked}/tracking-links"), &json!({"hours": 0})).await?;
+    ensure!(bad.status == 422, "{}", bad.status);
+
+    // Sharing is audited, without the token.
+    let shared = audit_of_sharing(&server.db.url).await?;
+    ensure!(shared.len() == 2, "{shared:?}");
+    ensure!(shared.iter().all(|(subject, after)| !after.contains(&token) && (subject == tracked || subject == other)));
+
+    // Expired: gone, everywhere.
+    expire_links(&server.db.url).await?;
+    let gone = anonymous.get(&format!("/api/v1/tracking/{token}")).await?;
+    ensure!(gone.status == 410 && gone.json()["code"] == "link_expired", "{}", gone.status);
+    ensure!(visitor.get(&format!("/api/v1/orders/{tracked}")).await?.status == 410);
+    server.stop().await;
+    Ok(())
+}
