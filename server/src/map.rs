@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use xianlu_domain::wire::LatLng;
+use xianlu_domain::wire::{LatLng, RoadLine, RoadTile};
 
 use crate::AppState;
 use crate::api::{ApiQuery, Ctx};
@@ -34,29 +34,6 @@ pub struct RoadsQuery {
     bbox: String,
     /// The map's zoom level (0–22): minor roads appear from 15.
     zoom: u8,
-}
-
-/// One road segment.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RoadLine {
-    /// `motorway`, `trunk`, `primary`, `secondary`, `tertiary`, `unclassified`, `residential`, `living_street`, `service`.
-    pub class: String,
-    /// Google encoded polyline, precision 5.
-    pub polyline: String,
-}
-
-/// The road geometry of a box.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RoadTile {
-    pub source: String,
-    /// The credit to show with the map, when its data requires one.
-    pub attribution: Option<String>,
-    /// An external tile URL template, when the deployment has one.
-    pub tile_url: Option<String>,
-    pub zoom: u8,
-    pub roads: Vec<RoadLine>,
 }
 
 fn parse_bbox(text: &str) -> ApiResult<[f64; 4]> {

@@ -6,9 +6,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::json;
+use xianlu_core::Backoff;
+use xianlu_core::api::ApiClient;
+use xianlu_core::track::{Phase, TrackingScreen, follow_link};
+use xianlu_domain::Status;
 use xianlu_tests::{Backend, Client, Shop, Stream, TestServer};
 
-xianlu_tests::on_both_backends!(a_tracking_link_shows_one_order_live_to_whoever_holds_it_until_it_expires);
+xianlu_tests::on_both_backends!(
+    a_tracking_link_shows_one_order_live_to_whoever_holds_it_until_it_expires,
+    the_tracking_screen_follows_an_order_from_its_link_to_sign_off,
+);
 
 const PASSWORD: &str = "correct horse battery staple 42";
 
@@ -135,5 +142,101 @@ async fn a_tracking_link_shows_one_order_live_to_whoever_holds_it_until_it_expir
     ensure!(gone.status == 410 && gone.json()["code"] == "link_expired", "{}", gone.status);
     ensure!(visitor.get(&format!("/api/v1/orders/{tracked}")).await?.status == 410);
     server.stop().await;
+    Ok(())
+}
+
+/// Runs the core's tracking page against `token` until `until` holds of a published screen.
+async fn screen_until(
+    server_url: &str,
+    token: &str,
+    until: impl Fn(&TrackingScreen) -> bool + Send + 'static,
+) -> Result<TrackingScreen> {
+    let api = ApiClient::for_tracking_link(server_url, token)?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(follow_link(api, Backoff::fast(), move |screen| {
+        let _ = tx.send(screen.clone());
+    }));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut last = None;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(screen)) => {
+                if until(&screen) {
+                    task.abort();
+                    return Ok(screen);
+                }
+                last = Some(screen);
+            }
+            _ => {
+                task.abort();
+                anyhow::bail!("the screen never got there; last: {last:?}");
+            }
+        }
+    }
+}
+
+async fn the_tracking_screen_follows_an_order_from_its_link_to_sign_off(backend: Backend) -> Result<()> {
+    let server = TestServer::spawn(backend).await?;
+    let admin = server.client("admin:root");
+    let shop = Shop::open(&admin).await?;
+    let courier = shop.couriers[0].clone();
+    let id = shop.place(&admin, &shop.spinach()).await?;
+    admin.command(&id, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+    let link = admin.ok(&format!("/api/v1/orders/{id}/tracking-links"), &json!({})).await?;
+    let token = link["token"].as_str().context("token")?.to_owned();
+
+    // The page opens on the paid order and follows it live.
+    let url = server.url.clone();
+    let following = {
+        let token = token.clone();
+        tokio::spawn(async move {
+            screen_until(&url, &token, |s| s.view.as_ref().is_some_and(|v| v.status == Status::Signed)).await
+        })
+    };
+    let ready = screen_until(&server.url, &token, |s| s.phase == Phase::Ready).await?;
+    ensure!(
+        ready.view.as_ref().is_some_and(|v| v.status == Status::AwaitingPick),
+        "{:?}",
+        ready.view.map(|v| v.status)
+    );
+    ensure!(ready.map.destination.is_some() && ready.map.promised.is_some());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for command in [
+        json!({"type": "START_PICKING"}),
+        json!({"type": "RECORD_PICK", "lineNo": 1, "base": 2000}),
+        json!({"type": "PACK"}),
+        json!({"type": "ASSIGN_COURIER", "courierId": courier}),
+        json!({"type": "DISPATCH"}),
+    ] {
+        admin.command(&id, command).await?;
+    }
+    let positions =
+        json!({"fixes": [{"deviceSeq": 1, "at": chrono::Utc::now(), "lat": 39.95, "lng": 116.45, "accuracyM": 6.0}]});
+    admin.ok(&format!("/api/v1/couriers/{courier}/positions"), &positions).await?;
+    let signer = server.client(&format!("courier:{courier}"));
+    let signature = xianlu_tests::upload_signature(&signer, &id, 7).await?;
+    signer.command(&id, json!({"type": "SIGN", "signatureSha256": signature})).await?;
+    let signed = following.await??;
+    let kinds: Vec<&str> = signed.timeline.iter().map(|e| e.event.kind.name()).collect();
+    for kind in ["PAID", "PICKING_STARTED", "PACKED", "DISPATCHED", "SIGNED"] {
+        ensure!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    ensure!(!kinds.contains(&"COURIER_POSITION"), "positions go on the map, not the timeline");
+    ensure!(signed.map.position.is_some_and(|p| (p.lat - 39.95).abs() < 1e-9), "{:?}", signed.map.position);
+    ensure!(signed.view.as_ref().is_some_and(|v| v.eta.is_none()), "no estimate once signed");
+
+    // A link that does not exist, and one that expired.
+    let unknown = screen_until(&server.url, "t.doesnotexist", TrackingScreen::settled).await?;
+    ensure!(unknown.phase == Phase::NotFound, "{:?}", unknown.phase);
+    expire_links(&server.db.url).await?;
+    let expired = screen_until(&server.url, &token, TrackingScreen::settled).await?;
+    ensure!(expired.phase == Phase::Expired, "{:?}", expired.phase);
+    let url = server.url.clone();
+    server.stop().await;
+
+    // No server at all: the page says so and keeps trying.
+    let down =
+        screen_until(&url, &token, |s| matches!(s.phase, Phase::Unreachable { attempt, .. } if attempt >= 2)).await?;
+    ensure!(matches!(down.phase, Phase::Unreachable { .. }));
     Ok(())
 }

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use xianlu_domain::evidence::{EvidenceRecord, EvidenceUpload, PositionBatch, PositionFix, PositionReceipt};
 use xianlu_domain::wire::{
-    API_VERSION, API_VERSION_HEADER, CommandRequest, OrderPage, OrderView, Problem, StockLevel, StreamEvent,
+    API_VERSION, API_VERSION_HEADER, CommandRequest, LatLng, OrderPage, OrderView, Problem, RoadTile, StockLevel,
+    StreamEvent,
 };
 use xianlu_domain::{CourierId, CustomerId, MerchantId, Order, OrderDraft, OrderId, WarehouseId};
 
@@ -86,6 +87,8 @@ struct Inner {
     /// `http(s)://host:port`, without a trailing slash.
     base: String,
     session: Mutex<Option<Session>>,
+    /// A tracking link's token, standing in for a session: one order, read only.
+    link: Option<String>,
     /// One refresh at a time.
     refreshing: tokio::sync::Mutex<()>,
 }
@@ -121,8 +124,34 @@ impl ApiClient {
             reqwest::Client::new()
         };
         Ok(ApiClient {
-            inner: Arc::new(Inner { http, base, session: Mutex::new(None), refreshing: tokio::sync::Mutex::new(()) }),
+            inner: Arc::new(Inner {
+                http,
+                base,
+                session: Mutex::new(None),
+                link: None,
+                refreshing: tokio::sync::Mutex::new(()),
+            }),
         })
+    }
+
+    /// A client that sees one order through its tracking link (`t.…`, the
+    /// last part of `/t/{token}`), with no login.
+    pub fn for_tracking_link(base: &str, token: &str) -> CoreResult<ApiClient> {
+        if !token.starts_with("t.")
+            || token.len() < 10
+            || !token[2..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(CoreError::Refused("not a tracking link".into()));
+        }
+        let client = Self::new(base)?;
+        let inner = Inner {
+            http: client.inner.http.clone(),
+            base: client.inner.base.clone(),
+            session: Mutex::new(None),
+            link: Some(token.to_owned()),
+            refreshing: tokio::sync::Mutex::new(()),
+        };
+        Ok(ApiClient { inner: Arc::new(inner) })
     }
 
     pub fn base(&self) -> &str {
@@ -151,7 +180,7 @@ impl ApiClient {
     }
 
     fn access_token(&self) -> Option<String> {
-        self.session().map(|s| s.access_token)
+        self.session().map(|s| s.access_token).or_else(|| self.inner.link.clone())
     }
 
     /// The push stream's address, with the access token (browsers cannot
@@ -292,6 +321,29 @@ impl ApiClient {
         let query = serde_urlencoded::to_string(query).map_err(|e| CoreError::Refused(e.to_string()))?;
         let query = if query.is_empty() { query } else { format!("?{query}") };
         self.call(Method::GET, &format!("/api/v1/orders{query}"), None::<&()>, None).await
+    }
+
+    /// The order of this client's tracking link (`NextStep::Gone` once it expired).
+    pub async fn tracked_order(&self) -> CoreResult<OrderView> {
+        let token = self.inner.link.clone().ok_or_else(|| CoreError::Refused("not a tracking-link client".into()))?;
+        self.call(Method::GET, &format!("/api/v1/tracking/{token}"), None::<&()>, None).await
+    }
+
+    /// Where the order's couriers drove, from dispatch on.
+    pub async fn trail(&self, id: OrderId) -> CoreResult<Vec<LatLng>> {
+        let feature: serde_json::Value =
+            self.call(Method::GET, &format!("/api/v1/orders/{id}/trail"), None::<&()>, None).await?;
+        let coordinates = feature["geometry"]["coordinates"].as_array().cloned().unwrap_or_default();
+        Ok(coordinates
+            .iter()
+            .filter_map(|c| Some(LatLng { lat: c.get(1)?.as_f64()?, lng: c.get(0)?.as_f64()? }))
+            .collect())
+    }
+
+    /// The road geometry of a box (`[min_lng, min_lat, max_lng, max_lat]`), for the map.
+    pub async fn map_roads(&self, bbox: [f64; 4], zoom: u8) -> CoreResult<RoadTile> {
+        let [a, b, c, d] = bbox;
+        self.call(Method::GET, &format!("/api/v1/map/roads?bbox={a},{b},{c},{d}&zoom={zoom}"), None::<&()>, None).await
     }
 
     pub async fn order(&self, id: OrderId) -> CoreResult<OrderView> {

@@ -12,6 +12,8 @@
 //!   sent in order with its own idempotency key (see the module for the
 //!   protocol).
 //! - [`location`] — fix filtering, phase-aware sampling and batching.
+//! - [`track`] — the customer's order screen as a view-model, and how it
+//!   follows a tracking link live.
 //! - [`tracking`] — the customer's map as data: simplified trail, position,
 //!   remaining route, ETA.
 //! - [`signature`], [`photo`] — sign-off and photo evidence with digests the
@@ -35,6 +37,7 @@ pub mod retry;
 pub mod rt;
 pub mod signature;
 pub mod store;
+pub mod track;
 pub mod tracking;
 
 pub use api::{ApiClient, Session};

@@ -69,6 +69,36 @@ impl TrackingModel {
         }
     }
 
+    /// A map with nothing on it yet.
+    pub fn empty() -> TrackingModel {
+        TrackingModel {
+            trail: Vec::new(),
+            position: None,
+            last_seen: None,
+            remaining_route: Vec::new(),
+            destination: None,
+            eta: None,
+            eta_window: None,
+            arriving_in_minutes: None,
+            promised: None,
+            stop: None,
+            tolerance_m: 8.0,
+            raw: Vec::new(),
+        }
+    }
+
+    /// The trail so far, as the server keeps it (oldest first); live
+    /// positions extend it.
+    pub fn set_trail(&mut self, points: Vec<LatLng>) {
+        self.raw = points;
+        if let Some(last) = self.raw.last()
+            && self.position.is_none()
+        {
+            self.position = Some(*last);
+        }
+        self.trail = simplify_trail(&self.raw, self.tolerance_m);
+    }
+
     /// Adds fixes (in any order; older ones than the newest are ignored for
     /// the position, but join the trail in time order).
     pub fn add_fixes(&mut self, fixes: &[PositionFix]) {

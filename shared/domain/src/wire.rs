@@ -244,3 +244,29 @@ pub struct Problem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_version: Option<u64>,
 }
+
+/// One road segment of the map.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RoadLine {
+    /// `motorway`, `trunk`, `primary`, `secondary`, `tertiary`, `unclassified`, `residential`, `living_street`, `service`.
+    pub class: String,
+    /// Google encoded polyline, precision 5.
+    pub polyline: String,
+}
+
+/// The road geometry of a box: what every app draws its map from, with no
+/// external tile service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RoadTile {
+    pub source: String,
+    /// The credit to show with the map, when its data requires one.
+    pub attribution: Option<String>,
+    /// An external tile URL template, when the deployment has one.
+    pub tile_url: Option<String>,
+    pub zoom: u8,
+    pub roads: Vec<RoadLine>,
+}
