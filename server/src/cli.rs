@@ -23,6 +23,8 @@ or ./xianlu.toml when present), then environment variables XIANLU_<KEY>
   max_body_bytes                 largest request body           [262144]
   max_evidence_bytes             largest evidence upload        [6291456]
   map_tile_url                   external tile URL template for the apps (optional)
+  customer_web_dir               the customer app's web build, served at /t/{token}
+                                 (the page a tracking link opens; optional)
   payment_webhook_secret         HMAC secret of the generic payment gateway
   payment_webhook_tolerance_secs replay window of notifications [300]
   idempotency_retention_hours    saved responses kept (>= 24)   [24]

@@ -52,6 +52,10 @@ pub struct Config {
     /// deployments that have a tile service; the apps draw the served road
     /// geometry without one.
     pub map_tile_url: Option<String>,
+    /// Where the customer app's web build is (`index.html`, its script and
+    /// wasm, each optionally with a `.gz` beside it): served at `/t/{token}`,
+    /// the page a tracking link opens.
+    pub customer_web_dir: Option<PathBuf>,
     /// Where travel times come from: `local` (the imported road network) or
     /// `amap` (AMap's web service, needs `amap_key`).
     pub map_provider: String,
@@ -99,6 +103,7 @@ impl Default for Config {
             timer_interval_ms: 5000,
             token_secret: None,
             map_tile_url: None,
+            customer_web_dir: None,
             map_provider: "local".into(),
             amap_key: None,
             amap_base_url: None,

@@ -29,6 +29,7 @@ pub mod stream;
 pub mod tls;
 pub mod tracking;
 pub mod vault;
+pub mod web;
 pub mod writer;
 
 use std::net::SocketAddr;
@@ -190,6 +191,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/t/_app/{*file}", get(web::asset))
+        .route("/t/{token}", get(web::page))
         .route("/", get(|| async { axum::response::Redirect::to("/api/v1/docs") }))
         .fallback(|| async { ApiError::NotFound("no such endpoint; see /api/v1/docs".into()) })
         .method_not_allowed_fallback(|| async {

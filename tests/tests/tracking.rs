@@ -223,7 +223,7 @@ async fn the_tracking_screen_follows_an_order_from_its_link_to_sign_off(backend:
     }
     ensure!(!kinds.contains(&"COURIER_POSITION"), "positions go on the map, not the timeline");
     ensure!(signed.map.position.is_some_and(|p| (p.lat - 39.95).abs() < 1e-9), "{:?}", signed.map.position);
-    ensure!(signed.view.as_ref().is_some_and(|v| v.eta.is_none()), "no estimate once signed");
+    ensure!(signed.view.as_ref().is_some_and(|v| v.eta.is_none() && v.eta_window.is_none()), "no estimate once signed");
 
     // A link that does not exist, and one that expired.
     let unknown = screen_until(&server.url, "t.doesnotexist", TrackingScreen::settled).await?;

@@ -16,12 +16,30 @@ cargo xtask <command>
 
   setup   install what building and testing need (idempotent)
   demo    build, start the server on SQLite at http://127.0.0.1:8080 and drive demo orders
-  test    rustfmt, clippy, dependency rules, wasm build, every test on SQLite and PostgreSQL
+  test    rustfmt, clippy, dependency rules, wasm builds, every test on SQLite and PostgreSQL,
+          the tracking page in headless Chromium
+  web     build the customer tracking page (served by the server at /t/{token})
   bench   transitions, push, client core, courier operations and the route planner against PyVRP;
           figures for docs/benchmarks.md (--quick: a shorter run)";
 
 /// Debian packages the workspace needs to build and test.
-const APT_PACKAGES: &[&str] = &["build-essential", "pkg-config", "ca-certificates", "postgresql", "postgresql-client"];
+const APT_PACKAGES: &[&str] = &[
+    "build-essential",
+    "pkg-config",
+    "ca-certificates",
+    "postgresql",
+    "postgresql-client",
+    // The Dioxus desktop builds (the apps' stand-in for mobile here).
+    "libwebkit2gtk-4.1-dev",
+    "libgtk-3-dev",
+    "libsoup-3.0-dev",
+    "libxdo-dev",
+    // Browser tests of the web builds, and what their pages need.
+    "chromium",
+    "fonts-noto-cjk",
+    "nodejs",
+    "gzip",
+];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,6 +50,10 @@ fn main() -> Result<()> {
         Some("demo") => demo(&args[1..]),
         Some("test") => test(),
         Some("bench") => bench(&args[1..]),
+        Some("web") => {
+            setup()?;
+            customer_web().map(|_| ())
+        }
         _ => {
             println!("{USAGE}");
             Ok(())
@@ -134,8 +156,82 @@ fn setup() -> Result<()> {
         println!("installing cargo-nextest");
         run(cargo().args(["install", "cargo-nextest", "--locked"]))?;
     }
+    // wasm-bindgen's command line must match the library in Cargo.lock exactly.
+    let wanted = locked_version("wasm-bindgen")?;
+    let have = Command::new("wasm-bindgen").arg("--version").output().ok();
+    let have = have.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+    if have != format!("wasm-bindgen {wanted}") {
+        println!("installing wasm-bindgen-cli {wanted}");
+        // Not --locked: its lock names a webpki-roots the registry here lacks.
+        run(cargo().args(["install", "wasm-bindgen-cli", "--version", &wanted]))?;
+    }
+    // The browser driver for the web builds' tests.
+    let e2e = Path::new("tests/e2e");
+    let stamp = e2e.join("node_modules/.installed-from-lock");
+    let lock = std::fs::read(e2e.join("package-lock.json")).unwrap_or_default();
+    if std::fs::read(&stamp).ok().as_deref() != Some(lock.as_slice()) {
+        run(Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--prefix"]).arg(e2e))?;
+        std::fs::write(&stamp, &lock)?;
+    }
     println!("setup done in {:.1?}", started.elapsed());
     Ok(())
+}
+
+/// The version of a package in Cargo.lock.
+fn locked_version(name: &str) -> Result<String> {
+    let lock = std::fs::read_to_string("Cargo.lock")?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == format!("name = \"{name}\"")
+            && let Some(v) = lines.next().and_then(|l| l.strip_prefix("version = \""))
+        {
+            return Ok(v.trim_end_matches('"').to_owned());
+        }
+    }
+    bail!("{name} is not in Cargo.lock")
+}
+
+/// Builds the customer app for the web (release, wasm-bindgen, gzip; the
+/// wasm-opt Debian ships is too old for this wasm) into `<target>/customer-web`, which the server serves at `/t/…`.
+/// Returns the directory and the compressed size of the script and wasm.
+fn customer_web() -> Result<(PathBuf, u64)> {
+    run(cargo().args([
+        "build",
+        "--locked",
+        "--release",
+        "-p",
+        "xianlu-customer",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--no-default-features",
+        "--features",
+        "web",
+    ]))?;
+    let wasm = target_dir().join("wasm32-unknown-unknown/release/xianlu-customer.wasm");
+    let out = target_dir().join("customer-web");
+    if out.exists() {
+        std::fs::remove_dir_all(&out)?;
+    }
+    run(Command::new("wasm-bindgen")
+        .args(["--target", "web", "--no-typescript", "--out-name", "xianlu_customer", "--out-dir"])
+        .arg(&out)
+        .arg(&wasm))?;
+    std::fs::write(
+        out.join("index.html"),
+        "<!doctype html>\n<html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"referrer\" content=\"no-referrer\"><title>鲜路 · 订单追踪</title></head>\
+         <body><div id=\"main\"></div><script type=\"module\">\
+         import init from '/t/_app/xianlu_customer.js'; init({ module_or_path: '/t/_app/xianlu_customer_bg.wasm' });\
+         </script></body></html>\n",
+    )?;
+    let mut compressed = 0;
+    for name in ["xianlu_customer.js", "xianlu_customer_bg.wasm"] {
+        run(Command::new("gzip").args(["-9", "-k", "-f"]).arg(out.join(name)))?;
+        compressed += std::fs::metadata(out.join(format!("{name}.gz")))?.len();
+    }
+    println!("tracking page: {} bytes compressed (script and wasm) in {}", compressed, out.display());
+    Ok((out, compressed))
 }
 
 fn dpkg_installed(package: &str) -> bool {
@@ -286,6 +382,11 @@ fn run_tests(timings: &mut Vec<(String, Duration)>) -> Result<()> {
             "wasm32-unknown-unknown",
         ]))
     })?;
+    let mut web = PathBuf::new();
+    stage("customer tracking page (web build)", timings, || {
+        web = customer_web()?.0;
+        Ok(())
+    })?;
     stage("build tests", timings, || run(cargo().args(["nextest", "run", "--workspace", "--locked", "--no-run"])))?;
     stage("start PostgreSQL", timings, ensure_postgres)?;
     let run_db = RunDatabase::create()?;
@@ -294,6 +395,7 @@ fn run_tests(timings: &mut Vec<(String, Duration)>) -> Result<()> {
         run(cargo()
             .args(["nextest", "run", "--workspace", "--locked", "--no-fail-fast"])
             .env("TEST_XIANLU_POSTGRES_URL", &admin_url)
+            .env("XIANLU_CUSTOMER_WEB", &web)
             .env("TEST_XIANLU_DB_PREFIX", &run_db.name))
     })?;
     drop(run_db);

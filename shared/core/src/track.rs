@@ -63,8 +63,8 @@ impl TrackingScreen {
     pub fn loaded(&mut self, view: OrderView) {
         self.map = TrackingModel::for_order(&view);
         self.timeline = view.timeline.iter().filter(|e| !e.event.kind.is_live_update()).cloned().collect();
-        // The latest estimate and position the timeline holds seed the map.
-        for event in view.timeline.iter().filter(|e| e.event.kind.is_live_update()) {
+        // What the timeline holds (estimates, positions, the notice) seeds the map.
+        for event in &view.timeline {
             self.map.apply(event);
         }
         self.view = Some(view);
@@ -88,7 +88,15 @@ impl TrackingScreen {
         }
         self.map.apply(event);
         match &event.event.kind {
-            EventKind::EtaUpdated { eta, .. } => view.eta = Some(*eta),
+            EventKind::EtaUpdated { eta, window, stops_before, .. } => {
+                view.eta = Some(*eta);
+                view.eta_window = Some(xianlu_domain::operations::EtaView {
+                    eta: *eta,
+                    window: *window,
+                    stops_before: *stops_before,
+                    computed_at: event.at,
+                });
+            }
             EventKind::CourierPosition { position, .. } => {
                 if let Some(driver) = view.driver_info.as_mut() {
                     driver.location = Some(*position);
@@ -103,6 +111,7 @@ impl TrackingScreen {
         view.order.status = event.event.to;
         if matches!(event.event.to, Status::Signed | Status::Cancelled | Status::Returned) {
             view.eta = None;
+            view.eta_window = None;
         }
         self.timeline.push(event.clone());
     }

@@ -27,6 +27,17 @@ pub fn simplify_trail(points: &[LatLng], tolerance_m: f64) -> Vec<LatLng> {
         .collect()
 }
 
+/// The road lines of a map tile, decoded: (class, points).
+pub fn road_lines(tile: &xianlu_domain::wire::RoadTile) -> Vec<(String, Vec<LatLng>)> {
+    tile.roads
+        .iter()
+        .filter_map(|r| {
+            let line = polyline::decode_polyline(&r.polyline, 5).ok()?;
+            Some((r.class.clone(), line.coords().map(|c| LatLng { lat: c.y, lng: c.x }).collect()))
+        })
+        .collect()
+}
+
 /// What the tracking map shows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrackingModel {

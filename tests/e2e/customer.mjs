@@ -1,0 +1,61 @@
+// The customer's tracking page in headless Chromium, driven by a Rust test
+// (tests/tests/customer_web.rs) that changes the order on the server while
+// this watches.
+//
+//   node customer.mjs live URL OUT_DIR     a live order: prints READY once it shows
+//                                          "配送中" with the courier on the map, then
+//                                          waits for "已签收" pushed live
+//   node customer.mjs expired URL OUT_DIR  an expired link says so
+//
+// Screenshots go to OUT_DIR. Exit 0 when everything was seen.
+import { chromium } from 'playwright-core';
+
+const [mode, url, out] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+         '--disable-component-update', '--disable-sync'],
+});
+const failures = [];
+try {
+  // A phone-sized window.
+  const page = await browser.newPage({ viewport: { width: 412, height: 860 }, deviceScaleFactor: 2, locale: 'zh-CN' });
+  page.on('pageerror', (e) => failures.push(`page error: ${e.message}`));
+  const shot = (name) => page.screenshot({ path: `${out}/${name}.png`, fullPage: true });
+  await page.goto(url);
+  if (mode === 'expired') {
+    await page.waitForSelector('#xl-expired', { timeout: 20000 });
+    await shot('customer-link-expired');
+  } else {
+    await page.waitForFunction(
+      () => document.querySelector('#xl-status')?.textContent === '配送中', null, { timeout: 20000 });
+    await page.waitForSelector('#xl-map-courier', { timeout: 10000 });
+    const roads = await page.locator('.xl-map-roads polyline').count();
+    const credit = await page.locator('.xl-map-credit').textContent().catch(() => '');
+    const items = await page.locator('.xl-items li').count();
+    const trail = await page.locator('.xl-map-trail').count();
+    if (trail < 1) failures.push('no trail on the map');
+    console.log(JSON.stringify({ roads, credit, items, trail }));
+    if (items < 1) failures.push('no items listed');
+    await shot('customer-delivering');
+    console.log('READY');
+    await page.waitForFunction(
+      () => document.querySelector('#xl-status')?.textContent === '已签收', null, { timeout: 30000 });
+    const kinds = await page.locator('#xl-timeline li').evaluateAll((li) => li.map((l) => l.dataset.kind));
+    if (!kinds.includes('SIGNED')) failures.push(`timeline without SIGNED: ${kinds}`);
+    await shot('customer-signed');
+    await page.click('#xl-lang');
+    await page.waitForFunction(() => document.querySelector('#xl-status')?.textContent === 'Signed', null, { timeout: 5000 });
+    await shot('customer-signed-en');
+  }
+} catch (e) {
+  failures.push(String(e));
+} finally {
+  await browser.close();
+}
+if (failures.length) {
+  console.error(failures.join('\n'));
+  process.exit(1);
+}
+console.log('OK');

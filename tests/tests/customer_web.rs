@@ -1,0 +1,140 @@
+//! The customer's tracking page as a customer gets it: the web build served
+//! by the server at `/t/{token}`, opened in headless Chromium, following an
+//! order live until it is signed; an expired link says so. Screenshots of
+//! each state go to `$CARGO_TARGET_DIR/e2e-artifacts/`.
+//!
+//! Needs the web build (`XIANLU_CUSTOMER_WEB`) and the browser driver's
+//! packages (`tests/e2e/node_modules`): `cargo xtask test` provides both.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use xianlu_tests::{Backend, Shop, TestDb, TestServer};
+
+fn e2e_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e")
+}
+
+fn artifacts() -> Result<PathBuf> {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
+    let dir = target.join("e2e-artifacts");
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// The browser script in `mode` against `url`; returns its child with stdout piped.
+fn browser(mode: &str, url: &str) -> Result<tokio::process::Child> {
+    tokio::process::Command::new("node")
+        .arg(e2e_dir().join("customer.mjs"))
+        .args([mode, url])
+        .arg(artifacts()?)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("node is needed for the browser tests")
+}
+
+async fn finished(mut child: tokio::process::Child) -> Result<String> {
+    let status = tokio::time::timeout(Duration::from_secs(90), child.wait()).await.context("the browser hung")??;
+    let mut err = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        stderr.read_to_string(&mut err).await?;
+    }
+    ensure!(status.success(), "the browser saw something wrong: {err}");
+    Ok(err)
+}
+
+async fn link(admin: &xianlu_tests::Client, order: &str) -> Result<String> {
+    let link = admin.ok(&format!("/api/v1/orders/{order}/tracking-links"), &json!({})).await?;
+    Ok(link["path"].as_str().context("path")?.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tracking_page_follows_an_order_live_in_a_browser() -> Result<()> {
+    let Ok(web) = std::env::var("XIANLU_CUSTOMER_WEB") else {
+        bail!("XIANLU_CUSTOMER_WEB is not set: run `cargo xtask test`, which builds the tracking page first");
+    };
+    ensure!(
+        e2e_dir().join("node_modules/playwright-core").exists(),
+        "run `npm ci --prefix tests/e2e` (cargo xtask test does)"
+    );
+    let db = TestDb::create(Backend::Sqlite).await?;
+    let server = TestServer::spawn_with(db, |c| c.customer_web_dir = Some(PathBuf::from(&web))).await?;
+    let admin = server.client("admin:root");
+    let shop = Shop::open(&admin).await?;
+    let courier = shop.couriers[0].clone();
+    let order = shop.place(&admin, &shop.spinach()).await?;
+    for command in [
+        json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}}),
+        json!({"type": "START_PICKING"}),
+        json!({"type": "RECORD_PICK", "lineNo": 1, "base": 2000}),
+        json!({"type": "PACK"}),
+        json!({"type": "ASSIGN_COURIER", "courierId": courier}),
+        json!({"type": "DISPATCH"}),
+    ] {
+        admin.command(&order, command).await?;
+    }
+    // Five seconds on the road, about 9 m/s, then the page opens.
+    let at = chrono::Utc::now();
+    let fixes: Vec<_> = (0..5)
+        .map(|i| {
+            json!({"deviceSeq": i + 1, "at": at + chrono::Duration::seconds(i),
+                   "lat": 39.96 - 0.00008 * i as f64, "lng": 116.47 - 0.00001 * i as f64, "accuracyM": 6.0})
+        })
+        .collect();
+    admin.ok(&format!("/api/v1/couriers/{courier}/positions"), &json!({"fixes": fixes})).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let path = link(&admin, &order).await?;
+
+    // The server serves the page and its compressed wasm.
+    let page = reqwest::get(format!("{}{path}", server.url)).await?;
+    ensure!(page.status() == 200, "{}", page.status());
+    ensure!(page.headers()["content-type"].to_str()?.starts_with("text/html"));
+    let wasm = reqwest::Client::new()
+        .get(format!("{}/t/_app/xianlu_customer_bg.wasm", server.url))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await?;
+    ensure!(wasm.status() == 200 && wasm.headers().get("content-encoding").is_some_and(|v| v == "gzip"));
+    ensure!(reqwest::get(format!("{}/t/_app/..%2Fsecret", server.url)).await?.status() == 404);
+
+    // A browser opens the link: out for delivery, the courier on the map.
+    let mut child = browser("live", &format!("{}{path}", server.url))?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await? {
+            if line == "READY" {
+                return anyhow::Ok(true);
+            }
+        }
+        anyhow::Ok(false)
+    })
+    .await;
+    if !matches!(ready, Ok(Ok(true))) {
+        let err = finished(child).await.err().map(|e| e.to_string()).unwrap_or_default();
+        bail!("the page never showed the order out for delivery: {err}");
+    }
+    // The courier gets the signature: the page shows it signed, with no reload.
+    let signer = server.client(&format!("courier:{courier}"));
+    let signature = xianlu_tests::upload_signature(&signer, &order, 3).await?;
+    signer.command(&order, json!({"type": "SIGN", "signatureSha256": signature})).await?;
+    finished(child).await?;
+
+    // An expired link says so.
+    let other = shop.place(&admin, &shop.spinach()).await?;
+    let expired = link(&admin, &other).await?;
+    let url = server.db.url.clone();
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await?;
+    sqlx::query("UPDATE tracking_links SET expires_at = created_at").execute(&mut conn).await?;
+    finished(browser("expired", &format!("{}{expired}", server.url))?).await?;
+    server.stop().await;
+    Ok(())
+}
