@@ -470,6 +470,7 @@ impl Drop for KillOnDrop {
 fn demo(args: &[String]) -> Result<()> {
     setup()?;
     run(cargo().args(["build", "--locked", "-p", "xianlu-server", "-p", "xianlu-tests", "--bins"]))?;
+    let (web, _) = customer_web()?;
     let listen = args
         .iter()
         .position(|a| a == "--listen")
@@ -485,6 +486,7 @@ fn demo(args: &[String]) -> Result<()> {
         .env("XIANLU_LISTEN", listen)
         .env("XIANLU_DATA_DIR", &data)
         .env("XIANLU_PAYMENT_WEBHOOK_SECRET", "demo-gateway-secret")
+        .env("XIANLU_CUSTOMER_WEB_DIR", &web)
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .spawn()
         .context("could not start xianlu-server")?;

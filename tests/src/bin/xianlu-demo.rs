@@ -282,6 +282,13 @@ async fn main() -> Result<()> {
     for login in &logins {
         println!("  {:<20} {:<17} {}", login.username, login.role, login.password);
     }
+    // The link a restaurant would get by message, for the order on the road.
+    let on_the_road = &orders[orders.len() - 1].1;
+    let link = demo.admin.ok(&format!("/api/v1/orders/{on_the_road}/tracking-links"), &json!({})).await?;
+    println!(
+        "\nTracking link (any browser, no login; the order out for delivery):\n  {base}{}",
+        link["path"].as_str().unwrap_or_default()
+    );
     let host = base.trim_start_matches("http://");
     println!(
         "\nTry it:\n  {base}/api/v1/docs   the API\n  \
