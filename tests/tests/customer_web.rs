@@ -3,7 +3,7 @@
 //! order live until it is signed; an expired link says so. Screenshots of
 //! each state go to `$CARGO_TARGET_DIR/e2e-artifacts/`.
 //!
-//! Needs the web build (`XIANLU_CUSTOMER_WEB`) and the browser driver's
+//! Needs the web build (`TEST_XIANLU_CUSTOMER_WEB`) and the browser driver's
 //! packages (`tests/e2e/node_modules`): `cargo xtask test` provides both.
 
 use std::path::PathBuf;
@@ -58,8 +58,8 @@ async fn link(admin: &xianlu_tests::Client, order: &str) -> Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tracking_page_follows_an_order_live_in_a_browser() -> Result<()> {
-    let Ok(web) = std::env::var("XIANLU_CUSTOMER_WEB") else {
-        bail!("XIANLU_CUSTOMER_WEB is not set: run `cargo xtask test`, which builds the tracking page first");
+    let Ok(web) = std::env::var("TEST_XIANLU_CUSTOMER_WEB") else {
+        bail!("TEST_XIANLU_CUSTOMER_WEB is not set: run `cargo xtask test`, which builds the tracking page first");
     };
     ensure!(
         e2e_dir().join("node_modules/playwright-core").exists(),

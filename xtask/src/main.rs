@@ -395,7 +395,7 @@ fn run_tests(timings: &mut Vec<(String, Duration)>) -> Result<()> {
         run(cargo()
             .args(["nextest", "run", "--workspace", "--locked", "--no-fail-fast"])
             .env("TEST_XIANLU_POSTGRES_URL", &admin_url)
-            .env("XIANLU_CUSTOMER_WEB", &web)
+            .env("TEST_XIANLU_CUSTOMER_WEB", &web)
             .env("TEST_XIANLU_DB_PREFIX", &run_db.name))
     })?;
     drop(run_db);
