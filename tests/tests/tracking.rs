@@ -15,6 +15,7 @@ use xianlu_tests::{Backend, Client, Shop, Stream, TestServer};
 xianlu_tests::on_both_backends!(
     a_tracking_link_shows_one_order_live_to_whoever_holds_it_until_it_expires,
     the_tracking_screen_follows_an_order_from_its_link_to_sign_off,
+    a_customer_signs_on_their_own_screen_refusing_part_of_a_line_and_keeps_a_receipt_that_checks_out,
 );
 
 const PASSWORD: &str = "correct horse battery staple 42";
@@ -238,5 +239,63 @@ async fn the_tracking_screen_follows_an_order_from_its_link_to_sign_off(backend:
     let down =
         screen_until(&url, &token, |s| matches!(s.phase, Phase::Unreachable { attempt, .. } if attempt >= 2)).await?;
     ensure!(matches!(down.phase, Phase::Unreachable { .. }));
+    Ok(())
+}
+
+async fn a_customer_signs_on_their_own_screen_refusing_part_of_a_line_and_keeps_a_receipt_that_checks_out(
+    backend: Backend,
+) -> Result<()> {
+    use xianlu_core::signature::StrokePoint;
+    use xianlu_core::signoff::{ReceiptCheck, SignOff, check_receipt};
+    let server = TestServer::spawn(backend).await?;
+    let admin = server.client("admin:root");
+    let shop = Shop::open(&admin).await?;
+    let id = shop.place(&admin, &shop.spinach()).await?;
+    for command in [
+        json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}}),
+        json!({"type": "START_PICKING"}),
+        json!({"type": "RECORD_PICK", "lineNo": 1, "base": 2000}),
+        json!({"type": "PACK"}),
+    ] {
+        admin.command(&id, command).await?;
+    }
+    let owner = json!({"username": "xiang.owner", "password": PASSWORD, "role": "customer", "customerId": shop.prepaid_customer});
+    admin.ok("/api/v1/admin/users", &owner).await?;
+    let api = ApiClient::new(&server.url)?;
+    api.login("xiang.owner", PASSWORD).await?;
+    let order_id: xianlu_domain::OrderId = id.parse().map_err(|_| anyhow::anyhow!("order id"))?;
+    // Not yet: an order is signed for when it is delivered.
+    ensure!(SignOff::for_order(&api.order(order_id).await?, 400.0, 200.0).is_err());
+    admin.command(&id, json!({"type": "ASSIGN_COURIER", "courierId": shop.couriers[0]})).await?;
+    admin.command(&id, json!({"type": "DISPATCH"})).await?;
+
+    let mut sign_off = SignOff::for_order(&api.order(order_id).await?, 400.0, 200.0)?;
+    ensure!(sign_off.lines.len() == 1 && sign_off.lines[0].delivered_base == 2000, "{:?}", sign_off.lines);
+    ensure!(sign_off.reject(1, 2001, xianlu_domain::RejectReason::Damaged).is_err(), "more than was delivered");
+    // Half a kilo arrived crushed.
+    sign_off.reject(1, 500, xianlu_domain::RejectReason::Damaged)?;
+    ensure!(!sign_off.ready(), "nothing signed yet");
+    let now = chrono::Utc::now();
+    ensure!(sign_off.submit(&api, now, "sign-1").await.is_err(), "an empty signature is refused");
+    sign_off.signature.begin_stroke();
+    for i in 0..40u32 {
+        let y = 100.0 + 60.0 * ((i as f32) / 4.0).sin();
+        sign_off.signature.add_point(StrokePoint { x: 30.0 + 8.0 * i as f32, y, t_ms: 20 * i, pressure: 0.6 });
+    }
+    ensure!(sign_off.ready());
+    let receipt = sign_off.submit(&api, now, "sign-2").await?;
+    ensure!(receipt.rejected.len() == 1 && receipt.rejected[0].rejected_base == 500);
+    let view = api.order(order_id).await?;
+    ensure!(view.status == Status::Signed, "{}", view.status);
+    // 1.5 kg at 3.50 a jin: 10.50 charged; 14.00 was paid, so 3.50 comes back.
+    ensure!(receipt.charge_fen == 1050 && receipt.balance_fen == -350, "{receipt:?}");
+    // Sent again (a lost answer): signed once, the same receipt.
+    let again = sign_off.submit(&api, now, "sign-2").await?;
+    ensure!(again == receipt, "{again:?}");
+    // Later, the receipt checks out against the server; a made-up one does not.
+    ensure!(check_receipt(&api, &receipt).await? == ReceiptCheck::Verified);
+    let forged = xianlu_core::signoff::Receipt { signature_sha256: "0".repeat(64), ..receipt.clone() };
+    ensure!(check_receipt(&api, &forged).await? == ReceiptCheck::Missing);
+    server.stop().await;
     Ok(())
 }

@@ -17,7 +17,8 @@
 //! - [`tracking`] — the customer's map as data: simplified trail, position,
 //!   remaining route, ETA.
 //! - [`signature`], [`photo`] — sign-off and photo evidence with digests the
-//!   server recomputes.
+//!   server recomputes; [`signoff`] — the customer's sign-off (lines accepted
+//!   or refused, signature, receipt) as a view-model.
 //! - [`report`] — exception reports in the courier's words, as commands.
 //!
 //! **No UI dependency**; builds for `wasm32-unknown-unknown` (fetch, the
@@ -36,6 +37,7 @@ pub mod report;
 pub mod retry;
 pub mod rt;
 pub mod signature;
+pub mod signoff;
 pub mod store;
 pub mod track;
 pub mod tracking;

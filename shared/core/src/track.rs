@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use xianlu_domain::wire::{OrderView, StreamEvent, Topic};
-use xianlu_domain::{EventKind, Status};
+use xianlu_domain::{EventKind, OrderId, Status};
 
 use crate::api::ApiClient;
 use crate::error::{CoreError, NextStep};
@@ -130,12 +130,25 @@ impl TrackingScreen {
 /// server cannot be reached), then its trail, then its events live, calling
 /// `publish` with the screen after every change. Returns when the link turns
 /// out expired or unknown; otherwise runs until the stream stops for good.
-pub async fn follow_link(api: ApiClient, backoff: Backoff, mut publish: impl FnMut(&TrackingScreen)) {
+pub async fn follow_link(api: ApiClient, backoff: Backoff, publish: impl FnMut(&TrackingScreen)) {
+    follow(api, None, backoff, publish).await;
+}
+
+/// As [`follow_link`], for a logged-in customer's own order `order`.
+pub async fn follow_order(api: ApiClient, order: OrderId, backoff: Backoff, publish: impl FnMut(&TrackingScreen)) {
+    follow(api, Some(order), backoff, publish).await;
+}
+
+async fn follow(api: ApiClient, order: Option<OrderId>, backoff: Backoff, mut publish: impl FnMut(&TrackingScreen)) {
     let mut screen = TrackingScreen::default();
     publish(&screen);
     let mut attempt = 0;
     loop {
-        match api.tracked_order().await {
+        let loaded = match order {
+            Some(id) => api.order(id).await,
+            None => api.tracked_order().await,
+        };
+        match loaded {
             Ok(view) => {
                 screen.loaded(view);
                 break;
