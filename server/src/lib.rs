@@ -193,6 +193,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/t/_app/{*file}", get(web::asset))
         .route("/t/{token}", get(web::page))
+        .route("/app", get(web::app))
         .route("/", get(|| async { axum::response::Redirect::to("/api/v1/docs") }))
         .fallback(|| async { ApiError::NotFound("no such endpoint; see /api/v1/docs".into()) })
         .method_not_allowed_fallback(|| async {

@@ -1,5 +1,6 @@
 //! The customer app's web build, served where tracking links point:
-//! `/t/{token}` is its page, `/t/_app/{file}` its script and wasm. Files
+//! `/t/{token}` is its page, `/t/_app/{file}` its script and wasm; `/app`
+//! opens it without a link (log in, my orders, sign-off). Files
 //! compressed ahead (`{file}.gz`) go out as such to browsers that take gzip.
 
 use std::path::PathBuf;
@@ -68,6 +69,11 @@ pub async fn page(
     // The token is in the address: keep it out of other sites' logs.
     response.headers_mut().insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     Ok(response)
+}
+
+/// The customer app without a link: log in, my orders, sign-off.
+pub async fn app(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Response> {
+    file(state.config.customer_web_dir.as_ref(), "index.html", &headers).await
 }
 
 /// The page's script, its snippets and wasm.

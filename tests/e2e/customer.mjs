@@ -6,11 +6,16 @@
 //                                          "配送中" with the courier on the map, then
 //                                          waits for "已签收" pushed live
 //   node customer.mjs expired URL OUT_DIR  an expired link says so
+//   node customer.mjs signoff URL OUT_DIR USER PASSWORD
+//                                          the app without a link: log in, open the order
+//                                          out for delivery, refuse 500 g as damaged, sign
+//                                          on the pad, confirm, check the receipt; prints
+//                                          HASH <the receipt's signature hash>
 //
 // Screenshots go to OUT_DIR. Exit 0 when everything was seen.
 import { chromium } from 'playwright-core';
 
-const [mode, url, out] = process.argv.slice(2);
+const [mode, url, out, user, password] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   headless: true,
@@ -24,7 +29,37 @@ try {
   page.on('pageerror', (e) => failures.push(`page error: ${e.message}`));
   const shot = (name) => page.screenshot({ path: `${out}/${name}.png`, fullPage: true });
   await page.goto(url);
-  if (mode === 'expired') {
+  if (mode === 'signoff') {
+    await page.waitForSelector('#xl-login', { timeout: 20000 });
+    await page.fill('#xl-username', user);
+    await page.fill('#xl-password', password);
+    await shot('customer-app-login');
+    await page.click('#xl-login');
+    await page.waitForSelector('#xl-orders li', { timeout: 20000 });
+    await shot('customer-app-orders');
+    await page.locator('#xl-orders li', { hasText: '配送中' }).first().click();
+    await page.waitForSelector('#xl-sign', { timeout: 20000 });
+    await page.click('#xl-sign');
+    await page.waitForSelector('#xl-pad', { timeout: 20000 });
+    await page.locator('.xl-line-check input').first().fill('500');
+    await page.locator('.xl-line-check select').first().selectOption('1');
+    const pad = await page.locator('#xl-pad').boundingBox();
+    await page.mouse.move(pad.x + 20, pad.y + pad.height / 2);
+    await page.mouse.down();
+    for (let i = 1; i <= 30; i++) {
+      await page.mouse.move(pad.x + 20 + i * (pad.width - 40) / 30, pad.y + pad.height / 2 + (i % 2 ? -1 : 1) * pad.height / 4);
+    }
+    await page.mouse.up();
+    await shot('customer-app-sign-off');
+    await page.waitForFunction(() => !document.querySelector('#xl-confirm')?.disabled, null, { timeout: 5000 });
+    await page.click('#xl-confirm');
+    await page.waitForSelector('#xl-receipt-hash', { timeout: 20000 });
+    const hash = (await page.locator('#xl-receipt-hash').textContent()).trim();
+    await page.click('#xl-verify');
+    await page.waitForSelector('#xl-verified', { timeout: 20000 });
+    await shot('customer-app-receipt');
+    console.log(`HASH ${hash}`);
+  } else if (mode === 'expired') {
     await page.waitForSelector('#xl-expired', { timeout: 20000 });
     await shot('customer-link-expired');
   } else {

@@ -15,6 +15,8 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use xianlu_tests::{Backend, Shop, TestDb, TestServer};
 
+const PASSWORD: &str = "correct horse battery staple 42";
+
 fn e2e_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e")
 }
@@ -135,6 +137,47 @@ async fn the_tracking_page_follows_an_order_live_in_a_browser() -> Result<()> {
     let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await?;
     sqlx::query("UPDATE tracking_links SET expires_at = created_at").execute(&mut conn).await?;
     finished(browser("expired", &format!("{}{expired}", server.url))?).await?;
+
+    // The app without a link: the restaurant's owner logs in and signs for
+    // an order on their own screen, refusing half a kilo as damaged.
+    let third = shop.place(&admin, &shop.spinach()).await?;
+    for command in [
+        json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}}),
+        json!({"type": "START_PICKING"}),
+        json!({"type": "RECORD_PICK", "lineNo": 1, "base": 2000}),
+        json!({"type": "PACK"}),
+        json!({"type": "ASSIGN_COURIER", "courierId": courier}),
+        json!({"type": "DISPATCH"}),
+    ] {
+        admin.command(&third, command).await?;
+    }
+    let owner = json!({"username": "xiang.owner", "password": PASSWORD, "role": "customer", "customerId": shop.prepaid_customer});
+    admin.ok("/api/v1/admin/users", &owner).await?;
+    let mut child = tokio::process::Command::new("node")
+        .arg(e2e_dir().join("customer.mjs"))
+        .args(["signoff", &format!("{}/app", server.url)])
+        .arg(artifacts()?)
+        .args(["xiang.owner", PASSWORD])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        tokio::time::timeout(Duration::from_secs(90), stdout.read_to_string(&mut out))
+            .await
+            .context("the browser hung")??;
+    }
+    finished(child).await?;
+    let hash = out.lines().find_map(|l| l.strip_prefix("HASH ")).context("no receipt hash printed")?.to_owned();
+    let signed = admin.order(&third).await?;
+    ensure!(signed["status"] == "SIGNED", "{}", signed["status"]);
+    let event =
+        signed["timeline"].as_array().into_iter().flatten().find(|e| e["event"]["kind"]["type"] == "SIGNED").cloned();
+    let event = event.context("a SIGNED event")?;
+    ensure!(event["event"]["kind"]["evidenceSha256"] == hash.as_str(), "the receipt names the signature signed with");
+    let rejected = &event["event"]["kind"]["rejected"];
+    ensure!(rejected[0]["rejectedBase"] == 500 && rejected[0]["reason"] == "DAMAGED", "{rejected}");
     server.stop().await;
     Ok(())
 }

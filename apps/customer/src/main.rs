@@ -35,48 +35,100 @@ fn opened_link() -> Option<String> {
     std::env::args().nth(1).or_else(|| std::env::var("XIANLU_TRACKING_LINK").ok())
 }
 
+mod installed;
+
 #[derive(Debug, Clone, PartialEq, Default)]
-struct Roads {
+pub(crate) struct Roads {
     lines: Vec<(String, Vec<xianlu_domain::wire::LatLng>)>,
     attribution: Option<String>,
 }
 
 #[component]
 fn App() -> Element {
-    let mut screen = use_signal(TrackingScreen::default);
-    let mut roads = use_signal(Roads::default);
-    let mut lang = use_signal(Lang::default);
-    let mut now = use_signal(chrono::Utc::now);
-    use_hook(move || {
-        let api =
-            opened_link().and_then(|l| split_link(&l)).and_then(|(b, t)| ApiClient::for_tracking_link(&b, &t).ok());
-        let Some(api) = api else {
+    let lang = use_signal(Lang::default);
+    let link = use_hook(|| opened_link().and_then(|l| split_link(&l)));
+    rsx! {
+        style { {STYLE} }
+        match link {
+            Some((base, token)) => rsx! { LinkPage { base, token, lang } },
+            None => rsx! { installed::Installed { lang } },
+        }
+    }
+}
+
+/// The bar at the top: the name and the language switch.
+#[component]
+fn Bar(lang: Signal<Lang>) -> Element {
+    let l = lang();
+    rsx! {
+        div { class: "xl-bar",
+            h1 { "鲜路 Xianlu" }
+            button { id: "xl-lang", onclick: move |_| lang.set(l.other()), {l.other().name()} }
+        }
+    }
+}
+
+/// One order from a tracking link.
+#[component]
+fn LinkPage(base: String, token: String, lang: Signal<Lang>) -> Element {
+    let screen = use_signal(TrackingScreen::default);
+    let roads = use_signal(Roads::default);
+    use_hook(move || match ApiClient::for_tracking_link(&base, &token) {
+        Ok(api) => follow_screen(api, None, screen, roads),
+        Err(_) => {
+            let mut screen = screen;
             screen.write().phase = Phase::NotFound;
-            return;
-        };
-        let map_api = api.clone();
-        let mut asked_for_roads = false;
-        spawn(async move {
-            follow_link(api, Backoff::default(), move |s| {
-                // The map's roads, once: a few kilometres around the destination.
-                if let (false, Some(destination)) = (asked_for_roads, s.map.destination) {
-                    asked_for_roads = true;
-                    let api = map_api.clone();
-                    spawn(async move {
-                        let d = 0.03;
-                        let bbox = [destination.lng - d, destination.lat - d, destination.lng + d, destination.lat + d];
-                        if let Ok(tile) = api.map_roads(bbox, 14).await {
-                            roads.set(Roads {
-                                lines: xianlu_core::tracking::road_lines(&tile),
-                                attribution: tile.attribution.clone(),
-                            });
-                        }
+        }
+    });
+    rsx! {
+        main { class: "xl-page",
+            Bar { lang }
+            OrderScreen { screen: screen(), roads: roads(), lang: lang() }
+        }
+    }
+}
+
+/// Follows an order (a link's, or a logged-in customer's own) into `screen`,
+/// fetching the map's roads once the destination is known.
+pub(crate) fn follow_screen(
+    api: ApiClient,
+    order: Option<xianlu_domain::OrderId>,
+    mut screen: Signal<TrackingScreen>,
+    mut roads: Signal<Roads>,
+) {
+    let map_api = api.clone();
+    let mut asked_for_roads = false;
+    let publish = move |s: &TrackingScreen| {
+        // The map's roads, once: a few kilometres around the destination.
+        if let (false, Some(destination)) = (asked_for_roads, s.map.destination) {
+            asked_for_roads = true;
+            let api = map_api.clone();
+            spawn(async move {
+                let d = 0.03;
+                let bbox = [destination.lng - d, destination.lat - d, destination.lng + d, destination.lat + d];
+                if let Ok(tile) = api.map_roads(bbox, 14).await {
+                    roads.set(Roads {
+                        lines: xianlu_core::tracking::road_lines(&tile),
+                        attribution: tile.attribution.clone(),
                     });
                 }
-                screen.set(s.clone());
-            })
-            .await;
-        });
+            });
+        }
+        screen.set(s.clone());
+    };
+    spawn(async move {
+        match order {
+            Some(id) => xianlu_core::track::follow_order(api, id, Backoff::default(), publish).await,
+            None => follow_link(api, Backoff::default(), publish).await,
+        }
+    });
+}
+
+/// The order screen for whatever phase it is in.
+#[component]
+pub(crate) fn OrderScreen(screen: TrackingScreen, roads: Roads, lang: Lang) -> Element {
+    let mut now = use_signal(chrono::Utc::now);
+    use_hook(move || {
         // "Last seen N s ago" keeps counting between positions.
         spawn(async move {
             loop {
@@ -85,24 +137,16 @@ fn App() -> Element {
             }
         });
     });
-    let l = lang();
-    let s = screen.read();
+    let l = lang;
     rsx! {
-        style { {STYLE} }
-        main { class: "xl-page",
-            div { class: "xl-bar",
-                h1 { "鲜路 Xianlu" }
-                button { id: "xl-lang", onclick: move |_| lang.set(l.other()), {l.other().name()} }
-            }
-            match &s.phase {
-                Phase::Loading => rsx! { p { id: "xl-loading", class: "xl-banner", {l.t(Key::Loading)} } },
-                Phase::Expired => rsx! { p { id: "xl-expired", class: "xl-banner xl-banner-bad", {l.t(Key::Expired)} } },
-                Phase::NotFound => rsx! { p { id: "xl-not-found", class: "xl-banner xl-banner-bad", {l.t(Key::NotFound)} } },
-                Phase::Unreachable { attempt, .. } => rsx! {
-                    p { id: "xl-unreachable", class: "xl-banner", "{l.t(Key::Unreachable)} ({attempt})…" }
-                },
-                Phase::Ready => rsx! { Tracked { screen: s.clone(), roads: roads(), lang: l, now: now() } },
-            }
+        match &screen.phase {
+            Phase::Loading => rsx! { p { id: "xl-loading", class: "xl-banner", {l.t(Key::Loading)} } },
+            Phase::Expired => rsx! { p { id: "xl-expired", class: "xl-banner xl-banner-bad", {l.t(Key::Expired)} } },
+            Phase::NotFound => rsx! { p { id: "xl-not-found", class: "xl-banner xl-banner-bad", {l.t(Key::NotFound)} } },
+            Phase::Unreachable { attempt, .. } => rsx! {
+                p { id: "xl-unreachable", class: "xl-banner", "{l.t(Key::Unreachable)} ({attempt})…" }
+            },
+            Phase::Ready => rsx! { Tracked { screen: screen.clone(), roads, lang: l, now: now() } },
         }
     }
 }

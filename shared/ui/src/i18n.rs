@@ -1,6 +1,6 @@
 //! The words of the apps, Chinese first.
 
-use xianlu_domain::{EventKind, Status, Unit};
+use xianlu_domain::{EventKind, RejectReason, Status, Unit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Lang {
@@ -50,6 +50,31 @@ impl Lang {
             Key::Live => ("实时", "Live"),
             Key::Reconnecting => ("正在重新连接…", "Reconnecting…"),
             Key::Deliver => ("收货地址", "Deliver to"),
+            Key::Server => ("服务器", "Server"),
+            Key::Username => ("用户名", "Username"),
+            Key::Password => ("密码", "Password"),
+            Key::LogIn => ("登录", "Log in"),
+            Key::MyOrders => ("我的订单", "My orders"),
+            Key::Back => ("返回", "Back"),
+            Key::SignFor => ("签收", "Sign for it"),
+            Key::CheckLines => (
+                "逐项验收：全部收下，或填写拒收数量与原因",
+                "Check each line: accept it, or refuse a quantity with a reason",
+            ),
+            Key::Refuse => ("拒收", "Refuse"),
+            Key::SignHere => ("请在此签名", "Sign here"),
+            Key::Clear => ("重签", "Clear"),
+            Key::Confirm => ("确认签收", "Confirm sign-off"),
+            Key::Receipt => ("签收回执", "Receipt"),
+            Key::Hash => ("签名哈希", "Signature hash"),
+            Key::Charge => ("实收金额", "Charged"),
+            Key::Balance => ("多退少补", "Balance"),
+            Key::Verify => ("核验回执", "Check receipt"),
+            Key::Verified => {
+                ("已核验：服务器保存的签名与回执一致", "Verified: the server holds this signature, intact")
+            }
+            Key::Missing => ("服务器上没有这个签名", "The server holds no such signature"),
+            Key::Altered => ("签名图像已被改动", "The signature image was altered"),
         };
         match self {
             Lang::Zh => zh,
@@ -125,6 +150,20 @@ impl Lang {
         }
     }
 
+    pub fn reason(self, reason: RejectReason) -> &'static str {
+        let (zh, en) = match reason {
+            RejectReason::Shortage => ("缺少", "Shortage"),
+            RejectReason::Damaged => ("破损", "Damaged"),
+            RejectReason::Quality => ("质量问题", "Quality"),
+            RejectReason::WrongItem => ("货不对板", "Wrong item"),
+            RejectReason::Other => ("其他", "Other"),
+        };
+        match self {
+            Lang::Zh => zh,
+            Lang::En => en,
+        }
+    }
+
     pub fn unit(self, unit: Unit) -> &'static str {
         match self {
             Lang::Zh => unit.label_zh(),
@@ -162,6 +201,26 @@ pub enum Key {
     Live,
     Reconnecting,
     Deliver,
+    Server,
+    Username,
+    Password,
+    LogIn,
+    MyOrders,
+    Back,
+    SignFor,
+    CheckLines,
+    Refuse,
+    SignHere,
+    Clear,
+    Confirm,
+    Receipt,
+    Hash,
+    Charge,
+    Balance,
+    Verify,
+    Verified,
+    Missing,
+    Altered,
 }
 
 #[cfg(test)]

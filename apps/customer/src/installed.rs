@@ -1,0 +1,348 @@
+//! The installed app: log in, my orders, one order live, sign-off on this
+//! screen with a receipt that can be checked later. Every call goes through
+//! the client core; these components render and dispatch.
+
+use dioxus::prelude::*;
+use xianlu_core::api::OrderQuery;
+use xianlu_core::signature::StrokePoint;
+use xianlu_core::signoff::{Receipt, ReceiptCheck, SignOff, check_receipt};
+use xianlu_core::track::TrackingScreen;
+use xianlu_core::{ApiClient, CoreError};
+use xianlu_domain::{OrderId, RejectReason, Status};
+use xianlu_ui::Lang;
+use xianlu_ui::i18n::Key;
+
+use crate::{Bar, OrderScreen, Roads, follow_screen};
+
+#[derive(Debug, Clone, PartialEq)]
+enum View {
+    LogIn,
+    Orders,
+    Order(OrderId),
+    SignOff(OrderId),
+    Receipt(Box<Receipt>),
+}
+
+fn default_server() -> String {
+    #[cfg(feature = "web")]
+    if let Some(origin) = web_sys::window().and_then(|w| w.location().origin().ok()) {
+        return origin;
+    }
+    std::env::var("XIANLU_SERVER").unwrap_or_else(|_| "http://127.0.0.1:8080".into())
+}
+
+#[component]
+pub fn Installed(lang: Signal<Lang>) -> Element {
+    let api: Signal<Option<ApiClient>> = use_signal(|| None);
+    let view = use_signal(|| View::LogIn);
+    let l = lang();
+    let current = view();
+    rsx! {
+        main { class: "xl-page",
+            Bar { lang }
+            match (current, api()) {
+                (View::LogIn, _) | (_, None) => rsx! { LogIn { api, view, lang: l } },
+                (View::Orders, Some(client)) => rsx! { Orders { api: Client(client), view, lang: l } },
+                (View::Order(id), Some(client)) => rsx! { OwnOrder { api: Client(client), id, view, lang: l } },
+                (View::SignOff(id), Some(client)) => rsx! { SignOffScreen { api: Client(client), id, view, lang: l } },
+                (View::Receipt(receipt), Some(client)) => rsx! { ReceiptScreen { api: Client(client), receipt: *receipt, view, lang: l } },
+            }
+        }
+    }
+}
+
+/// The API client as a component property (one client, compared by identity of its server).
+#[derive(Clone)]
+struct Client(ApiClient);
+
+impl PartialEq for Client {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.base() == other.0.base()
+    }
+}
+
+#[component]
+fn LogIn(api: Signal<Option<ApiClient>>, view: Signal<View>, lang: Lang) -> Element {
+    let mut server = use_signal(default_server);
+    let mut username = use_signal(String::new);
+    let mut password = use_signal(String::new);
+    let mut error = use_signal(|| None::<String>);
+    let mut busy = use_signal(|| false);
+    let submit = move |_| {
+        busy.set(true);
+        spawn(async move {
+            let result = async {
+                let client = ApiClient::new(&server())?;
+                client.login(&username(), &password()).await?;
+                Ok::<_, CoreError>(client)
+            }
+            .await;
+            match result {
+                Ok(client) => {
+                    api.set(Some(client));
+                    view.set(View::Orders);
+                }
+                Err(e) => error.set(Some(e.to_string())),
+            }
+            busy.set(false);
+        });
+    };
+    rsx! {
+        div { class: "xl-form",
+            label { {lang.t(Key::Server)} input { id: "xl-server", value: "{server}", oninput: move |e| server.set(e.value()) } }
+            label { {lang.t(Key::Username)} input { id: "xl-username", value: "{username}", oninput: move |e| username.set(e.value()) } }
+            label { {lang.t(Key::Password)}
+                input { id: "xl-password", r#type: "password", value: "{password}", oninput: move |e| password.set(e.value()) }
+            }
+            button { id: "xl-login", class: "xl-primary", disabled: busy(), onclick: submit, {lang.t(Key::LogIn)} }
+            if let Some(message) = error() {
+                p { class: "xl-error", "{message}" }
+            }
+        }
+    }
+}
+
+#[component]
+fn Orders(api: Client, view: Signal<View>, lang: Lang) -> Element {
+    let client = api.0.clone();
+    let orders = use_resource(move || {
+        let client = client.clone();
+        async move { client.orders(&OrderQuery { limit: Some(50), ..OrderQuery::default() }).await }
+    });
+    let mut view = view;
+    rsx! {
+        h2 { {lang.t(Key::MyOrders)} }
+        match &*orders.read() {
+            None => rsx! { p { class: "xl-banner", {lang.t(Key::Loading)} } },
+            Some(Err(e)) => rsx! { p { class: "xl-banner xl-banner-bad", "{e}" } },
+            Some(Ok(page)) => rsx! {
+                ul { id: "xl-orders", class: "xl-list",
+                    for order in page.items.iter() {
+                        li { key: "{order.id}", onclick: { let id = order.id; move |_| view.set(View::Order(id)) },
+                            span { "{order.number}" }
+                            span { class: "xl-status xl-status-{order.status.as_str()}", {lang.status(order.status)} }
+                        }
+                    }
+                }
+            },
+        }
+    }
+}
+
+#[component]
+fn OwnOrder(api: Client, id: OrderId, view: Signal<View>, lang: Lang) -> Element {
+    let screen = use_signal(TrackingScreen::default);
+    let roads = use_signal(Roads::default);
+    let client = api.0.clone();
+    use_hook(move || follow_screen(client, Some(id), screen, roads));
+    let mut view = view;
+    let delivering = screen.read().view.as_ref().is_some_and(|v| v.status == Status::Delivering);
+    rsx! {
+        button { onclick: move |_| view.set(View::Orders), {lang.t(Key::Back)} }
+        if delivering {
+            button { id: "xl-sign", class: "xl-primary", onclick: move |_| view.set(View::SignOff(id)), {lang.t(Key::SignFor)} }
+        }
+        OrderScreen { screen: screen(), roads: roads(), lang }
+    }
+}
+
+const PAD_W: f32 = 400.0;
+const PAD_H: f32 = 200.0;
+const REASONS: [RejectReason; 5] = [
+    RejectReason::Shortage,
+    RejectReason::Damaged,
+    RejectReason::Quality,
+    RejectReason::WrongItem,
+    RejectReason::Other,
+];
+
+#[component]
+fn SignOffScreen(api: Client, id: OrderId, view: Signal<View>, lang: Lang) -> Element {
+    let client = api.0.clone();
+    let mut sign_off: Signal<Option<SignOff>> = use_signal(|| None);
+    let mut error = use_signal(|| None::<String>);
+    let mut strokes: Signal<Vec<Vec<(f32, f32)>>> = use_signal(Vec::new);
+    let mut drawing = use_signal(|| false);
+    let mut started = use_signal(|| 0.0f64);
+    let loader = client.clone();
+    use_hook(move || {
+        spawn(async move {
+            match loader.order(id).await.and_then(|v| SignOff::for_order(&v, PAD_W, PAD_H)) {
+                Ok(s) => sign_off.set(Some(s)),
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        });
+    });
+    let mut view = view;
+    let key = use_hook(|| uuid_key(id));
+    let mut point = move |x: f64, y: f64, begin: bool| {
+        let t = if begin {
+            started.set(js_now());
+            0
+        } else {
+            (js_now() - started()).max(0.0) as u32
+        };
+        if let Some(s) = sign_off.write().as_mut() {
+            if begin {
+                s.signature.begin_stroke();
+            }
+            s.signature.add_point(StrokePoint { x: x as f32, y: y as f32, t_ms: t, pressure: 0.5 });
+        }
+        let mut all = strokes.write();
+        if begin {
+            all.push(Vec::new());
+        }
+        if let Some(last) = all.last_mut() {
+            last.push((x as f32, y as f32));
+        }
+    };
+    let submit = move |_| {
+        let client = client.clone();
+        let key = key.clone();
+        spawn(async move {
+            let Some(s) = sign_off() else { return };
+            match s.submit(&client, chrono::Utc::now(), &key).await {
+                Ok(receipt) => view.set(View::Receipt(Box::new(receipt))),
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        });
+    };
+    let Some(current) = sign_off() else {
+        return rsx! {
+            button { onclick: move |_| view.set(View::Order(id)), {lang.t(Key::Back)} }
+            if let Some(message) = error() { p { class: "xl-error", "{message}" } } else { p { {lang.t(Key::Loading)} } }
+        };
+    };
+    let lines: Vec<String> = strokes
+        .read()
+        .iter()
+        .map(|s| s.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect::<Vec<_>>().join(" "))
+        .collect();
+    rsx! {
+        button { onclick: move |_| view.set(View::Order(id)), {lang.t(Key::Back)} }
+        h2 { "{current.order_number}" }
+        p { class: "xl-muted", {lang.t(Key::CheckLines)} }
+        for line in current.lines.iter().cloned() {
+            div { class: "xl-line-check", key: "{line.line_no}",
+                span { "{line.name} · {line.delivered_base} {base_unit(lang, line.dimension)}" }
+                input {
+                    r#type: "number", min: "0", max: "{line.delivered_base}", value: "{line.rejected_base}",
+                    "aria-label": lang.t(Key::Refuse),
+                    oninput: move |e| {
+                        let base = e.value().parse::<i64>().unwrap_or(0);
+                        let reason = line.reason.unwrap_or(RejectReason::Shortage);
+                        if let Some(s) = sign_off.write().as_mut()
+                            && let Err(problem) = s.reject(line.line_no, base, reason)
+                        {
+                            error.set(Some(problem.to_string()));
+                        }
+                    }
+                }
+                select {
+                    onchange: move |e| {
+                        let reason = REASONS.get(e.value().parse::<usize>().unwrap_or(0)).copied().unwrap_or(RejectReason::Other);
+                        if let Some(s) = sign_off.write().as_mut() {
+                            let base = s.lines.iter().find(|l| l.line_no == line.line_no).map_or(0, |l| l.rejected_base);
+                            let _ = s.reject(line.line_no, base, reason);
+                        }
+                    },
+                    for (n, reason) in REASONS.iter().enumerate() {
+                        option { value: "{n}", selected: line.reason == Some(*reason), {lang.reason(*reason)} }
+                    }
+                }
+            }
+        }
+        p { {lang.t(Key::SignHere)} }
+        svg {
+            id: "xl-pad", class: "xl-pad", view_box: "0 0 {PAD_W} {PAD_H}",
+            onpointerdown: move |e| {
+                drawing.set(true);
+                let p = e.element_coordinates();
+                point(p.x, p.y, true);
+            },
+            onpointermove: move |e| {
+                if drawing() {
+                    let p = e.element_coordinates();
+                    point(p.x, p.y, false);
+                }
+            },
+            onpointerup: move |_| drawing.set(false),
+            onpointerleave: move |_| drawing.set(false),
+            for (n, points) in lines.into_iter().enumerate() {
+                polyline { key: "{n}", points: "{points}" }
+            }
+        }
+        button {
+            onclick: move |_| {
+                strokes.set(Vec::new());
+                if let Some(s) = sign_off.write().as_mut() {
+                    s.signature.clear();
+                }
+            },
+            {lang.t(Key::Clear)}
+        }
+        button { id: "xl-confirm", class: "xl-primary", disabled: !current.ready(), onclick: submit, {lang.t(Key::Confirm)} }
+        if let Some(message) = error() {
+            p { class: "xl-error", "{message}" }
+        }
+    }
+}
+
+#[component]
+fn ReceiptScreen(api: Client, receipt: Receipt, view: Signal<View>, lang: Lang) -> Element {
+    let mut check = use_signal(|| None::<ReceiptCheck>);
+    let mut view = view;
+    let shown = receipt.clone();
+    let verify = move |_| {
+        let client = api.0.clone();
+        let receipt = receipt.clone();
+        spawn(async move {
+            if let Ok(found) = check_receipt(&client, &receipt).await {
+                check.set(Some(found));
+            }
+        });
+    };
+    let yuan = |fen: i64| {
+        let text = format!("¥{:.2}", fen.abs() as f64 / 100.0);
+        match (fen < 0, lang) {
+            (false, _) => text,
+            (true, Lang::Zh) => format!("退 {text}"),
+            (true, Lang::En) => format!("{text} back"),
+        }
+    };
+    rsx! {
+        h2 { {lang.t(Key::Receipt)} }
+        dl { class: "xl-order xl-order-times",
+            dt { "#" } dd { "{shown.order_number}" }
+            dt { {lang.t(Key::Charge)} } dd { {yuan(shown.charge_fen)} }
+            dt { {lang.t(Key::Balance)} } dd { {yuan(shown.balance_fen)} }
+            dt { {lang.t(Key::Hash)} } dd { id: "xl-receipt-hash", class: "xl-hash", "{shown.signature_sha256}" }
+        }
+        button { id: "xl-verify", class: "xl-primary", onclick: verify, {lang.t(Key::Verify)} }
+        match check() {
+            Some(ReceiptCheck::Verified) => rsx! { p { id: "xl-verified", class: "xl-banner xl-banner-good", {lang.t(Key::Verified)} } },
+            Some(ReceiptCheck::Missing) => rsx! { p { class: "xl-banner xl-banner-bad", {lang.t(Key::Missing)} } },
+            Some(ReceiptCheck::Altered) => rsx! { p { class: "xl-banner xl-banner-bad", {lang.t(Key::Altered)} } },
+            None => rsx! {},
+        }
+        button { onclick: move |_| view.set(View::Orders), {lang.t(Key::MyOrders)} }
+    }
+}
+
+/// The unit of a base quantity: grams or pieces.
+fn base_unit(lang: Lang, dimension: xianlu_domain::Dimension) -> &'static str {
+    match dimension {
+        xianlu_domain::Dimension::Grams => lang.unit(xianlu_domain::Unit::G),
+        xianlu_domain::Dimension::Pieces => lang.unit(xianlu_domain::Unit::Piece),
+    }
+}
+
+/// Milliseconds on a monotonic-enough clock, for stroke timing.
+fn js_now() -> f64 {
+    chrono::Utc::now().timestamp_millis() as f64
+}
+
+/// One idempotency key per sign-off screen of an order.
+fn uuid_key(id: OrderId) -> String {
+    format!("sign-{id}-{}", chrono::Utc::now().timestamp_micros())
+}
