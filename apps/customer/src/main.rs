@@ -13,6 +13,14 @@ use xianlu_ui::i18n::Key;
 use xianlu_ui::{Lang, MapLayers, MapView, OrderCard, STYLE, Timeline};
 
 fn main() {
+    #[cfg(feature = "desktop")]
+    {
+        use dioxus::desktop::{Config, LogicalSize, WindowBuilder};
+        // A phone-sized window: the installed app's stand-in.
+        let window = WindowBuilder::new().with_title("鲜路 Xianlu").with_inner_size(LogicalSize::new(420.0, 860.0));
+        dioxus::LaunchBuilder::desktop().with_cfg(Config::new().with_window(window)).launch(App);
+    }
+    #[cfg(not(feature = "desktop"))]
     dioxus::launch(App);
 }
 
