@@ -387,6 +387,40 @@ async fn create_tracking_link(
     Ok((StatusCode::CREATED, axum::Json(state.service.create_tracking_link(&ctx, id, new).await?)))
 }
 
+/// Raises an after-sales matter on a signed order (quality, a shortage found
+/// later, an exchange), within the merchant's window; photos are uploaded to
+/// the order as evidence first. Send an `Idempotency-Key`.
+#[utoipa::path(post, path = "/orders/{id}/after-sales", tag = "orders",
+    params(("id" = String, Path, description = "Order id (UUID) or number")),
+    request_body = xianlu_domain::aftersales::NewAfterSales,
+    responses((status = 201, body = xianlu_domain::aftersales::AfterSales),
+              (status = 422, body = Problem, description = "after_sales_window_closed, unknown_evidence, invalid_command"),
+              (status = 409, body = Problem, description = "the order is not signed"), (status = 404, body = Problem)))]
+async fn open_after_sales(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+    ApiJson(new): ApiJson<xianlu_domain::aftersales::NewAfterSales>,
+) -> ApiResult<(StatusCode, axum::Json<xianlu_domain::aftersales::AfterSales>)> {
+    let id = resolve_order(&state, &id).await?;
+    let merchant = state.service.view_for(&ctx.scope, id).await?.order.merchant_id;
+    let window = state.ops.settings(merchant).await?.after_sales_hours;
+    Ok((StatusCode::CREATED, axum::Json(state.service.open_after_sales(&ctx, id, window, new).await?)))
+}
+
+/// The order's after-sales matters.
+#[utoipa::path(get, path = "/orders/{id}/after-sales", tag = "orders",
+    params(("id" = String, Path, description = "Order id (UUID) or number")),
+    responses((status = 200, body = Vec<xianlu_domain::aftersales::AfterSales>), (status = 404, body = Problem)))]
+async fn list_after_sales(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+) -> ApiResult<axum::Json<Vec<xianlu_domain::aftersales::AfterSales>>> {
+    let id = resolve_order(&state, &id).await?;
+    Ok(axum::Json(state.service.after_sales(&ctx.scope, id).await?))
+}
+
 /// The order a tracking link shows (404 for no such link, 410 `link_expired`).
 #[utoipa::path(get, path = "/tracking/{token}", tag = "orders", params(("token" = String, Path)),
     responses((status = 200, body = OrderView), (status = 404, body = Problem), (status = 410, body = Problem)))]
@@ -778,6 +812,7 @@ pub fn router(evidence_limit: usize) -> (axum::Router<Arc<AppState>>, utoipa::op
         .routes(routes!(order_events))
         .routes(routes!(create_tracking_link))
         .routes(routes!(tracked_order))
+        .routes(routes!(open_after_sales, list_after_sales))
         .routes(routes!(create_merchant))
         .routes(routes!(create_warehouse))
         .routes(routes!(create_customer))

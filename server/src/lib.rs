@@ -4,6 +4,7 @@
 //! database, migrates, starts the event feed and serves. `main.rs` is a thin
 //! command line over this library.
 
+pub mod aftersales;
 pub mod api;
 pub mod audit;
 pub mod cache;

@@ -475,6 +475,9 @@ fn route_matrix() -> Vec<(&'static str, &'static str, Option<[Expect; 7]>)> {
         ("put", "/couriers/{id}/route-lock", Some([Ok, Ok, Ok, Forbidden, Hidden, Hidden, Forbidden])),
         // Whoever may read the order and speaks for the merchant or the customer shares it.
         ("post", "/orders/{id}/tracking-links", Some([Ok, Ok, Ok, Forbidden, Ok, Ok, Ok])),
+        // Needs a signed order: raised in tests/tracking.rs; any reader lists them.
+        ("post", "/orders/{id}/after-sales", None),
+        ("get", "/orders/{id}/after-sales", Some([Ok, Ok, Ok, Ok, Ok, Ok, Ok])),
         // The link itself is the credential: tested in tests/tracking.rs.
         ("get", "/tracking/{token}", None),
         // A courier goes on duty themselves, or dispatchers put them on.

@@ -296,6 +296,38 @@ async fn a_customer_signs_on_their_own_screen_refusing_part_of_a_line_and_keeps_
     ensure!(check_receipt(&api, &receipt).await? == ReceiptCheck::Verified);
     let forged = xianlu_core::signoff::Receipt { signature_sha256: "0".repeat(64), ..receipt.clone() };
     ensure!(check_receipt(&api, &forged).await? == ReceiptCheck::Missing);
+
+    // The next morning the rest of the spinach turns out yellow: an after-sales
+    // matter, its own record; the order stays signed and the office hears of it.
+    use xianlu_domain::aftersales::{AfterSalesKind, AfterSalesLine, NewAfterSales};
+    let mut office = Stream::connect(&server.url, "admin:root").await?;
+    office.subscribe(json!([{"merchant": shop.merchant}]), None).await?;
+    let complaint = |base| NewAfterSales {
+        kind: AfterSalesKind::QualityComplaint,
+        lines: vec![AfterSalesLine { line_no: 1, base }],
+        note: "菜叶发黄".into(),
+        photos: Vec::new(),
+    };
+    let too_much = api.open_after_sales(order_id, &complaint(1501), "as-0").await;
+    ensure!(too_much.as_ref().err().and_then(|e| e.code()) == Some("invalid_command"), "{too_much:?}");
+    let mut with_photo = complaint(500);
+    with_photo.photos = vec!["b".repeat(64)];
+    let unknown = api.open_after_sales(order_id, &with_photo, "as-1").await;
+    ensure!(unknown.as_ref().err().and_then(|e| e.code()) == Some("unknown_evidence"), "{unknown:?}");
+    server.advance_clock(chrono::Duration::hours(20));
+    let matter = api.open_after_sales(order_id, &complaint(500), "as-2").await?;
+    ensure!(matter.kind == AfterSalesKind::QualityComplaint && matter.lines[0].base == 500);
+    ensure!(api.after_sales(order_id).await? == vec![matter.clone()]);
+    ensure!(api.order(order_id).await?.status == Status::Signed);
+    let mut heard = false;
+    while let Ok(message) = office.next_within(Duration::from_secs(2)).await {
+        heard |= message["event"]["kind"]["type"] == "AFTER_SALES_OPENED" && message["orderId"] == id.as_str();
+    }
+    ensure!(heard, "the office hears of the matter live");
+    // Past the merchant's window (48 hours): closed.
+    server.advance_clock(chrono::Duration::hours(30));
+    let late = api.open_after_sales(order_id, &complaint(100), "as-3").await;
+    ensure!(late.as_ref().err().and_then(|e| e.code()) == Some("after_sales_window_closed"), "{late:?}");
     server.stop().await;
     Ok(())
 }

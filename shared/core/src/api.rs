@@ -346,6 +346,20 @@ impl ApiClient {
         self.call(Method::GET, &format!("/api/v1/map/roads?bbox={a},{b},{c},{d}&zoom={zoom}"), None::<&()>, None).await
     }
 
+    /// Raises an after-sales matter on a signed order (photos uploaded as evidence first).
+    pub async fn open_after_sales(
+        &self,
+        id: OrderId,
+        new: &xianlu_domain::aftersales::NewAfterSales,
+        idempotency_key: &str,
+    ) -> CoreResult<xianlu_domain::aftersales::AfterSales> {
+        self.call(Method::POST, &format!("/api/v1/orders/{id}/after-sales"), Some(new), Some(idempotency_key)).await
+    }
+
+    pub async fn after_sales(&self, id: OrderId) -> CoreResult<Vec<xianlu_domain::aftersales::AfterSales>> {
+        self.call(Method::GET, &format!("/api/v1/orders/{id}/after-sales"), None::<&()>, None).await
+    }
+
     pub async fn order(&self, id: OrderId) -> CoreResult<OrderView> {
         self.call(Method::GET, &format!("/api/v1/orders/{id}"), None::<&()>, None).await
     }

@@ -5,6 +5,7 @@
 //! ids are minted by the caller. It builds for `wasm32-unknown-unknown` so the
 //! apps can run the same state machine to predict what a button will do.
 
+pub mod aftersales;
 pub mod evidence;
 pub mod ids;
 pub mod machine;

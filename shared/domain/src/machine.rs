@@ -363,6 +363,12 @@ pub enum EventKind {
     GoodsCollected {
         courier_id: CourierId,
     },
+    /// The customer raised an after-sales matter (its own record; the order stays signed).
+    #[serde(rename_all = "camelCase")]
+    AfterSalesOpened {
+        after_sales_id: Uuid,
+        kind: crate::aftersales::AfterSalesKind,
+    },
     /// A new plan put the order at another place on its courier's route.
     #[serde(rename_all = "camelCase")]
     RouteSequenced {
@@ -426,6 +432,7 @@ impl EventKind {
             EventKind::ArrivingSoon { .. } => "ARRIVING_SOON",
             EventKind::HandedOver { .. } => "HANDED_OVER",
             EventKind::GoodsCollected { .. } => "GOODS_COLLECTED",
+            EventKind::AfterSalesOpened { .. } => "AFTER_SALES_OPENED",
             EventKind::RouteSequenced { .. } => "ROUTE_SEQUENCED",
             EventKind::AlertRaised { .. } => "ALERT_RAISED",
             EventKind::AlertCleared { .. } => "ALERT_CLEARED",
@@ -445,6 +452,7 @@ impl EventKind {
                 | EventKind::ArrivingSoon { .. }
                 | EventKind::HandedOver { .. }
                 | EventKind::GoodsCollected { .. }
+                | EventKind::AfterSalesOpened { .. }
                 | EventKind::RouteSequenced { .. }
                 | EventKind::AlertRaised { .. }
                 | EventKind::AlertCleared { .. }

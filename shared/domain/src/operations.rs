@@ -151,6 +151,8 @@ pub struct OperationsSettings {
     pub plan_debounce_seconds: u32,
     /// The time a re-plan may take.
     pub plan_seconds: u32,
+    /// Customers may raise after-sales matters for this many hours after signing.
+    pub after_sales_hours: u32,
     pub rules: RuleThresholds,
 }
 
@@ -168,6 +170,7 @@ impl Default for OperationsSettings {
             auto_plan: false,
             plan_debounce_seconds: 3,
             plan_seconds: 2,
+            after_sales_hours: 48,
             rules: RuleThresholds::default(),
         }
     }
@@ -203,6 +206,9 @@ impl OperationsSettings {
         }
         if !(1..=60).contains(&self.plan_seconds) {
             return bad("planSeconds", "between 1 and 60 seconds");
+        }
+        if !(1..=720).contains(&self.after_sales_hours) {
+            return bad("afterSalesHours", "between 1 and 720 hours");
         }
         let r = &self.rules;
         for (field, v) in [
@@ -345,6 +351,7 @@ pub fn observe(order: &Order, kind: EventKind) -> Result<Event, Rejection> {
         EventKind::ArrivingSoon { .. } => on_the_road,
         EventKind::HandedOver { to, .. } => order.courier_id == Some(*to),
         EventKind::GoodsCollected { courier_id, .. } => on_the_road && order.courier_id == Some(*courier_id),
+        EventKind::AfterSalesOpened { .. } => order.status == Status::Signed,
         EventKind::RouteSequenced { courier_id, .. } => {
             order.courier_id == Some(*courier_id)
                 && matches!(order.status, Status::AwaitingPick | Status::Picking | Status::Packed | Status::Delivering)

@@ -1512,3 +1512,28 @@ fn shipping_weight_and_volume_follow_what_ships() {
     assert_eq!(picked.shipping_weight_g(), 1_800 + 2 * 800);
     assert_eq!(picked.shipping_volume_ml(volume), 5_400 + 8_000);
 }
+
+#[test]
+fn after_sales_are_taken_on_a_signed_order_within_the_window_for_what_was_received() {
+    use xianlu_domain::aftersales::{AfterSalesKind, AfterSalesLine, NewAfterSales, check_new};
+    let order = signed();
+    let at = t(100);
+    let matter = |line_no, base| NewAfterSales {
+        kind: AfterSalesKind::QualityComplaint,
+        lines: vec![AfterSalesLine { line_no, base }],
+        note: "菜叶发黄".into(),
+        photos: vec!["a".repeat(64)],
+    };
+    assert_eq!(check_new(&order, at, at + chrono::TimeDelta::hours(47), 48, &matter(1, 500)), Ok(()));
+    let late = check_new(&order, at, at + chrono::TimeDelta::hours(49), 48, &matter(1, 500));
+    assert!(matches!(late, Err(Rejection::Invalid { field, .. }) if field == "window"));
+    assert!(matches!(check_new(&order, at, at, 48, &matter(9, 1)), Err(Rejection::UnknownLine(9))));
+    let received = order.lines[0].acceptance.as_ref().map_or(order.lines[0].base_to_ship, |a| a.accepted_base);
+    assert!(check_new(&order, at, at, 48, &matter(1, received)).is_ok());
+    assert!(check_new(&order, at, at, 48, &matter(1, received + 1)).is_err(), "more than was received");
+    assert!(check_new(&order, at, at, 48, &matter(1, 0)).is_err());
+    let mut bad_photo = matter(1, 1);
+    bad_photo.photos = vec!["not-a-digest".into()];
+    assert!(check_new(&order, at, at, 48, &bad_photo).is_err());
+    assert!(matches!(check_new(&delivering(), at, at, 48, &matter(1, 1)), Err(Rejection::IllegalTransition { .. })));
+}
