@@ -10,7 +10,8 @@
 //                                          the app without a link: log in, open the order
 //                                          out for delivery, refuse 500 g as damaged, sign
 //                                          on the pad, confirm, check the receipt; prints
-//                                          HASH <the receipt's signature hash>
+//                                          HASH <the receipt's signature hash>; then raises
+//                                          an after-sales matter for 300 g
 //
 // Screenshots go to OUT_DIR. Exit 0 when everything was seen.
 import { chromium } from 'playwright-core';
@@ -59,6 +60,18 @@ try {
     await page.waitForSelector('#xl-verified', { timeout: 20000 });
     await shot('customer-app-receipt');
     console.log(`HASH ${hash}`);
+    // Later: 300 g of it turns out bad, an after-sales matter.
+    await page.getByText('我的订单').click();
+    await page.locator('#xl-orders li', { hasText: '已签收' }).first().click();
+    await page.waitForSelector('#xl-after-sales', { timeout: 20000 });
+    await page.click('#xl-after-sales');
+    await page.waitForSelector('.xl-as-amount', { timeout: 20000 });
+    await page.locator('.xl-as-amount').first().fill('300');
+    await page.fill('#xl-as-note', '菜叶发黄');
+    await page.click('#xl-as-submit');
+    await page.waitForSelector('#xl-as-sent', { timeout: 20000 });
+    await page.waitForSelector('#xl-matters li', { timeout: 5000 });
+    await shot('customer-app-after-sales');
   } else if (mode === 'expired') {
     await page.waitForSelector('#xl-expired', { timeout: 20000 });
     await shot('customer-link-expired');

@@ -178,6 +178,8 @@ async fn the_tracking_page_follows_an_order_live_in_a_browser() -> Result<()> {
     ensure!(event["event"]["kind"]["evidenceSha256"] == hash.as_str(), "the receipt names the signature signed with");
     let rejected = &event["event"]["kind"]["rejected"];
     ensure!(rejected[0]["rejectedBase"] == 500 && rejected[0]["reason"] == "DAMAGED", "{rejected}");
+    let matters = admin.get(&format!("/api/v1/orders/{third}/after-sales")).await?.json();
+    ensure!(matters[0]["lines"][0]["base"] == 300 && matters[0]["note"] == "菜叶发黄", "{matters}");
     server.stop().await;
     Ok(())
 }

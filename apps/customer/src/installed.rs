@@ -8,6 +8,7 @@ use xianlu_core::signature::StrokePoint;
 use xianlu_core::signoff::{Receipt, ReceiptCheck, SignOff, check_receipt};
 use xianlu_core::track::TrackingScreen;
 use xianlu_core::{ApiClient, CoreError};
+use xianlu_domain::aftersales::{AfterSalesKind, AfterSalesLine, NewAfterSales};
 use xianlu_domain::{OrderId, RejectReason, Status};
 use xianlu_ui::Lang;
 use xianlu_ui::i18n::Key;
@@ -21,6 +22,7 @@ enum View {
     Order(OrderId),
     SignOff(OrderId),
     Receipt(Box<Receipt>),
+    AfterSales(OrderId),
 }
 
 fn default_server() -> String {
@@ -45,6 +47,7 @@ pub fn Installed(lang: Signal<Lang>) -> Element {
                 (View::Orders, Some(client)) => rsx! { Orders { api: Client(client), view, lang: l } },
                 (View::Order(id), Some(client)) => rsx! { OwnOrder { api: Client(client), id, view, lang: l } },
                 (View::SignOff(id), Some(client)) => rsx! { SignOffScreen { api: Client(client), id, view, lang: l } },
+                (View::AfterSales(id), Some(client)) => rsx! { AfterSalesScreen { api: Client(client), id, view, lang: l } },
                 (View::Receipt(receipt), Some(client)) => rsx! { ReceiptScreen { api: Client(client), receipt: *receipt, view, lang: l } },
             }
         }
@@ -137,12 +140,105 @@ fn OwnOrder(api: Client, id: OrderId, view: Signal<View>, lang: Lang) -> Element
     use_hook(move || follow_screen(client, Some(id), screen, roads));
     let mut view = view;
     let delivering = screen.read().view.as_ref().is_some_and(|v| v.status == Status::Delivering);
+    let signed = screen.read().view.as_ref().is_some_and(|v| v.status == Status::Signed);
     rsx! {
         button { onclick: move |_| view.set(View::Orders), {lang.t(Key::Back)} }
         if delivering {
             button { id: "xl-sign", class: "xl-primary", onclick: move |_| view.set(View::SignOff(id)), {lang.t(Key::SignFor)} }
         }
+        if signed {
+            button { id: "xl-after-sales", class: "xl-primary", onclick: move |_| view.set(View::AfterSales(id)), {lang.t(Key::AfterSales)} }
+        }
         OrderScreen { screen: screen(), roads: roads(), lang }
+    }
+}
+
+const KINDS: [AfterSalesKind; 3] =
+    [AfterSalesKind::QualityComplaint, AfterSalesKind::ShortageFoundLater, AfterSalesKind::Exchange];
+
+#[component]
+fn AfterSalesScreen(api: Client, id: OrderId, view: Signal<View>, lang: Lang) -> Element {
+    let client = api.0.clone();
+    let mut kind = use_signal(|| AfterSalesKind::QualityComplaint);
+    let mut amounts: Signal<Vec<(u16, String, i64)>> = use_signal(Vec::new);
+    let mut note = use_signal(String::new);
+    let mut error = use_signal(|| None::<String>);
+    let mut sent = use_signal(|| false);
+    let mut matters = use_signal(Vec::new);
+    let loader = client.clone();
+    use_hook(move || {
+        spawn(async move {
+            if let Ok(view) = loader.order(id).await {
+                amounts.set(view.order.lines.iter().map(|l| (l.line_no, l.name.clone(), 0)).collect());
+            }
+            if let Ok(found) = loader.after_sales(id).await {
+                matters.set(found);
+            }
+        });
+    });
+    let key = use_hook(|| format!("after-sales-{id}-{}", chrono::Utc::now().timestamp_micros()));
+    let submit = move |_| {
+        let client = client.clone();
+        let key = key.clone();
+        spawn(async move {
+            let new = NewAfterSales {
+                kind: kind(),
+                lines: amounts()
+                    .iter()
+                    .filter(|(_, _, b)| *b > 0)
+                    .map(|(n, _, b)| AfterSalesLine { line_no: *n, base: *b })
+                    .collect(),
+                note: note(),
+                photos: Vec::new(),
+            };
+            match client.open_after_sales(id, &new, &key).await {
+                Ok(matter) => {
+                    sent.set(true);
+                    matters.write().push(matter);
+                }
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        });
+    };
+    let mut view = view;
+    rsx! {
+        button { onclick: move |_| view.set(View::Order(id)), {lang.t(Key::Back)} }
+        h2 { {lang.t(Key::AfterSales)} }
+        div { class: "xl-form",
+            select {
+                id: "xl-as-kind",
+                onchange: move |e| kind.set(KINDS.get(e.value().parse::<usize>().unwrap_or(0)).copied().unwrap_or(AfterSalesKind::QualityComplaint)),
+                for (n, k) in KINDS.iter().enumerate() {
+                    option { value: "{n}", selected: kind() == *k, {lang.after_sales(*k)} }
+                }
+            }
+            for (i, (line_no, name, base)) in amounts().into_iter().enumerate() {
+                label { key: "{line_no}", "{name}"
+                    input {
+                        class: "xl-as-amount", r#type: "number", min: "0", value: "{base}",
+                        oninput: move |e| {
+                            if let Some(row) = amounts.write().get_mut(i) {
+                                row.2 = e.value().parse().unwrap_or(0);
+                            }
+                        }
+                    }
+                }
+            }
+            label { {lang.t(Key::Note)} textarea { id: "xl-as-note", value: "{note}", oninput: move |e| note.set(e.value()) } }
+            button { id: "xl-as-submit", class: "xl-primary", disabled: sent(), onclick: submit, {lang.t(Key::Submit)} }
+            if sent() {
+                p { id: "xl-as-sent", class: "xl-banner xl-banner-good", {lang.t(Key::Submitted)} }
+            }
+            if let Some(message) = error() {
+                p { class: "xl-error", "{message}" }
+            }
+        }
+        h3 { {lang.t(Key::Matters)} }
+        ul { id: "xl-matters", class: "xl-list",
+            for matter in matters.read().iter() {
+                li { key: "{matter.id}", span { {lang.after_sales(matter.kind)} } span { class: "xl-muted", "{matter.note}" } }
+            }
+        }
     }
 }
 

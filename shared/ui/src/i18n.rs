@@ -1,5 +1,6 @@
 //! The words of the apps, Chinese first.
 
+use xianlu_domain::aftersales::AfterSalesKind;
 use xianlu_domain::{EventKind, RejectReason, Status, Unit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -75,6 +76,11 @@ impl Lang {
             }
             Key::Missing => ("服务器上没有这个签名", "The server holds no such signature"),
             Key::Altered => ("签名图像已被改动", "The signature image was altered"),
+            Key::AfterSales => ("申请售后", "After-sales"),
+            Key::Note => ("说明", "Note"),
+            Key::Submit => ("提交", "Submit"),
+            Key::Submitted => ("已提交，商家会尽快处理", "Sent; the merchant will follow up"),
+            Key::Matters => ("售后记录", "After-sales matters"),
         };
         match self {
             Lang::Zh => zh,
@@ -136,6 +142,7 @@ impl Lang {
             EventKind::ArrivedAtCustomer { .. } => ("配送员已到达", "Courier has arrived"),
             EventKind::HandedOver { .. } => ("已转交其他配送员", "Handed to another courier"),
             EventKind::GoodsCollected { .. } => ("新配送员已取货", "Goods collected by the new courier"),
+            EventKind::AfterSalesOpened { .. } => ("已提交售后申请", "After-sales matter raised"),
             EventKind::ArrivingSoon { minutes, .. } => {
                 return match self {
                     Lang::Zh => format!("配送员约 {minutes} 分钟后到达"),
@@ -157,6 +164,18 @@ impl Lang {
             RejectReason::Quality => ("质量问题", "Quality"),
             RejectReason::WrongItem => ("货不对板", "Wrong item"),
             RejectReason::Other => ("其他", "Other"),
+        };
+        match self {
+            Lang::Zh => zh,
+            Lang::En => en,
+        }
+    }
+
+    pub fn after_sales(self, kind: AfterSalesKind) -> &'static str {
+        let (zh, en) = match kind {
+            AfterSalesKind::QualityComplaint => ("质量投诉", "Quality complaint"),
+            AfterSalesKind::ShortageFoundLater => ("事后发现短少", "Shortage found later"),
+            AfterSalesKind::Exchange => ("换货", "Exchange"),
         };
         match self {
             Lang::Zh => zh,
@@ -221,6 +240,11 @@ pub enum Key {
     Verified,
     Missing,
     Altered,
+    AfterSales,
+    Note,
+    Submit,
+    Submitted,
+    Matters,
 }
 
 #[cfg(test)]
