@@ -79,6 +79,8 @@ try {
     await page.waitForFunction(
       () => document.querySelector('#xl-status')?.textContent === '配送中', null, { timeout: 20000 });
     await page.waitForSelector('#xl-map-courier', { timeout: 10000 });
+    await page.waitForFunction(() => document.querySelectorAll('.xl-map-roads polyline').length >= 10, null,
+      { timeout: 10000 }).catch(() => {});
     const roads = await page.locator('.xl-map-roads polyline').count();
     const credit = await page.locator('.xl-map-credit').textContent().catch(() => '');
     const items = await page.locator('.xl-items li').count();
@@ -86,6 +88,7 @@ try {
     if (trail < 1) failures.push('no trail on the map');
     console.log(JSON.stringify({ roads, credit, items, trail }));
     if (items < 1) failures.push('no items listed');
+    if (roads < 10) failures.push(`the map drew ${roads} roads`);
     await shot('customer-delivering');
     console.log('READY');
     await page.waitForFunction(

@@ -481,6 +481,27 @@ impl Shop {
         self.draft(json!([{"sku": "SPINACH", "name": "有机菠菜", "quantity": 2, "unit": "kg", "price": {"fen": 350, "per": "jin"}}]))
     }
 
+    /// Pays an order as the office does (cash, by the admin).
+    pub async fn pay(&self, admin: &Client, order: &str) -> Result<()> {
+        admin.command(order, json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}})).await?;
+        Ok(())
+    }
+
+    /// Takes a paid 2 kg spinach order through picking and packing to
+    /// `courier`, and out for delivery.
+    pub async fn send_out(&self, admin: &Client, order: &str, courier: &str) -> Result<()> {
+        for command in [
+            json!({"type": "START_PICKING"}),
+            json!({"type": "RECORD_PICK", "lineNo": 1, "base": 2000}),
+            json!({"type": "PACK"}),
+            json!({"type": "ASSIGN_COURIER", "courierId": courier}),
+            json!({"type": "DISPATCH"}),
+        ] {
+            admin.command(order, command).await?;
+        }
+        Ok(())
+    }
+
     pub async fn place(&self, client: &Client, draft: &Value) -> Result<String> {
         let order = client.ok("/api/v1/orders", draft).await?;
         Ok(order["id"].as_str().context("order id")?.to_owned())

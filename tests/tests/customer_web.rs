@@ -68,21 +68,22 @@ async fn the_tracking_page_follows_an_order_live_in_a_browser() -> Result<()> {
         "run `npm ci --prefix tests/e2e` (cargo xtask test does)"
     );
     let db = TestDb::create(Backend::Sqlite).await?;
-    let server = TestServer::spawn_with(db, |c| c.customer_web_dir = Some(PathBuf::from(&web))).await?;
+    let mut server = TestServer::spawn_with(db, |c| c.customer_web_dir = Some(PathBuf::from(&web))).await?;
+    // A generated city over this part of Beijing, for the map's roads.
+    let imported = tokio::process::Command::new(env!("CARGO_BIN_EXE_xianlu-server-under-test"))
+        .args(["import-map", "--generate", "7", "--size", "100"])
+        .env("XIANLU_DATABASE_URL", &server.db.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await?;
+    ensure!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    server.restart().await?;
     let admin = server.client("admin:root");
     let shop = Shop::open(&admin).await?;
     let courier = shop.couriers[0].clone();
     let order = shop.place(&admin, &shop.spinach()).await?;
-    for command in [
-        json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}}),
-        json!({"type": "START_PICKING"}),
-        json!({"type": "RECORD_PICK", "lineNo": 1, "base": 2000}),
-        json!({"type": "PACK"}),
-        json!({"type": "ASSIGN_COURIER", "courierId": courier}),
-        json!({"type": "DISPATCH"}),
-    ] {
-        admin.command(&order, command).await?;
-    }
+    shop.pay(&admin, &order).await?;
+    shop.send_out(&admin, &order, &courier).await?;
     // Five seconds on the road, about 9 m/s, then the page opens.
     let at = chrono::Utc::now();
     let fixes: Vec<_> = (0..5)
@@ -141,16 +142,8 @@ async fn the_tracking_page_follows_an_order_live_in_a_browser() -> Result<()> {
     // The app without a link: the restaurant's owner logs in and signs for
     // an order on their own screen, refusing half a kilo as damaged.
     let third = shop.place(&admin, &shop.spinach()).await?;
-    for command in [
-        json!({"type": "MARK_PAID", "method": {"kind": "ADMIN", "note": ""}}),
-        json!({"type": "START_PICKING"}),
-        json!({"type": "RECORD_PICK", "lineNo": 1, "base": 2000}),
-        json!({"type": "PACK"}),
-        json!({"type": "ASSIGN_COURIER", "courierId": courier}),
-        json!({"type": "DISPATCH"}),
-    ] {
-        admin.command(&third, command).await?;
-    }
+    shop.pay(&admin, &third).await?;
+    shop.send_out(&admin, &third, &courier).await?;
     let owner = json!({"username": "xiang.owner", "password": PASSWORD, "role": "customer", "customerId": shop.prepaid_customer});
     admin.ok("/api/v1/admin/users", &owner).await?;
     let mut child = tokio::process::Command::new("node")

@@ -57,15 +57,7 @@ async fn a_tracking_link_shows_one_order_live_to_whoever_holds_it_until_it_expir
         ids.push(id);
     }
     let (tracked, other) = (&ids[0], &ids[1]);
-    for command in [
-        json!({"type": "START_PICKING"}),
-        json!({"type": "RECORD_PICK", "lineNo": 1, "base": 2000}),
-        json!({"type": "PACK"}),
-        json!({"type": "ASSIGN_COURIER", "courierId": courier}),
-        json!({"type": "DISPATCH"}),
-    ] {
-        admin.command(tracked, command).await?;
-    }
+    shop.send_out(&admin, tracked, &courier).await?;
 
     // The merchant's office shares the order; the link is shown once.
     let link = admin.post(&format!("/api/v1/orders/{tracked}/tracking-links"), &json!({"hours": 2})).await?;
@@ -202,15 +194,7 @@ async fn the_tracking_screen_follows_an_order_from_its_link_to_sign_off(backend:
     );
     ensure!(ready.map.destination.is_some() && ready.map.promised.is_some());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for command in [
-        json!({"type": "START_PICKING"}),
-        json!({"type": "RECORD_PICK", "lineNo": 1, "base": 2000}),
-        json!({"type": "PACK"}),
-        json!({"type": "ASSIGN_COURIER", "courierId": courier}),
-        json!({"type": "DISPATCH"}),
-    ] {
-        admin.command(&id, command).await?;
-    }
+    shop.send_out(&admin, &id, &courier).await?;
     let positions =
         json!({"fixes": [{"deviceSeq": 1, "at": chrono::Utc::now(), "lat": 39.95, "lng": 116.45, "accuracyM": 6.0}]});
     admin.ok(&format!("/api/v1/couriers/{courier}/positions"), &positions).await?;

@@ -482,6 +482,12 @@ fn demo(args: &[String]) -> Result<()> {
         std::fs::remove_dir_all(&data)?;
     }
     let bin = target_dir().join("debug");
+    // A generated city over the demo's part of Beijing: the apps' maps draw
+    // its roads and travel times follow them.
+    run(Command::new(bin.join("xianlu-server"))
+        .args(["import-map", "--generate", "7", "--size", "100"])
+        .env("XIANLU_DATA_DIR", &data)
+        .env("RUST_LOG", "warn"))?;
     let server = Command::new(bin.join("xianlu-server"))
         .env("XIANLU_LISTEN", listen)
         .env("XIANLU_DATA_DIR", &data)

@@ -107,13 +107,14 @@ pub(crate) fn follow_screen(
     let map_api = api.clone();
     let mut asked_for_roads = false;
     let publish = move |s: &TrackingScreen| {
-        // The map's roads, once: a few kilometres around the destination.
+        // The map's roads, once: around the destination and the courier.
         if let (false, Some(destination)) = (asked_for_roads, s.map.destination) {
             asked_for_roads = true;
             let api = map_api.clone();
+            let points: Vec<_> = std::iter::once(destination).chain(s.map.position).collect();
+            let frame = xianlu_ui::map::frame(&points, 0.6);
             spawn(async move {
-                let d = 0.03;
-                let bbox = [destination.lng - d, destination.lat - d, destination.lng + d, destination.lat + d];
+                let Some(bbox) = frame else { return };
                 if let Ok(tile) = api.map_roads(bbox, 14).await {
                     roads.set(Roads {
                         lines: xianlu_core::tracking::road_lines(&tile),
