@@ -115,7 +115,16 @@ pub(crate) fn follow_screen(
             let frame = xianlu_ui::map::frame(&points, 0.6);
             spawn(async move {
                 let Some(bbox) = frame else { return };
-                if let Ok(tile) = api.map_roads(bbox, 14).await {
+                // Side streets when the map is a neighbourhood, main roads when it is a district.
+                let span = (bbox[2] - bbox[0]).max(bbox[3] - bbox[1]);
+                let zoom = if span < 0.03 {
+                    16
+                } else if span < 0.08 {
+                    15
+                } else {
+                    14
+                };
+                if let Ok(tile) = api.map_roads(bbox, zoom).await {
                     roads.set(Roads {
                         lines: xianlu_core::tracking::road_lines(&tile),
                         attribution: tile.attribution.clone(),
