@@ -182,6 +182,21 @@ impl TestServer {
     }
 
     /// Moves the server's business time forward (windows, rules, ETAs; never tokens).
+    /// Imports a road network with the server's command line (`exe`: the
+    /// server under test, `env!("CARGO_BIN_EXE_xianlu-server-under-test")`)
+    /// into this server's database, and restarts the server to load it.
+    pub async fn import_map(&mut self, exe: &str, args: &[&str]) -> Result<()> {
+        let imported = tokio::process::Command::new(exe)
+            .arg("import-map")
+            .args(args)
+            .env("XIANLU_DATABASE_URL", &self.db.url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .await?;
+        ensure!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+        self.restart().await
+    }
+
     pub fn advance_clock(&self, by: chrono::Duration) {
         self.clock.advance(by);
     }

@@ -934,14 +934,7 @@ async fn the_map_serves_road_geometry_and_routes_from_the_imported_network(backe
     let none = anonymous.get(bbox).await?;
     ensure!(none.status == 404 && none.json()["detail"].as_str().unwrap_or_default().contains("import-map"));
     let map = concat!(env!("CARGO_MANIFEST_DIR"), "/data/maps/helsinki-center.osm.pbf");
-    let imported = tokio::process::Command::new(env!("CARGO_BIN_EXE_xianlu-server-under-test"))
-        .args(["import-map", map])
-        .env("XIANLU_DATABASE_URL", &server.db.url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .await?;
-    ensure!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
-    server.restart().await?;
+    server.import_map(env!("CARGO_BIN_EXE_xianlu-server-under-test"), &[map]).await?;
     let anonymous = Client::new(&server.url, "-");
 
     // Road geometry: public, credited, cacheable.

@@ -70,14 +70,7 @@ async fn the_tracking_page_follows_an_order_live_in_a_browser() -> Result<()> {
     let db = TestDb::create(Backend::Sqlite).await?;
     let mut server = TestServer::spawn_with(db, |c| c.customer_web_dir = Some(PathBuf::from(&web))).await?;
     // A generated city over this part of Beijing, for the map's roads.
-    let imported = tokio::process::Command::new(env!("CARGO_BIN_EXE_xianlu-server-under-test"))
-        .args(["import-map", "--generate", "7", "--size", "100"])
-        .env("XIANLU_DATABASE_URL", &server.db.url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .await?;
-    ensure!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
-    server.restart().await?;
+    server.import_map(env!("CARGO_BIN_EXE_xianlu-server-under-test"), &["--generate", "7", "--size", "100"]).await?;
     let admin = server.client("admin:root");
     let shop = Shop::open(&admin).await?;
     let courier = shop.couriers[0].clone();
