@@ -97,8 +97,9 @@ pub const TABLE: &[(Role, &[Action])] = &[
     (Role::WarehouseClerk, &[ReadOrder, Pick, ReadStock, CountStock]),
     (Role::Courier, &[ReadOrder, Dispatch, ReportOnTheRoad, Sign, AttachEvidence, ReportPosition]),
     (Role::Customer, &[ReadOrder, CreateOrder, AnswerSubstitution, Sign, Cancel, AttachEvidence]),
-    // A tracking link reads its one order and nothing else.
-    (Role::Visitor, &[ReadOrder]),
+    // A tracking link reads its one order; at the door, its holder signs for it
+    // (the signature is evidence of that order).
+    (Role::Visitor, &[ReadOrder, Sign, AttachEvidence]),
     // Customer service reads its merchant's orders and changes only exception and claim state.
     (Role::CustomerService, &[ReadOrder, ResolveException, SettleClaim, AttachEvidence, TrackCouriers, HandleAlerts]),
 ];

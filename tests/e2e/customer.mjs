@@ -3,9 +3,12 @@
 // this watches.
 //
 //   node customer.mjs live URL OUT_DIR     a live order: prints READY once it shows
-//                                          "配送中" with the courier on the map, then
-//                                          waits for "已签收" pushed live
+//                                          "配送中" with the courier on the map, MOVED
+//                                          when the marker moves with new positions, then
+//                                          signs on the page (HASH <digest>) and sees
+//                                          "已签收" pushed live
 //   node customer.mjs expired URL OUT_DIR  an expired link says so
+//   node customer.mjs tampered URL OUT_DIR a link that was never made says the order is not found
 //   node customer.mjs signoff URL OUT_DIR USER PASSWORD
 //                                          the app without a link: log in, open the order
 //                                          out for delivery, refuse 500 g as damaged, sign
@@ -61,7 +64,7 @@ try {
     await shot('customer-app-receipt');
     console.log(`HASH ${hash}`);
     // Later: 300 g of it turns out bad, an after-sales matter.
-    await page.getByText('我的订单').click();
+    await page.click('#xl-receipt-done');
     await page.locator('#xl-orders li', { hasText: '已签收' }).first().click();
     await page.waitForSelector('#xl-after-sales', { timeout: 20000 });
     await page.click('#xl-after-sales');
@@ -75,6 +78,11 @@ try {
   } else if (mode === 'expired') {
     await page.waitForSelector('#xl-expired', { timeout: 20000 });
     await shot('customer-link-expired');
+  } else if (mode === 'tampered') {
+    await page.waitForSelector('#xl-not-found', { timeout: 20000 });
+    const text = await page.locator('main').textContent();
+    if (/KL\d|138/.test(text)) failures.push(`the page leaks: ${text}`);
+    await shot('customer-link-tampered');
   } else {
     await page.waitForFunction(
       () => document.querySelector('#xl-status')?.textContent === '配送中', null, { timeout: 20000 });
@@ -86,11 +94,44 @@ try {
     const items = await page.locator('.xl-items li').count();
     const trail = await page.locator('.xl-map-trail').count();
     if (trail < 1) failures.push('no trail on the map');
-    console.log(JSON.stringify({ roads, credit, items, trail }));
     if (items < 1) failures.push('no items listed');
     if (roads < 10) failures.push(`the map drew ${roads} roads`);
+    console.log(JSON.stringify({ roads, credit, items, trail }));
     await shot('customer-delivering');
+    const where = () => page.evaluate(() => {
+      const c = document.querySelector('#xl-map-courier');
+      return `${c?.getAttribute('cx')},${c?.getAttribute('cy')}`;
+    });
+    const before = await where();
     console.log('READY');
+    // The courier drives on: the marker moves as positions arrive.
+    await page.waitForFunction((b) => {
+      const c = document.querySelector('#xl-map-courier');
+      return c && `${c.getAttribute('cx')},${c.getAttribute('cy')}` !== b;
+    }, before, { timeout: 20000 });
+    await shot('customer-courier-moved');
+    console.log('MOVED');
+    // At the door, the customer signs on this page with the mouse.
+    await page.click('#xl-sign');
+    await page.waitForSelector('#xl-pad', { timeout: 20000 });
+    const pad = await page.locator('#xl-pad').boundingBox();
+    await page.mouse.move(pad.x + 30, pad.y + pad.height * 0.7);
+    await page.mouse.down();
+    for (let i = 1; i <= 24; i++) {
+      await page.mouse.move(pad.x + 30 + i * (pad.width - 60) / 24,
+        pad.y + pad.height * (0.5 + 0.3 * Math.sin(i / 2)));
+    }
+    await page.mouse.up();
+    await shot('customer-link-sign');
+    await page.waitForFunction(() => !document.querySelector('#xl-confirm')?.disabled, null, { timeout: 5000 });
+    await page.click('#xl-confirm');
+    await page.waitForSelector('#xl-receipt-hash', { timeout: 20000 });
+    const hash = (await page.locator('#xl-receipt-hash').textContent()).trim();
+    console.log(`HASH ${hash}`);
+    await page.click('#xl-verify');
+    await page.waitForSelector('#xl-verified', { timeout: 20000 });
+    await shot('customer-link-receipt');
+    await page.click('#xl-receipt-done');
     await page.waitForFunction(
       () => document.querySelector('#xl-status')?.textContent === '已签收', null, { timeout: 30000 });
     const kinds = await page.locator('#xl-timeline li').evaluateAll((li) => li.map((l) => l.dataset.kind));

@@ -105,24 +105,53 @@ async fn the_tracking_page_follows_an_order_live_in_a_browser() -> Result<()> {
     let mut child = browser("live", &format!("{}{path}", server.url))?;
     let stdout = child.stdout.take().context("stdout")?;
     let mut lines = BufReader::new(stdout).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+    let mut hash = None;
+    let mut saw = Vec::new();
+    let followed = tokio::time::timeout(Duration::from_secs(120), async {
         while let Some(line) = lines.next_line().await? {
             if line == "READY" {
-                return anyhow::Ok(true);
+                // The courier drives on, 150 m in 15 s.
+                let fixes: Vec<_> = (1..=3)
+                    .map(|i| {
+                        json!({"deviceSeq": 10 + i, "at": chrono::Utc::now() + chrono::Duration::seconds(5 * i - 15),
+                               "lat": 39.96 - 0.00045 * i as f64, "lng": 116.47, "accuracyM": 6.0})
+                    })
+                    .collect();
+                admin.ok(&format!("/api/v1/couriers/{courier}/positions"), &json!({"fixes": fixes})).await?;
             }
+            if let Some(h) = line.strip_prefix("HASH ") {
+                hash = Some(h.to_owned());
+            }
+            saw.push(line);
         }
-        anyhow::Ok(false)
+        anyhow::Ok(())
     })
     .await;
-    if !matches!(ready, Ok(Ok(true))) {
+    if !matches!(followed, Ok(Ok(()))) || !saw.iter().any(|l| l == "MOVED") {
         let err = finished(child).await.err().map(|e| e.to_string()).unwrap_or_default();
-        bail!("the page never showed the order out for delivery: {err}");
+        bail!("the page did not follow the delivery ({saw:?}): {err}");
     }
-    // The courier gets the signature: the page shows it signed, with no reload.
-    let signer = server.client(&format!("courier:{courier}"));
-    let signature = xianlu_tests::upload_signature(&signer, &order, 3).await?;
-    signer.command(&order, json!({"type": "SIGN", "signatureSha256": signature})).await?;
     finished(child).await?;
+    // Signed through the link: the order holds the signature the page drew.
+    let hash = hash.context("no receipt hash printed")?;
+    let signed = admin.order(&order).await?;
+    ensure!(signed["status"] == "SIGNED", "{}", signed["status"]);
+    let event =
+        signed["timeline"].as_array().into_iter().flatten().find(|e| e["event"]["kind"]["type"] == "SIGNED").cloned();
+    let event = event.context("a SIGNED event")?;
+    ensure!(event["event"]["kind"]["evidenceSha256"] == hash.as_str(), "the receipt names the signature signed with");
+    ensure!(event["actor"]["kind"] == "visitor", "signed by the link's holder: {}", event["actor"]);
+    let evidence = admin.get(&format!("/api/v1/orders/{order}/evidence")).await?.json();
+    ensure!(
+        evidence.as_array().into_iter().flatten().any(|e| e["sha256"] == hash.as_str() && e["kind"] == "SIGNATURE"),
+        "{evidence}"
+    );
+
+    // A link that was never made shows "not found" and nothing of any order.
+    let mut tampered = path.clone();
+    let last = tampered.pop().context("a token")?;
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    finished(browser("tampered", &format!("{}{tampered}", server.url))?).await?;
 
     // An expired link says so.
     let other = shop.place(&admin, &shop.spinach()).await?;

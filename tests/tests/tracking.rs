@@ -85,7 +85,10 @@ async fn a_tracking_link_shows_one_order_live_to_whoever_holds_it_until_it_expir
     ensure!(visitor.get(&format!("/api/v1/orders/{other}")).await?.status == 404, "another order");
     ensure!(visitor.get("/api/v1/orders").await?.status == 404, "no lists");
     let cancel = visitor.command_reply(tracked, json!({"type": "CANCEL", "reason": "不要了"}), None).await?;
-    ensure!(cancel.status == 403, "read only: {}", cancel.status);
+    ensure!(cancel.status == 403, "no cancelling through a link: {}", cancel.status);
+    let photo = json!({"kind": "PHOTO", "image": "AAAA", "takenAt": chrono::Utc::now()});
+    let upload = visitor.put(&format!("/api/v1/orders/{tracked}/evidence/{}", "c".repeat(64)), &photo).await?;
+    ensure!(upload.status == 403, "a link uploads signatures only: {}", upload.status);
     ensure!(visitor.post(&format!("/api/v1/orders/{tracked}/tracking-links"), &json!({})).await?.status == 403);
     ensure!(anonymous.get("/api/v1/tracking/t.nonsense").await?.status == 404);
 

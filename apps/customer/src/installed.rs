@@ -36,7 +36,7 @@ fn default_server() -> String {
 #[component]
 pub fn Installed(lang: Signal<Lang>) -> Element {
     let api: Signal<Option<ApiClient>> = use_signal(|| None);
-    let view = use_signal(|| View::LogIn);
+    let mut view = use_signal(|| View::LogIn);
     let l = lang();
     let current = view();
     rsx! {
@@ -46,9 +46,17 @@ pub fn Installed(lang: Signal<Lang>) -> Element {
                 (View::LogIn, _) | (_, None) => rsx! { LogIn { api, view, lang: l } },
                 (View::Orders, Some(client)) => rsx! { Orders { api: Client(client), view, lang: l } },
                 (View::Order(id), Some(client)) => rsx! { OwnOrder { api: Client(client), id, view, lang: l } },
-                (View::SignOff(id), Some(client)) => rsx! { SignOffScreen { api: Client(client), id, view, lang: l } },
+                (View::SignOff(id), Some(client)) => rsx! {
+                    SignOffScreen {
+                        api: Client(client), id, lang: l,
+                        on_back: move |_| view.set(View::Order(id)),
+                        on_signed: move |receipt| view.set(View::Receipt(Box::new(receipt))),
+                    }
+                },
                 (View::AfterSales(id), Some(client)) => rsx! { AfterSalesScreen { api: Client(client), id, view, lang: l } },
-                (View::Receipt(receipt), Some(client)) => rsx! { ReceiptScreen { api: Client(client), receipt: *receipt, view, lang: l } },
+                (View::Receipt(receipt), Some(client)) => rsx! {
+                    ReceiptScreen { api: Client(client), receipt: *receipt, lang: l, on_done: move |_| view.set(View::Orders) }
+                },
             }
         }
     }
@@ -56,7 +64,7 @@ pub fn Installed(lang: Signal<Lang>) -> Element {
 
 /// The API client as a component property (one client, compared by identity of its server).
 #[derive(Clone)]
-struct Client(ApiClient);
+pub(crate) struct Client(pub(crate) ApiClient);
 
 impl PartialEq for Client {
     fn eq(&self, other: &Self) -> bool {
@@ -252,8 +260,16 @@ const REASONS: [RejectReason; 5] = [
     RejectReason::Other,
 ];
 
+/// Sign-off on this screen: each line accepted or partly refused, a drawn
+/// signature, then the receipt. Used by the app and by a tracking link at the door.
 #[component]
-fn SignOffScreen(api: Client, id: OrderId, view: Signal<View>, lang: Lang) -> Element {
+pub(crate) fn SignOffScreen(
+    api: Client,
+    id: OrderId,
+    lang: Lang,
+    on_back: EventHandler<()>,
+    on_signed: EventHandler<Receipt>,
+) -> Element {
     let client = api.0.clone();
     let mut sign_off: Signal<Option<SignOff>> = use_signal(|| None);
     let mut error = use_signal(|| None::<String>);
@@ -269,7 +285,6 @@ fn SignOffScreen(api: Client, id: OrderId, view: Signal<View>, lang: Lang) -> El
             }
         });
     });
-    let mut view = view;
     let key = use_hook(|| uuid_key(id));
     let mut point = move |x: f64, y: f64, begin: bool| {
         let t = if begin {
@@ -298,14 +313,14 @@ fn SignOffScreen(api: Client, id: OrderId, view: Signal<View>, lang: Lang) -> El
         spawn(async move {
             let Some(s) = sign_off() else { return };
             match s.submit(&client, chrono::Utc::now(), &key).await {
-                Ok(receipt) => view.set(View::Receipt(Box::new(receipt))),
+                Ok(receipt) => on_signed.call(receipt),
                 Err(e) => error.set(Some(e.to_string())),
             }
         });
     };
     let Some(current) = sign_off() else {
         return rsx! {
-            button { onclick: move |_| view.set(View::Order(id)), {lang.t(Key::Back)} }
+            button { onclick: move |_| on_back.call(()), {lang.t(Key::Back)} }
             if let Some(message) = error() { p { class: "xl-error", "{message}" } } else { p { {lang.t(Key::Loading)} } }
         };
     };
@@ -315,7 +330,7 @@ fn SignOffScreen(api: Client, id: OrderId, view: Signal<View>, lang: Lang) -> El
         .map(|s| s.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect::<Vec<_>>().join(" "))
         .collect();
     rsx! {
-        button { onclick: move |_| view.set(View::Order(id)), {lang.t(Key::Back)} }
+        button { onclick: move |_| on_back.call(()), {lang.t(Key::Back)} }
         h2 { "{current.order_number}" }
         p { class: "xl-muted", {lang.t(Key::CheckLines)} }
         for line in current.lines.iter().cloned() {
@@ -385,9 +400,8 @@ fn SignOffScreen(api: Client, id: OrderId, view: Signal<View>, lang: Lang) -> El
 }
 
 #[component]
-fn ReceiptScreen(api: Client, receipt: Receipt, view: Signal<View>, lang: Lang) -> Element {
+pub(crate) fn ReceiptScreen(api: Client, receipt: Receipt, lang: Lang, on_done: EventHandler<()>) -> Element {
     let mut check = use_signal(|| None::<ReceiptCheck>);
-    let mut view = view;
     let shown = receipt.clone();
     let verify = move |_| {
         let client = api.0.clone();
@@ -421,7 +435,7 @@ fn ReceiptScreen(api: Client, receipt: Receipt, view: Signal<View>, lang: Lang) 
             Some(ReceiptCheck::Altered) => rsx! { p { class: "xl-banner xl-banner-bad", {lang.t(Key::Altered)} } },
             None => rsx! {},
         }
-        button { onclick: move |_| view.set(View::Orders), {lang.t(Key::MyOrders)} }
+        button { id: "xl-receipt-done", onclick: move |_| on_done.call(()), {lang.t(Key::Back)} }
     }
 }
 

@@ -76,22 +76,58 @@ fn Bar(lang: Signal<Lang>) -> Element {
     }
 }
 
-/// One order from a tracking link.
+/// What a tracking link's page is doing.
+#[derive(Debug, Clone, PartialEq)]
+enum LinkStage {
+    Watching,
+    /// At the door: signing on this screen.
+    Signing,
+    Signed(Box<xianlu_core::signoff::Receipt>),
+}
+
+/// One order from a tracking link; at the door, its holder signs for it here.
 #[component]
 fn LinkPage(base: String, token: String, lang: Signal<Lang>) -> Element {
     let screen = use_signal(TrackingScreen::default);
     let roads = use_signal(Roads::default);
-    use_hook(move || match ApiClient::for_tracking_link(&base, &token) {
-        Ok(api) => follow_screen(api, None, screen, roads),
-        Err(_) => {
-            let mut screen = screen;
-            screen.write().phase = Phase::NotFound;
+    let mut stage = use_signal(|| LinkStage::Watching);
+    let api = use_hook(move || {
+        let api = ApiClient::for_tracking_link(&base, &token).ok();
+        match &api {
+            Some(api) => follow_screen(api.clone(), None, screen, roads),
+            None => {
+                let mut screen = screen;
+                screen.write().phase = Phase::NotFound;
+            }
         }
+        api
     });
+    let l = lang();
+    let order = screen.read().view.as_ref().map(|v| (v.order.id, v.status));
     rsx! {
         main { class: "xl-page",
             Bar { lang }
-            OrderScreen { screen: screen(), roads: roads(), lang: lang() }
+            match (stage(), api.clone(), order) {
+                (LinkStage::Signing, Some(api), Some((id, _))) => rsx! {
+                    installed::SignOffScreen {
+                        api: installed::Client(api), id, lang: l,
+                        on_back: move |_| stage.set(LinkStage::Watching),
+                        on_signed: move |receipt| stage.set(LinkStage::Signed(Box::new(receipt))),
+                    }
+                },
+                (LinkStage::Signed(receipt), Some(api), _) => rsx! {
+                    installed::ReceiptScreen {
+                        api: installed::Client(api), receipt: *receipt, lang: l,
+                        on_done: move |_| stage.set(LinkStage::Watching),
+                    }
+                },
+                (_, _, status) => rsx! {
+                    if matches!(status, Some((_, xianlu_domain::Status::Delivering))) {
+                        button { id: "xl-sign", class: "xl-primary", onclick: move |_| stage.set(LinkStage::Signing), {l.t(Key::SignFor)} }
+                    }
+                    OrderScreen { screen: screen(), roads: roads(), lang: l }
+                },
+            }
         }
     }
 }
