@@ -109,6 +109,8 @@ try {
       const c = document.querySelector('#xl-map-courier');
       return c && `${c.getAttribute('cx')},${c.getAttribute('cy')}` !== b;
     }, before, { timeout: 20000 });
+    await page.waitForSelector('.xl-map-route', { timeout: 10000 })
+      .catch(() => failures.push('no route drawn from the courier to the door'));
     await shot('customer-courier-moved');
     console.log('MOVED');
     // At the door, the customer signs on this page with the mouse.

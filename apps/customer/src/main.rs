@@ -49,6 +49,8 @@ mod installed;
 pub(crate) struct Roads {
     lines: Vec<(String, Vec<xianlu_domain::wire::LatLng>)>,
     attribution: Option<String>,
+    /// The road from the courier to the door, while out for delivery.
+    route: Vec<xianlu_domain::wire::LatLng>,
 }
 
 #[component]
@@ -141,7 +143,9 @@ pub(crate) fn follow_screen(
     mut roads: Signal<Roads>,
 ) {
     let map_api = api.clone();
+    let route_api = api.clone();
     let mut asked_for_roads = false;
+    let mut routed_from: Option<xianlu_domain::wire::LatLng> = None;
     let publish = move |s: &TrackingScreen| {
         // The map's roads, once: around the destination and the courier.
         if let (false, Some(destination)) = (asked_for_roads, s.map.destination) {
@@ -161,12 +165,27 @@ pub(crate) fn follow_screen(
                     14
                 };
                 if let Ok(tile) = api.map_roads(bbox, zoom).await {
-                    roads.set(Roads {
-                        lines: xianlu_core::tracking::road_lines(&tile),
-                        attribution: tile.attribution.clone(),
-                    });
+                    let mut r = roads.write();
+                    r.lines = xianlu_core::tracking::road_lines(&tile);
+                    r.attribution = tile.attribution.clone();
                 }
             });
+        }
+        // The road left to the door, again whenever the courier has moved on.
+        let out = s.view.as_ref().is_some_and(|v| v.status == xianlu_domain::Status::Delivering);
+        if let (true, Some(from), Some(to)) = (out, s.map.position, s.map.destination) {
+            let moved = routed_from.is_none_or(|p| xianlu_core::location::distance_m(p, from) > 50.0);
+            if moved {
+                routed_from = Some(from);
+                let api = route_api.clone();
+                spawn(async move {
+                    if let Ok(line) = api.map_route(from, to).await {
+                        roads.write().route = line;
+                    }
+                });
+            }
+        } else if !out && !roads.peek().route.is_empty() {
+            roads.write().route.clear();
         }
         screen.set(s.clone());
     };
@@ -214,7 +233,7 @@ fn Tracked(screen: TrackingScreen, roads: Roads, lang: Lang, now: chrono::DateTi
     let layers = MapLayers {
         roads: roads.lines.clone(),
         trail: map.trail.clone(),
-        route: map.remaining_route.clone(),
+        route: if roads.route.is_empty() { map.remaining_route.clone() } else { roads.route.clone() },
         courier: map.position,
         destination: map.destination,
         stops: Vec::new(),

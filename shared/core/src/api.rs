@@ -360,6 +360,15 @@ impl ApiClient {
         self.call(Method::GET, &format!("/api/v1/orders/{id}/after-sales"), None::<&()>, None).await
     }
 
+    /// The road route between two points, as a line (free-flow), for the map.
+    pub async fn map_route(&self, from: LatLng, to: LatLng) -> CoreResult<Vec<LatLng>> {
+        let path = format!("/api/v1/map/route?from={},{}&to={},{}", from.lat, from.lng, to.lat, to.lng);
+        let route: serde_json::Value = self.call(Method::GET, &path, None::<&()>, None).await?;
+        let line = route["polyline"].as_str().unwrap_or_default();
+        let decoded = polyline::decode_polyline(line, 5).map_err(|e| CoreError::Protocol(e.to_string()))?;
+        Ok(decoded.coords().map(|c| LatLng { lat: c.y, lng: c.x }).collect())
+    }
+
     pub async fn order(&self, id: OrderId) -> CoreResult<OrderView> {
         self.call(Method::GET, &format!("/api/v1/orders/{id}"), None::<&()>, None).await
     }
