@@ -306,8 +306,23 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     println!("Live push stream (a new order every 8 s; Ctrl-C to stop):");
+    // The linked order's courier drives to its door, a fix every 8 s: 3 km in
+    // about two and a half minutes, then waits there to be signed for.
+    let door = demo.admin.order(on_the_road).await?["customer"]["location"].clone();
+    let door = (door["lat"].as_f64().unwrap_or(39.93), door["lng"].as_f64().unwrap_or(116.42));
+    let start = (door.0 + 0.02, door.1 + 0.02);
+    let mut fix = 0u32;
     let mut n = 2;
     loop {
+        fix += 1;
+        let f = (f64::from(fix) / 20.0).min(1.0);
+        let at = (start.0 + (door.0 - start.0) * f, start.1 + (door.1 - start.1) * f);
+        let positions = json!({"fixes": [{"deviceSeq": fix, "at": chrono::Utc::now(), "lat": at.0, "lng": at.1,
+                                          "accuracyM": 8.0, "speedMps": 14.0}]});
+        let courier = &demo.shop.couriers[0];
+        if let Err(error) = demo.couriers[0].ok(&format!("/api/v1/couriers/{courier}/positions"), &positions).await {
+            eprintln!("the courier's position was not taken: {error}");
+        }
         let drive = async {
             n += 1;
             if n % 3 == 0 { demo.on_the_road(n as usize % 2).await } else { demo.catch_weight(n).await }
