@@ -17,6 +17,8 @@
 //                                          an after-sales matter for 300 g
 //
 // Screenshots go to OUT_DIR. Exit 0 when everything was seen.
+import fs from 'node:fs';
+import zlib from 'node:zlib';
 import { chromium } from 'playwright-core';
 
 const [mode, url, out, user, password] = process.argv.slice(2);
@@ -27,6 +29,34 @@ const browser = await chromium.launch({
          '--disable-component-update', '--disable-sync'],
 });
 const failures = [];
+
+// A small photo (a 24×16 PNG of yellowish leaves) to attach, written to `path`.
+function pngFile(path) {
+  const w = 24, h = 16;
+  const raw = Buffer.alloc((w * 3 + 1) * h);
+  for (let y = 0; y < h; y++) {
+    raw[y * (w * 3 + 1)] = 0;
+    for (let x = 0; x < w; x++) {
+      const o = y * (w * 3 + 1) + 1 + x * 3;
+      raw[o] = 200 + (x % 4) * 10; raw[o + 1] = 190 - (y % 3) * 20; raw[o + 2] = 40;
+    }
+  }
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n; for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1; return c >>> 0;
+  });
+  const crc = (buf) => { let c = 0xffffffff; for (const b of buf) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8); return (c ^ 0xffffffff) >>> 0; };
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4); len.writeUInt32BE(data.length);
+    const td = Buffer.concat([Buffer.from(type), data]);
+    const c = Buffer.alloc(4); c.writeUInt32BE(crc(td));
+    return Buffer.concat([len, td, c]);
+  };
+  const ihdr = Buffer.alloc(13); ihdr.writeUInt32BE(w, 0); ihdr.writeUInt32BE(h, 4); ihdr[8] = 8; ihdr[9] = 2;
+  const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr),
+    chunk('IDAT', zlib.deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
+  fs.writeFileSync(path, png);
+  return path;
+}
 try {
   // A phone-sized window.
   const page = await browser.newPage({ viewport: { width: 412, height: 860 }, deviceScaleFactor: 2, locale: 'zh-CN' });
@@ -71,6 +101,8 @@ try {
     await page.waitForSelector('.xl-as-amount', { timeout: 20000 });
     await page.locator('.xl-as-amount').first().fill('300');
     await page.fill('#xl-as-note', '菜叶发黄');
+    await page.setInputFiles('#xl-as-photo', pngFile(`${out}/yellow-leaves.png`));
+    await page.waitForFunction(() => document.body.textContent.includes('(1)'), null, { timeout: 5000 });
     await page.click('#xl-as-submit');
     await page.waitForSelector('#xl-as-sent', { timeout: 20000 });
     await page.waitForSelector('#xl-matters li', { timeout: 5000 });

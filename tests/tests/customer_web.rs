@@ -195,6 +195,12 @@ async fn the_tracking_page_follows_an_order_live_in_a_browser() -> Result<()> {
     ensure!(rejected[0]["rejectedBase"] == 500 && rejected[0]["reason"] == "DAMAGED", "{rejected}");
     let matters = admin.get(&format!("/api/v1/orders/{third}/after-sales")).await?.json();
     ensure!(matters[0]["lines"][0]["base"] == 300 && matters[0]["note"] == "菜叶发黄", "{matters}");
+    let photo = matters[0]["photos"][0].as_str().context("the matter's photo")?;
+    let evidence = admin.get(&format!("/api/v1/orders/{third}/evidence")).await?.json();
+    ensure!(
+        evidence.as_array().into_iter().flatten().any(|e| e["sha256"] == photo && e["kind"] == "PHOTO"),
+        "the photo is the order's evidence: {evidence}"
+    );
     server.stop().await;
     Ok(())
 }

@@ -173,6 +173,7 @@ fn AfterSalesScreen(api: Client, id: OrderId, view: Signal<View>, lang: Lang) ->
     let mut error = use_signal(|| None::<String>);
     let mut sent = use_signal(|| false);
     let mut matters = use_signal(Vec::new);
+    let mut photos: Signal<Vec<Vec<u8>>> = use_signal(Vec::new);
     let loader = client.clone();
     use_hook(move || {
         spawn(async move {
@@ -189,6 +190,19 @@ fn AfterSalesScreen(api: Client, id: OrderId, view: Signal<View>, lang: Lang) ->
         let client = client.clone();
         let key = key.clone();
         spawn(async move {
+            // The photos go up first, as the order's evidence.
+            let mut digests = Vec::new();
+            for bytes in photos() {
+                let Some((digest, upload)) = xianlu_core::upload::raw_photo(&bytes, chrono::Utc::now()) else {
+                    error.set(Some("a photo is empty or larger than 4 MB".into()));
+                    return;
+                };
+                if let Err(e) = client.put_evidence(id, &digest, &upload).await {
+                    error.set(Some(e.to_string()));
+                    return;
+                }
+                digests.push(digest);
+            }
             let new = NewAfterSales {
                 kind: kind(),
                 lines: amounts()
@@ -197,7 +211,7 @@ fn AfterSalesScreen(api: Client, id: OrderId, view: Signal<View>, lang: Lang) ->
                     .map(|(n, _, b)| AfterSalesLine { line_no: *n, base: *b })
                     .collect(),
                 note: note(),
-                photos: Vec::new(),
+                photos: digests,
             };
             match client.open_after_sales(id, &new, &key).await {
                 Ok(matter) => {
@@ -233,6 +247,18 @@ fn AfterSalesScreen(api: Client, id: OrderId, view: Signal<View>, lang: Lang) ->
                 }
             }
             label { {lang.t(Key::Note)} textarea { id: "xl-as-note", value: "{note}", oninput: move |e| note.set(e.value()) } }
+            label { {lang.t(Key::Photos)} " ({photos.read().len()})"
+                input {
+                    id: "xl-as-photo", r#type: "file", accept: "image/*", multiple: true,
+                    onchange: move |evt| async move {
+                        for file in evt.files() {
+                            if let Ok(bytes) = file.read_bytes().await {
+                                photos.write().push(bytes.to_vec());
+                            }
+                        }
+                    }
+                }
+            }
             button { id: "xl-as-submit", class: "xl-primary", disabled: sent(), onclick: submit, {lang.t(Key::Submit)} }
             if sent() {
                 p { id: "xl-as-sent", class: "xl-banner xl-banner-good", {lang.t(Key::Submitted)} }

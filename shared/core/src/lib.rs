@@ -41,6 +41,7 @@ pub mod signoff;
 pub mod store;
 pub mod track;
 pub mod tracking;
+pub mod upload;
 
 pub use api::{ApiClient, Session};
 pub use error::{CoreError, NextStep};

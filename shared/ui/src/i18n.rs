@@ -81,6 +81,7 @@ impl Lang {
             Key::Submit => ("提交", "Submit"),
             Key::Submitted => ("已提交，商家会尽快处理", "Sent; the merchant will follow up"),
             Key::Matters => ("售后记录", "After-sales matters"),
+            Key::Photos => ("照片", "Photos"),
         };
         match self {
             Lang::Zh => zh,
@@ -245,6 +246,7 @@ pub enum Key {
     Submit,
     Submitted,
     Matters,
+    Photos,
 }
 
 #[cfg(test)]
