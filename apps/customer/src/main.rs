@@ -144,15 +144,20 @@ pub(crate) fn follow_screen(
 ) {
     let map_api = api.clone();
     let route_api = api.clone();
-    let mut asked_for_roads = false;
+    let mut roads_box: Option<[f64; 4]> = None;
     let mut routed_from: Option<xianlu_domain::wire::LatLng> = None;
     let publish = move |s: &TrackingScreen| {
-        // The map's roads, once: around the destination and the courier.
-        if let (false, Some(destination)) = (asked_for_roads, s.map.destination) {
-            asked_for_roads = true;
+        // The map's roads around the destination and the courier, again
+        // whenever the courier drives out of the box already fetched.
+        let inside = |b: [f64; 4], p: xianlu_domain::wire::LatLng| {
+            (b[0]..=b[2]).contains(&p.lng) && (b[1]..=b[3]).contains(&p.lat)
+        };
+        let covered = roads_box.is_some_and(|b| s.map.position.is_none_or(|p| inside(b, p)));
+        if let (false, Some(destination)) = (covered, s.map.destination) {
             let api = map_api.clone();
             let points: Vec<_> = std::iter::once(destination).chain(s.map.position).collect();
             let frame = xianlu_ui::map::frame(&points, 0.6);
+            roads_box = frame;
             spawn(async move {
                 let Some(bbox) = frame else { return };
                 // Side streets when the map is a neighbourhood, main roads when it is a district.
