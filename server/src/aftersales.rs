@@ -8,8 +8,7 @@ use xianlu_domain::aftersales::{AfterSales, AfterSalesStatus, NewAfterSales, che
 use xianlu_domain::{EventKind, OrderId, Rejection};
 
 use crate::error::{ApiError, ApiResult};
-use crate::identity::Role;
-use crate::policy::Scope;
+use crate::policy::{self, Action, Scope};
 use crate::service::{OrderService, RequestCtx};
 use crate::{on_db, on_db_write};
 
@@ -24,16 +23,12 @@ impl OrderService {
         new: NewAfterSales,
     ) -> ApiResult<AfterSales> {
         let view = self.view_for(&ctx.scope, id).await?;
-        if let Scope::User(links) = &ctx.scope
-            && matches!(links.role, Role::Courier | Role::WarehouseClerk | Role::Visitor)
-        {
-            return Err(ApiError::Forbidden("after-sales matters are the customer's and the merchant office's".into()));
-        }
+        policy::check_order_action(&ctx.scope, &view.order, Action::RaiseAfterSales)?;
         let signed_at = view
             .timeline
             .iter()
             .rev()
-            .find(|e| e.event.kind.name() == "SIGNED")
+            .find(|e| matches!(e.event.kind, EventKind::Signed { .. }))
             .map(|e| e.at)
             .unwrap_or(view.order.updated_at);
         let now = self.clock.now();

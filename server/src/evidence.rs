@@ -141,13 +141,7 @@ impl OrderService {
     ) -> ApiResult<(bool, EvidenceRecord)> {
         let view = self.view_for(&ctx.scope, order_id).await?;
         policy::check_order_action(&ctx.scope, &view.order, Action::AttachEvidence)?;
-        // A tracking link's holder signs; nothing else comes in through a link.
-        if let policy::Scope::User(links) = &ctx.scope
-            && links.role == crate::identity::Role::Visitor
-            && (upload.kind != EvidenceKind::Signature || view.order.status != xianlu_domain::Status::Delivering)
-        {
-            return Err(ApiError::Forbidden("a tracking link may only sign for the order at the door".into()));
-        }
+        policy::check_evidence_kind(&ctx.scope, &view.order, upload.kind)?;
         if !is_digest(sha256) {
             return Err(ApiError::bad_request("invalid_digest", "the digest must be 64 lowercase hex digits"));
         }

@@ -72,6 +72,10 @@ pub enum Action {
     HandleAlerts,
     /// Fences, thresholds and quiet hours of courier operations.
     ConfigureOperations,
+    /// Make a tracking link to an order.
+    ShareOrder,
+    /// Raise an after-sales matter on a signed order.
+    RaiseAfterSales,
 }
 
 use Action::*;
@@ -82,26 +86,31 @@ pub const TABLE: &[(Role, &[Action])] = &[
     (Role::Admin, &[
         ReadOrder, CreateOrder, MarkPaid, ResolveShortage, AnswerSubstitution, Pick, Assign, Dispatch, ReportOnTheRoad,
         Sign, ResolveException, SettleClaim, Cancel, ManageWarehousesAndCouriers, ManageCustomers, ReadStock, CountStock,
-        AttachEvidence, ReportPosition, TrackCouriers, HandleAlerts, ConfigureOperations,
+        AttachEvidence, ReportPosition, TrackCouriers, HandleAlerts, ConfigureOperations, ShareOrder, RaiseAfterSales,
     ]),
     (Role::MerchantOwner, &[
         ReadOrder, CreateOrder, MarkPaid, ResolveShortage, AnswerSubstitution, Pick, Assign, Dispatch, ResolveException,
         SettleClaim, Cancel, ManageWarehousesAndCouriers, ManageCustomers, ReadStock, CountStock, AttachEvidence,
-        TrackCouriers, HandleAlerts, ConfigureOperations,
+        TrackCouriers, HandleAlerts, ConfigureOperations, ShareOrder, RaiseAfterSales,
     ]),
     (Role::MerchantStaff, &[
         ReadOrder, CreateOrder, MarkPaid, ResolveShortage, AnswerSubstitution, Pick, Assign, Dispatch, ResolveException,
-        Cancel, ManageCustomers, ReadStock, CountStock, AttachEvidence, TrackCouriers, HandleAlerts,
+        Cancel, ManageCustomers, ReadStock, CountStock, AttachEvidence, TrackCouriers, HandleAlerts, ShareOrder,
+        RaiseAfterSales,
     ]),
     // The seed's example: a clerk sees picking-stage orders of their warehouse and changes only picking.
     (Role::WarehouseClerk, &[ReadOrder, Pick, ReadStock, CountStock]),
-    (Role::Courier, &[ReadOrder, Dispatch, ReportOnTheRoad, Sign, AttachEvidence, ReportPosition]),
-    (Role::Customer, &[ReadOrder, CreateOrder, AnswerSubstitution, Sign, Cancel, AttachEvidence]),
+    (Role::Courier, &[ReadOrder, Dispatch, ReportOnTheRoad, Sign, AttachEvidence, ReportPosition, ShareOrder]),
+    (Role::Customer, &[
+        ReadOrder, CreateOrder, AnswerSubstitution, Sign, Cancel, AttachEvidence, ShareOrder, RaiseAfterSales,
+    ]),
     // A tracking link reads its one order; at the door, its holder signs for it
     // (the signature is evidence of that order).
     (Role::Visitor, &[ReadOrder, Sign, AttachEvidence]),
     // Customer service reads its merchant's orders and changes only exception and claim state.
-    (Role::CustomerService, &[ReadOrder, ResolveException, SettleClaim, AttachEvidence, TrackCouriers, HandleAlerts]),
+    (Role::CustomerService, &[
+        ReadOrder, ResolveException, SettleClaim, AttachEvidence, TrackCouriers, HandleAlerts, ShareOrder, RaiseAfterSales,
+    ]),
 ];
 
 pub fn role_may(role: Role, action: Action) -> bool {
@@ -205,6 +214,22 @@ pub fn check_own_courier(scope: &Scope, merchant: MerchantId, courier: CourierId
 /// Whether the caller is the courier themselves.
 pub fn is_courier_self(scope: &Scope, courier: CourierId) -> bool {
     matches!(scope, Scope::User(links) if links.role == Role::Courier && links.couriers.contains(&courier))
+}
+
+/// Evidence a caller may upload to an order: a tracking link's holder
+/// signs at the door and uploads nothing else.
+pub fn check_evidence_kind(
+    scope: &Scope,
+    order: &Order,
+    kind: xianlu_domain::evidence::EvidenceKind,
+) -> Result<(), ApiError> {
+    if let Scope::User(links) = scope
+        && links.role == Role::Visitor
+        && (kind != xianlu_domain::evidence::EvidenceKind::Signature || order.status != Status::Delivering)
+    {
+        return Err(ApiError::Forbidden("a tracking link may only sign for the order at the door".into()));
+    }
+    Ok(())
 }
 
 pub fn check_courier_positions(scope: &Scope, merchant: MerchantId, courier: CourierId) -> Result<(), ApiError> {

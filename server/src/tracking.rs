@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use xianlu_domain::OrderId;
 
 use crate::error::{ApiError, ApiResult};
-use crate::identity::{Role, TRACKING_PREFIX, TrackingLink, random_token, token_hash};
+use crate::identity::{TRACKING_PREFIX, TrackingLink, random_token, token_hash};
 use crate::on_tx;
-use crate::policy::Scope;
+use crate::policy::{self, Action};
 use crate::service::{OrderService, RequestCtx};
 
 /// How long a link lives unless asked otherwise: three days.
@@ -41,11 +41,7 @@ impl OrderService {
             return Err(ApiError::unprocessable("invalid_body", format!("hours: between 1 and {MAX_HOURS}")));
         }
         let view = self.view_for(&ctx.scope, order).await?;
-        if let Scope::User(links) = &ctx.scope
-            && matches!(links.role, Role::Visitor | Role::WarehouseClerk)
-        {
-            return Err(ApiError::Forbidden("this role may not share the order".into()));
-        }
+        policy::check_order_action(&ctx.scope, &view.order, Action::ShareOrder)?;
         let token = format!("{TRACKING_PREFIX}{}", random_token());
         let now = crate::clock::wall_now();
         let expires_at = now + chrono::TimeDelta::hours(i64::from(hours));

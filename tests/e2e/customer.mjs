@@ -30,6 +30,23 @@ const browser = await chromium.launch({
 });
 const failures = [];
 
+// Signs on the sign-off screen's pad with mouse strokes, confirms, and
+// returns the receipt's signature hash.
+async function signOnThePad(page, shot, name) {
+  const pad = await page.locator('#xl-pad').boundingBox();
+  await page.mouse.move(pad.x + 30, pad.y + pad.height * 0.7);
+  await page.mouse.down();
+  for (let i = 1; i <= 24; i++) {
+    await page.mouse.move(pad.x + 30 + i * (pad.width - 60) / 24, pad.y + pad.height * (0.5 + 0.3 * Math.sin(i / 2)));
+  }
+  await page.mouse.up();
+  await shot(name);
+  await page.waitForFunction(() => !document.querySelector('#xl-confirm')?.disabled, null, { timeout: 5000 });
+  await page.click('#xl-confirm');
+  await page.waitForSelector('#xl-receipt-hash', { timeout: 20000 });
+  return (await page.locator('#xl-receipt-hash').textContent()).trim();
+}
+
 // A small photo (a 24×16 PNG of yellowish leaves) to attach, written to `path`.
 function pngFile(path) {
   const w = 24, h = 16;
@@ -77,18 +94,7 @@ try {
     await page.waitForSelector('#xl-pad', { timeout: 20000 });
     await page.locator('.xl-line-check input').first().fill('500');
     await page.locator('.xl-line-check select').first().selectOption('1');
-    const pad = await page.locator('#xl-pad').boundingBox();
-    await page.mouse.move(pad.x + 20, pad.y + pad.height / 2);
-    await page.mouse.down();
-    for (let i = 1; i <= 30; i++) {
-      await page.mouse.move(pad.x + 20 + i * (pad.width - 40) / 30, pad.y + pad.height / 2 + (i % 2 ? -1 : 1) * pad.height / 4);
-    }
-    await page.mouse.up();
-    await shot('customer-app-sign-off');
-    await page.waitForFunction(() => !document.querySelector('#xl-confirm')?.disabled, null, { timeout: 5000 });
-    await page.click('#xl-confirm');
-    await page.waitForSelector('#xl-receipt-hash', { timeout: 20000 });
-    const hash = (await page.locator('#xl-receipt-hash').textContent()).trim();
+    const hash = await signOnThePad(page, shot, 'customer-app-sign-off');
     await page.click('#xl-verify');
     await page.waitForSelector('#xl-verified', { timeout: 20000 });
     await shot('customer-app-receipt');
@@ -148,19 +154,7 @@ try {
     // At the door, the customer signs on this page with the mouse.
     await page.click('#xl-sign');
     await page.waitForSelector('#xl-pad', { timeout: 20000 });
-    const pad = await page.locator('#xl-pad').boundingBox();
-    await page.mouse.move(pad.x + 30, pad.y + pad.height * 0.7);
-    await page.mouse.down();
-    for (let i = 1; i <= 24; i++) {
-      await page.mouse.move(pad.x + 30 + i * (pad.width - 60) / 24,
-        pad.y + pad.height * (0.5 + 0.3 * Math.sin(i / 2)));
-    }
-    await page.mouse.up();
-    await shot('customer-link-sign');
-    await page.waitForFunction(() => !document.querySelector('#xl-confirm')?.disabled, null, { timeout: 5000 });
-    await page.click('#xl-confirm');
-    await page.waitForSelector('#xl-receipt-hash', { timeout: 20000 });
-    const hash = (await page.locator('#xl-receipt-hash').textContent()).trim();
+    const hash = await signOnThePad(page, shot, 'customer-link-sign');
     console.log(`HASH ${hash}`);
     await page.click('#xl-verify');
     await page.waitForSelector('#xl-verified', { timeout: 20000 });

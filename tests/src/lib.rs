@@ -197,6 +197,20 @@ impl TestServer {
         self.restart().await
     }
 
+    /// Makes every tracking link of this server's database expire now
+    /// (links expire on wall-clock time, which tests cannot move).
+    pub async fn expire_tracking_links(&self) -> Result<()> {
+        let sql = "UPDATE tracking_links SET expires_at = created_at";
+        if self.db.url.starts_with("sqlite") {
+            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&self.db.url).await?;
+            sqlx::query(sql).execute(&mut conn).await?;
+        } else {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.db.url).await?;
+            sqlx::query(sql).execute(&mut conn).await?;
+        }
+        Ok(())
+    }
+
     pub fn advance_clock(&self, by: chrono::Duration) {
         self.clock.advance(by);
     }

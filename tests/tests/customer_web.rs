@@ -156,9 +156,7 @@ async fn the_tracking_page_follows_an_order_live_in_a_browser() -> Result<()> {
     // An expired link says so.
     let other = shop.place(&admin, &shop.spinach()).await?;
     let expired = link(&admin, &other).await?;
-    let url = server.db.url.clone();
-    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await?;
-    sqlx::query("UPDATE tracking_links SET expires_at = created_at").execute(&mut conn).await?;
+    server.expire_tracking_links().await?;
     finished(browser("expired", &format!("{}{expired}", server.url))?).await?;
 
     // The app without a link: the restaurant's owner logs in and signs for

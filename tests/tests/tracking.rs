@@ -20,19 +20,6 @@ xianlu_tests::on_both_backends!(
 
 const PASSWORD: &str = "correct horse battery staple 42";
 
-/// Makes every tracking link of the database expire now.
-async fn expire_links(url: &str) -> Result<()> {
-    let sql = "UPDATE tracking_links SET expires_at = created_at";
-    if url.starts_with("sqlite") {
-        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(url).await?;
-        sqlx::query(sql).execute(&mut conn).await?;
-    } else {
-        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
-        sqlx::query(sql).execute(&mut conn).await?;
-    }
-    Ok(())
-}
-
 /// The audit log's sharing entries: (subject, after).
 async fn audit_of_sharing(url: &str) -> Result<Vec<(String, String)>> {
     let sql = "SELECT subject_id, after_state FROM audit_log WHERE action = 'CREATE_TRACKING_LINK'";
@@ -133,7 +120,7 @@ async fn a_tracking_link_shows_one_order_live_to_whoever_holds_it_until_it_expir
     ensure!(shared.iter().all(|(subject, after)| !after.contains(&token) && (subject == tracked || subject == other)));
 
     // Expired: gone, everywhere.
-    expire_links(&server.db.url).await?;
+    server.expire_tracking_links().await?;
     let gone = anonymous.get(&format!("/api/v1/tracking/{token}")).await?;
     ensure!(gone.status == 410 && gone.json()["code"] == "link_expired", "{}", gone.status);
     ensure!(visitor.get(&format!("/api/v1/orders/{tracked}")).await?.status == 410);
@@ -216,7 +203,7 @@ async fn the_tracking_screen_follows_an_order_from_its_link_to_sign_off(backend:
     // A link that does not exist, and one that expired.
     let unknown = screen_until(&server.url, "t.doesnotexist", TrackingScreen::settled).await?;
     ensure!(unknown.phase == Phase::NotFound, "{:?}", unknown.phase);
-    expire_links(&server.db.url).await?;
+    server.expire_tracking_links().await?;
     let expired = screen_until(&server.url, &token, TrackingScreen::settled).await?;
     ensure!(expired.phase == Phase::Expired, "{:?}", expired.phase);
     let url = server.url.clone();

@@ -190,19 +190,6 @@ fn AfterSalesScreen(api: Client, id: OrderId, view: Signal<View>, lang: Lang) ->
         let client = client.clone();
         let key = key.clone();
         spawn(async move {
-            // The photos go up first, as the order's evidence.
-            let mut digests = Vec::new();
-            for bytes in photos() {
-                let Some((digest, upload)) = xianlu_core::upload::raw_photo(&bytes, chrono::Utc::now()) else {
-                    error.set(Some("a photo is empty or larger than 4 MB".into()));
-                    return;
-                };
-                if let Err(e) = client.put_evidence(id, &digest, &upload).await {
-                    error.set(Some(e.to_string()));
-                    return;
-                }
-                digests.push(digest);
-            }
             let new = NewAfterSales {
                 kind: kind(),
                 lines: amounts()
@@ -211,9 +198,18 @@ fn AfterSalesScreen(api: Client, id: OrderId, view: Signal<View>, lang: Lang) ->
                     .map(|(n, _, b)| AfterSalesLine { line_no: *n, base: *b })
                     .collect(),
                 note: note(),
-                photos: digests,
+                photos: Vec::new(),
             };
-            match client.open_after_sales(id, &new, &key).await {
+            let pictures = photos();
+            let sent_matter = xianlu_core::upload::open_after_sales_with_photos(
+                &client,
+                id,
+                new,
+                &pictures,
+                chrono::Utc::now(),
+                &key,
+            );
+            match sent_matter.await {
                 Ok(matter) => {
                     sent.set(true);
                     matters.write().push(matter);

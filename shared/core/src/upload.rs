@@ -26,3 +26,24 @@ pub fn raw_photo(bytes: &[u8], taken_at: DateTime<Utc>) -> Option<(String, Evide
     };
     Some((digest, upload))
 }
+
+/// Raises an after-sales matter with photos as they are: each photo goes up
+/// as the order's evidence first (content-addressed, so a retry re-sends
+/// nothing new), then the matter names them, under one idempotency key.
+pub async fn open_after_sales_with_photos(
+    api: &crate::api::ApiClient,
+    order: xianlu_domain::OrderId,
+    mut matter: xianlu_domain::aftersales::NewAfterSales,
+    photos: &[Vec<u8>],
+    now: DateTime<Utc>,
+    key: &str,
+) -> crate::error::CoreResult<xianlu_domain::aftersales::AfterSales> {
+    for bytes in photos {
+        let (digest, upload) = raw_photo(bytes, now).ok_or_else(|| {
+            crate::error::CoreError::Refused(format!("a photo must be 1 byte to {} MB", MAX_RAW_PHOTO >> 20))
+        })?;
+        api.put_evidence(order, &digest, &upload).await?;
+        matter.photos.push(digest);
+    }
+    api.open_after_sales(order, &matter, key).await
+}
