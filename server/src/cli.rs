@@ -24,6 +24,7 @@ or ./xianlu.toml when present), then environment variables XIANLU_<KEY>
   max_evidence_bytes             largest evidence upload        [6291456]
   map_tile_url                   external tile URL template for the apps (optional)
   customer_web_dir               the customer app's web build, served at /t/{token}
+  courier_web_dir                the courier app's web build, served at /courier
                                  (the page a tracking link opens; optional)
   payment_webhook_secret         HMAC secret of the generic payment gateway
   payment_webhook_tolerance_secs replay window of notifications [300]

@@ -56,6 +56,9 @@ pub struct Config {
     /// wasm, each optionally with a `.gz` beside it): served at `/t/{token}`,
     /// the page a tracking link opens.
     pub customer_web_dir: Option<PathBuf>,
+    /// The courier app's web build (same layout): served at `/courier`, for
+    /// couriers on a shared tablet or a phone without the installed app.
+    pub courier_web_dir: Option<PathBuf>,
     /// Where travel times come from: `local` (the imported road network) or
     /// `amap` (AMap's web service, needs `amap_key`).
     pub map_provider: String,
@@ -104,6 +107,7 @@ impl Default for Config {
             token_secret: None,
             map_tile_url: None,
             customer_web_dir: None,
+            courier_web_dir: None,
             map_provider: "local".into(),
             amap_key: None,
             amap_base_url: None,

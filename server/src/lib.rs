@@ -195,6 +195,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/t/_app/{*file}", get(web::asset))
         .route("/t/{token}", get(web::page))
         .route("/app", get(web::app))
+        .route("/courier", get(web::courier))
+        .route("/courier/_app/{*file}", get(web::courier_asset))
         .route("/", get(|| async { axum::response::Redirect::to("/api/v1/docs") }))
         .fallback(|| async { ApiError::NotFound("no such endpoint; see /api/v1/docs".into()) })
         .method_not_allowed_fallback(|| async {

@@ -1,7 +1,8 @@
-//! The customer app's web build, served where tracking links point:
-//! `/t/{token}` is its page, `/t/_app/{file}` its script and wasm; `/app`
-//! opens it without a link (log in, my orders, sign-off). Files
-//! compressed ahead (`{file}.gz`) go out as such to browsers that take gzip.
+//! The apps' web builds. The customer app is served where tracking links
+//! point: `/t/{token}` is its page, `/t/_app/{file}` its script and wasm;
+//! `/app` opens it without a link (log in, my orders, sign-off). The courier
+//! app is `/courier` with `/courier/_app/{file}`. Files compressed ahead
+//! (`{file}.gz`) go out as such to browsers that take gzip.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 
 fn not_built() -> ApiError {
-    ApiError::NotFound("the tracking page is not built on this server (set customer_web_dir)".into())
+    ApiError::NotFound("this app is not built on this server (set customer_web_dir or courier_web_dir)".into())
 }
 
 async fn file(dir: Option<&PathBuf>, name: &str, headers: &HeaderMap) -> ApiResult<Response> {
@@ -83,4 +84,18 @@ pub async fn asset(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     file(state.config.customer_web_dir.as_ref(), &name, &headers).await
+}
+
+/// The courier app in a browser.
+pub async fn courier(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Response> {
+    file(state.config.courier_web_dir.as_ref(), "index.html", &headers).await
+}
+
+/// The courier app's script, its snippets and wasm.
+pub async fn courier_asset(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    file(state.config.courier_web_dir.as_ref(), &name, &headers).await
 }

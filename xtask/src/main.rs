@@ -17,8 +17,8 @@ cargo xtask <command>
   setup   install what building and testing need (idempotent)
   demo    build, start the server on SQLite at http://127.0.0.1:8080 and drive demo orders
   test    rustfmt, clippy, dependency rules, wasm builds, every test on SQLite and PostgreSQL,
-          the tracking page in headless Chromium
-  web     build the customer tracking page (served by the server at /t/{token})
+          the customer and courier apps in headless Chromium and the desktop app under Xvfb
+  web     build the apps for the web (customer at /t/{token} and /app, courier at /courier)
   bench   transitions, push, client core, courier operations and the route planner against PyVRP;
           figures for docs/benchmarks.md (--quick: a shorter run)";
 
@@ -52,7 +52,7 @@ fn main() -> Result<()> {
         Some("bench") => bench(&args[1..]),
         Some("web") => {
             setup()?;
-            customer_web().map(|_| ())
+            web_builds().map(|_| ())
         }
         _ => {
             println!("{USAGE}");
@@ -191,46 +191,74 @@ fn locked_version(name: &str) -> Result<String> {
     bail!("{name} is not in Cargo.lock")
 }
 
-/// Builds the customer app for the web (release, wasm-bindgen, gzip; the
-/// wasm-opt Debian ships is too old for this wasm) into `<target>/customer-web`, which the server serves at `/t/…`.
+/// An app with a web build the server serves.
+struct WebApp {
+    package: &'static str,
+    /// Directory under the target dir.
+    out: &'static str,
+    /// Where the server serves its files.
+    mount: &'static str,
+    title: &'static str,
+}
+
+const CUSTOMER_WEB: WebApp =
+    WebApp { package: "xianlu-customer", out: "customer-web", mount: "/t/_app", title: "鲜路 · 订单追踪" };
+const COURIER_WEB: WebApp =
+    WebApp { package: "xianlu-courier", out: "courier-web", mount: "/courier/_app", title: "鲜路 · 骑手" };
+
+/// Builds both apps' web builds; returns the customer's and the courier's directories.
+fn web_builds() -> Result<(PathBuf, PathBuf)> {
+    let customer = web_build(&CUSTOMER_WEB)?;
+    let courier = web_build(&COURIER_WEB)?;
+    Ok((customer.0, courier.0))
+}
+
+/// Builds an app for the web (release, wasm-bindgen, gzip; the wasm-opt
+/// Debian ships is too old for this wasm) into `<target>/<out>`, which the
+/// server serves (the customer's at `/t/…` and `/app`, the courier's at `/courier`).
 /// Returns the directory and the compressed size of the script and wasm.
-fn customer_web() -> Result<(PathBuf, u64)> {
+fn web_build(app: &WebApp) -> Result<(PathBuf, u64)> {
     run(cargo().args([
         "build",
         "--locked",
         "--release",
         "-p",
-        "xianlu-customer",
+        app.package,
         "--target",
         "wasm32-unknown-unknown",
         "--no-default-features",
         "--features",
         "web",
     ]))?;
-    let wasm = target_dir().join("wasm32-unknown-unknown/release/xianlu-customer.wasm");
-    let out = target_dir().join("customer-web");
+    let name = app.package.replace('-', "_");
+    let wasm = target_dir().join(format!("wasm32-unknown-unknown/release/{}.wasm", app.package));
+    let out = target_dir().join(app.out);
     if out.exists() {
         std::fs::remove_dir_all(&out)?;
     }
     run(Command::new("wasm-bindgen")
-        .args(["--target", "web", "--no-typescript", "--out-name", "xianlu_customer", "--out-dir"])
+        .args(["--target", "web", "--no-typescript", "--out-name", &name, "--out-dir"])
         .arg(&out)
         .arg(&wasm))?;
+    let mount = app.mount;
     std::fs::write(
         out.join("index.html"),
-        "<!doctype html>\n<html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"referrer\" content=\"no-referrer\"><title>鲜路 · 订单追踪</title></head>\
-         <body><div id=\"main\"></div><script type=\"module\">\
-         import init from '/t/_app/xianlu_customer.js'; init({ module_or_path: '/t/_app/xianlu_customer_bg.wasm' });\
-         </script></body></html>\n",
+        format!(
+            "<!doctype html>\n<html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <meta name=\"referrer\" content=\"no-referrer\"><title>{}</title></head>\
+             <body><div id=\"main\"></div><script type=\"module\">\
+             import init from '{mount}/{name}.js'; init({{ module_or_path: '{mount}/{name}_bg.wasm' }});\
+             </script></body></html>\n",
+            app.title
+        ),
     )?;
     let mut compressed = 0;
-    for name in ["xianlu_customer.js", "xianlu_customer_bg.wasm"] {
-        run(Command::new("gzip").args(["-9", "-k", "-f"]).arg(out.join(name)))?;
-        compressed += std::fs::metadata(out.join(format!("{name}.gz")))?.len();
+    for file in [format!("{name}.js"), format!("{name}_bg.wasm")] {
+        run(Command::new("gzip").args(["-9", "-k", "-f"]).arg(out.join(&file)))?;
+        compressed += std::fs::metadata(out.join(format!("{file}.gz")))?.len();
     }
-    println!("tracking page: {} bytes compressed (script and wasm) in {}", compressed, out.display());
+    println!("{}: {} bytes compressed (script and wasm) in {}", app.package, compressed, out.display());
     Ok((out, compressed))
 }
 
@@ -382,9 +410,9 @@ fn run_tests(timings: &mut Vec<(String, Duration)>) -> Result<()> {
             "wasm32-unknown-unknown",
         ]))
     })?;
-    let mut web = PathBuf::new();
-    stage("customer tracking page (web build)", timings, || {
-        web = customer_web()?.0;
+    let (mut web, mut courier_web) = (PathBuf::new(), PathBuf::new());
+    stage("apps' web builds (customer, courier)", timings, || {
+        (web, courier_web) = web_builds()?;
         Ok(())
     })?;
     stage("build tests", timings, || run(cargo().args(["nextest", "run", "--workspace", "--locked", "--no-run"])))?;
@@ -396,6 +424,7 @@ fn run_tests(timings: &mut Vec<(String, Duration)>) -> Result<()> {
             .args(["nextest", "run", "--workspace", "--locked", "--no-fail-fast"])
             .env("TEST_XIANLU_POSTGRES_URL", &admin_url)
             .env("TEST_XIANLU_CUSTOMER_WEB", &web)
+            .env("TEST_XIANLU_COURIER_WEB", &courier_web)
             .env("TEST_XIANLU_DB_PREFIX", &run_db.name))
     })?;
     drop(run_db);
@@ -470,7 +499,7 @@ impl Drop for KillOnDrop {
 fn demo(args: &[String]) -> Result<()> {
     setup()?;
     run(cargo().args(["build", "--locked", "-p", "xianlu-server", "-p", "xianlu-tests", "--bins"]))?;
-    let (web, _) = customer_web()?;
+    let (web, courier_web) = web_builds()?;
     let listen = args
         .iter()
         .position(|a| a == "--listen")
@@ -493,6 +522,7 @@ fn demo(args: &[String]) -> Result<()> {
         .env("XIANLU_DATA_DIR", &data)
         .env("XIANLU_PAYMENT_WEBHOOK_SECRET", "demo-gateway-secret")
         .env("XIANLU_CUSTOMER_WEB_DIR", &web)
+        .env("XIANLU_COURIER_WEB_DIR", &courier_web)
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .spawn()
         .context("could not start xianlu-server")?;

@@ -9,9 +9,10 @@ use xianlu_core::signoff::{Receipt, ReceiptCheck, SignOff, check_receipt};
 use xianlu_core::track::TrackingScreen;
 use xianlu_core::{ApiClient, CoreError};
 use xianlu_domain::aftersales::{AfterSalesKind, AfterSalesLine, NewAfterSales};
-use xianlu_domain::{OrderId, RejectReason, Status};
+use xianlu_domain::{OrderId, Status};
 use xianlu_ui::Lang;
 use xianlu_ui::i18n::Key;
+use xianlu_ui::signoff::{LineChecks, PadPoint, Refusal, SignaturePad};
 
 use crate::{Bar, OrderScreen, Roads, follow_screen};
 
@@ -274,13 +275,6 @@ fn AfterSalesScreen(api: Client, id: OrderId, view: Signal<View>, lang: Lang) ->
 
 const PAD_W: f32 = 400.0;
 const PAD_H: f32 = 200.0;
-const REASONS: [RejectReason; 5] = [
-    RejectReason::Shortage,
-    RejectReason::Damaged,
-    RejectReason::Quality,
-    RejectReason::WrongItem,
-    RejectReason::Other,
-];
 
 /// Sign-off on this screen: each line accepted or partly refused, a drawn
 /// signature, then the receipt. Used by the app and by a tracking link at the door.
@@ -295,8 +289,6 @@ pub(crate) fn SignOffScreen(
     let client = api.0.clone();
     let mut sign_off: Signal<Option<SignOff>> = use_signal(|| None);
     let mut error = use_signal(|| None::<String>);
-    let mut strokes: Signal<Vec<Vec<(f32, f32)>>> = use_signal(Vec::new);
-    let mut drawing = use_signal(|| false);
     let mut started = use_signal(|| 0.0f64);
     let loader = client.clone();
     use_hook(move || {
@@ -308,27 +300,6 @@ pub(crate) fn SignOffScreen(
         });
     });
     let key = use_hook(|| uuid_key(id));
-    let mut point = move |x: f64, y: f64, begin: bool| {
-        let t = if begin {
-            started.set(js_now());
-            0
-        } else {
-            (js_now() - started()).max(0.0) as u32
-        };
-        if let Some(s) = sign_off.write().as_mut() {
-            if begin {
-                s.signature.begin_stroke();
-            }
-            s.signature.add_point(StrokePoint { x: x as f32, y: y as f32, t_ms: t, pressure: 0.5 });
-        }
-        let mut all = strokes.write();
-        if begin {
-            all.push(Vec::new());
-        }
-        if let Some(last) = all.last_mut() {
-            last.push((x as f32, y as f32));
-        }
-    };
     let submit = move |_| {
         let client = client.clone();
         let key = key.clone();
@@ -346,73 +317,40 @@ pub(crate) fn SignOffScreen(
             if let Some(message) = error() { p { class: "xl-error", "{message}" } } else { p { {lang.t(Key::Loading)} } }
         };
     };
-    let lines: Vec<String> = strokes
-        .read()
-        .iter()
-        .map(|s| s.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect::<Vec<_>>().join(" "))
-        .collect();
     rsx! {
         button { onclick: move |_| on_back.call(()), {lang.t(Key::Back)} }
         h2 { "{current.order_number}" }
-        p { class: "xl-muted", {lang.t(Key::CheckLines)} }
-        for line in current.lines.iter().cloned() {
-            div { class: "xl-line-check", key: "{line.line_no}",
-                span { "{line.name} · {line.delivered_base} {base_unit(lang, line.dimension)}" }
-                input {
-                    r#type: "number", min: "0", max: "{line.delivered_base}", value: "{line.rejected_base}",
-                    "aria-label": lang.t(Key::Refuse),
-                    oninput: move |e| {
-                        let base = e.value().parse::<i64>().unwrap_or(0);
-                        let reason = line.reason.unwrap_or(RejectReason::Shortage);
-                        if let Some(s) = sign_off.write().as_mut()
-                            && let Err(problem) = s.reject(line.line_no, base, reason)
-                        {
-                            error.set(Some(problem.to_string()));
-                        }
-                    }
-                }
-                select {
-                    onchange: move |e| {
-                        let reason = REASONS.get(e.value().parse::<usize>().unwrap_or(0)).copied().unwrap_or(RejectReason::Other);
-                        if let Some(s) = sign_off.write().as_mut() {
-                            let base = s.lines.iter().find(|l| l.line_no == line.line_no).map_or(0, |l| l.rejected_base);
-                            let _ = s.reject(line.line_no, base, reason);
-                        }
-                    },
-                    for (n, reason) in REASONS.iter().enumerate() {
-                        option { value: "{n}", selected: line.reason == Some(*reason), {lang.reason(*reason)} }
-                    }
-                }
-            }
-        }
-        p { {lang.t(Key::SignHere)} }
-        svg {
-            id: "xl-pad", class: "xl-pad", view_box: "0 0 {PAD_W} {PAD_H}",
-            onpointerdown: move |e| {
-                drawing.set(true);
-                let p = e.element_coordinates();
-                point(p.x, p.y, true);
-            },
-            onpointermove: move |e| {
-                if drawing() {
-                    let p = e.element_coordinates();
-                    point(p.x, p.y, false);
+        LineChecks {
+            lines: current.lines.clone(), lang,
+            on_change: move |(line_no, base, reason): Refusal| {
+                if let Some(s) = sign_off.write().as_mut()
+                    && let Err(problem) = s.reject(line_no, base, reason)
+                {
+                    error.set(Some(problem.to_string()));
                 }
             },
-            onpointerup: move |_| drawing.set(false),
-            onpointerleave: move |_| drawing.set(false),
-            for (n, points) in lines.into_iter().enumerate() {
-                polyline { key: "{n}", points: "{points}" }
-            }
         }
-        button {
-            onclick: move |_| {
-                strokes.set(Vec::new());
+        SignaturePad {
+            width: PAD_W, height: PAD_H, lang,
+            on_point: move |p: PadPoint| {
+                let t = if p.begin {
+                    started.set(js_now());
+                    0
+                } else {
+                    (js_now() - started()).max(0.0) as u32
+                };
+                if let Some(s) = sign_off.write().as_mut() {
+                    if p.begin {
+                        s.signature.begin_stroke();
+                    }
+                    s.signature.add_point(StrokePoint { x: p.x, y: p.y, t_ms: t, pressure: 0.5 });
+                }
+            },
+            on_clear: move |_| {
                 if let Some(s) = sign_off.write().as_mut() {
                     s.signature.clear();
                 }
             },
-            {lang.t(Key::Clear)}
         }
         button { id: "xl-confirm", class: "xl-primary", disabled: !current.ready(), onclick: submit, {lang.t(Key::Confirm)} }
         if let Some(message) = error() {
@@ -458,14 +396,6 @@ pub(crate) fn ReceiptScreen(api: Client, receipt: Receipt, lang: Lang, on_done: 
             None => rsx! {},
         }
         button { id: "xl-receipt-done", onclick: move |_| on_done.call(()), {lang.t(Key::Back)} }
-    }
-}
-
-/// The unit of a base quantity: grams or pieces.
-fn base_unit(lang: Lang, dimension: xianlu_domain::Dimension) -> &'static str {
-    match dimension {
-        xianlu_domain::Dimension::Grams => lang.unit(xianlu_domain::Unit::G),
-        xianlu_domain::Dimension::Pieces => lang.unit(xianlu_domain::Unit::Piece),
     }
 }
 

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+use xianlu_domain::operations::{CourierRoute, PlannedKind, PlannedStop};
 use xianlu_domain::wire::LatLng;
 use xianlu_domain::{
     Command, CourierId, MerchantId, Order, OrderId, OrderNumber, Status, TemperatureClass, WarehouseId,
@@ -41,42 +42,6 @@ fn stranded(order: &Order) -> bool {
 }
 /// How far ahead a plan looks.
 const HORIZON: TimeDelta = TimeDelta::hours(14);
-
-/// What a courier does at a stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum PlannedKind {
-    /// Leave the order with its customer.
-    #[default]
-    Delivery,
-    /// Collect the order from a van that stopped.
-    Pickup,
-}
-
-/// A stop on a courier's planned route.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PlannedStop {
-    #[serde(default)]
-    pub kind: PlannedKind,
-    pub order_id: OrderId,
-    pub order_number: OrderNumber,
-    pub location: LatLng,
-    pub planned_arrival: DateTime<Utc>,
-    /// When the stop is left again (after unloading).
-    pub planned_departure: DateTime<Utc>,
-}
-
-/// A courier's route as planned.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CourierRoute {
-    pub courier_id: CourierId,
-    pub plan_id: Uuid,
-    pub planned_at: DateTime<Utc>,
-    pub start: LatLng,
-    pub stops: Vec<PlannedStop>,
-}
 
 /// An order the plan could not take, and why (a stable code).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -200,7 +200,7 @@ pub struct RouteQuery {
 /// A courier's planned route: ordered stops with planned times, as JSON or as
 /// GeoJSON (the start and the stops as points, the visiting order as a line).
 #[utoipa::path(get, path = "/couriers/{id}/route", tag = "dispatch", params(("id" = String, Path), RouteQuery),
-    responses((status = 200, body = crate::operations::dispatch::CourierRoute), (status = 404, body = Problem)))]
+    responses((status = 200, body = xianlu_domain::operations::CourierRoute), (status = 404, body = Problem)))]
 pub async fn courier_route(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,

@@ -325,7 +325,7 @@ impl Operations {
     ) -> ApiResult<()> {
         let Some(route) = self.route(courier).await? else { return Ok(()) };
         let radius = f64::from(radius_m);
-        for stop in route.stops.iter().filter(|s| s.kind == dispatch::PlannedKind::Pickup) {
+        for stop in route.stops.iter().filter(|s| s.kind == xianlu_domain::operations::PlannedKind::Pickup) {
             let Some(order) = orders.iter().find(|o| o.id == stop.order_id && o.status == Status::Delivering) else {
                 continue;
             };
@@ -577,7 +577,7 @@ impl Operations {
         };
         // The planned route's order where there is one, then the order of assignment.
         let route = self.route(courier).await?.map(|r| r.stops).unwrap_or_default();
-        let place = |order: &Order, kind: dispatch::PlannedKind| {
+        let place = |order: &Order, kind: xianlu_domain::operations::PlannedKind| {
             route.iter().position(|s| s.order_id == order.id && s.kind == kind).unwrap_or(usize::MAX)
         };
         let mut stops = Vec::new();
@@ -587,17 +587,19 @@ impl Operations {
             }
             let key = |kind| (place(&order, kind), assigned.get(&order.id.uuid()).copied().unwrap_or(i64::MAX));
             // Goods still in a stopped van: the way there, and the transfer, come first.
-            let pickup = route.iter().find(|s| s.order_id == order.id && s.kind == dispatch::PlannedKind::Pickup);
+            let pickup = route
+                .iter()
+                .find(|s| s.order_id == order.id && s.kind == xianlu_domain::operations::PlannedKind::Pickup);
             if let Some(pickup) = pickup
                 && !visited(&order, "GOODS_COLLECTED")
             {
                 stops.push((
-                    key(dispatch::PlannedKind::Pickup),
+                    key(xianlu_domain::operations::PlannedKind::Pickup),
                     Stop { order: order.clone(), at: pickup.location, collect: true },
                 ));
             }
             if let Some(at) = self.customer_location(order.customer_id).await? {
-                let key = key(dispatch::PlannedKind::Delivery);
+                let key = key(xianlu_domain::operations::PlannedKind::Delivery);
                 stops.push((key, Stop { order, at, collect: false }));
             }
         }

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use xianlu_domain::evidence::{EvidenceRecord, EvidenceUpload, PositionBatch, PositionFix, PositionReceipt};
+use xianlu_domain::operations::{CourierDuty, CourierRoute, DutyChange};
 use xianlu_domain::wire::{
     API_VERSION, API_VERSION_HEADER, CommandRequest, LatLng, OrderPage, OrderView, Problem, RoadTile, StockLevel,
     StreamEvent,
@@ -418,6 +419,28 @@ impl ApiClient {
         let body = serde_json::json!({"kind": kind, "note": note});
         self.call(Method::POST, &format!("/api/v1/couriers/{courier}/exceptions"), Some(&body), Some(idempotency_key))
             .await
+    }
+
+    // ---- a courier's day ---------------------------------------------
+
+    /// The courier's planned route: stops in order with planned times
+    /// (`None` while the planner has given them nothing).
+    pub async fn courier_route(&self, courier: CourierId) -> CoreResult<Option<CourierRoute>> {
+        match self.call(Method::GET, &format!("/api/v1/couriers/{courier}/route"), None::<&()>, None).await {
+            Ok(route) => Ok(Some(route)),
+            Err(CoreError::Server { problem }) if problem.status == 404 => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    pub async fn duty(&self, courier: CourierId) -> CoreResult<CourierDuty> {
+        self.call(Method::GET, &format!("/api/v1/couriers/{courier}/duty"), None::<&()>, None).await
+    }
+
+    /// Goes on duty (until a shift end, if given) or off duty; off duty is
+    /// refused (`goods_aboard`) while goods are still in the van.
+    pub async fn set_duty(&self, courier: CourierId, change: &DutyChange) -> CoreResult<CourierDuty> {
+        self.call(Method::PUT, &format!("/api/v1/couriers/{courier}/duty"), Some(change), None).await
     }
 
     // ---- stock --------------------------------------------------------

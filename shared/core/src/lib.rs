@@ -27,6 +27,7 @@
 
 pub mod api;
 pub mod cache;
+pub mod courier;
 pub mod error;
 pub mod location;
 pub mod outbox;

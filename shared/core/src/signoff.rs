@@ -6,11 +6,13 @@
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use xianlu_domain::wire::{CommandRequest, OrderView};
+use xianlu_domain::wire::{CommandRequest, LatLng, OrderView};
 use xianlu_domain::{Command, Dimension, Fen, LineAcceptance, OrderId, OrderNumber, RejectReason, Status, Unit};
 
 use crate::api::ApiClient;
 use crate::error::{CoreError, CoreResult};
+use crate::outbox::Operation;
+use crate::report::{AttachedPhoto, sign_off_operations};
 use crate::signature::SignatureCapture;
 
 /// One line as the customer checks it.
@@ -130,6 +132,19 @@ impl SignOff {
     /// Whether it can be sent: something signed.
     pub fn ready(&self) -> bool {
         !self.signature.is_empty()
+    }
+
+    /// The sign-off as outbox operations (a courier's device at the door:
+    /// works offline): the signature, the photo of the signed paper note if
+    /// taken, then `SIGN` naming the signature.
+    pub fn operations(
+        &self,
+        now: DateTime<Utc>,
+        position: Option<LatLng>,
+        delivery_note: Option<&AttachedPhoto>,
+    ) -> CoreResult<Vec<Operation>> {
+        let evidence = self.signature.finish(now, position)?;
+        Ok(sign_off_operations(self.order_id, &evidence, self.rejections(), delivery_note))
     }
 
     /// Uploads the signature and signs the order (one idempotency key for

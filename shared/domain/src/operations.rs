@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::machine::{Event, EventKind, Rejection};
 use crate::order::{Order, Status, TimeWindow};
+use crate::wire::LatLng;
 use crate::{CourierId, CustomerId, MerchantId, OrderId, OrderNumber};
 
 /// What a rule watches for.
@@ -476,4 +477,43 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", rule.as_str()));
         }
     }
+}
+
+/// What a courier does at a stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PlannedKind {
+    /// Leave the order with its customer.
+    #[default]
+    Delivery,
+    /// Collect the order from a van that stopped.
+    Pickup,
+}
+
+/// A stop on a courier's planned route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedStop {
+    #[serde(default)]
+    pub kind: PlannedKind,
+    pub order_id: OrderId,
+    pub order_number: OrderNumber,
+    pub location: LatLng,
+    pub planned_arrival: DateTime<Utc>,
+    /// When the stop is left again (after unloading).
+    pub planned_departure: DateTime<Utc>,
+}
+
+/// A courier's route as planned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct CourierRoute {
+    pub courier_id: CourierId,
+    pub plan_id: Uuid,
+    pub planned_at: DateTime<Utc>,
+    pub start: LatLng,
+    pub stops: Vec<PlannedStop>,
 }

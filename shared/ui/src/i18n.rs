@@ -82,6 +82,53 @@ impl Lang {
             Key::Submitted => ("已提交，商家会尽快处理", "Sent; the merchant will follow up"),
             Key::Matters => ("售后记录", "After-sales matters"),
             Key::Photos => ("照片", "Photos"),
+            Key::OnDuty => ("上班中", "On duty"),
+            Key::OffDuty => ("未上班", "Off duty"),
+            Key::GoOnDuty => ("上班", "Go on duty"),
+            Key::GoOffDuty => ("下班", "Go off duty"),
+            Key::SharingLocation => ("正在共享位置", "Sharing location"),
+            Key::Today => ("今日配送", "Today's stops"),
+            Key::NoStops => ("暂无配送任务", "Nothing to deliver yet"),
+            Key::Cold => ("冷链", "Cold chain"),
+            Key::OfflineBanner => ("离线：操作已保存在本机", "Offline: your changes are kept on this phone"),
+            Key::ChangesWaiting => ("条待同步", "changes waiting to sync"),
+            Key::NeedsAttention => ("需要处理", "Needs attention"),
+            Key::PickUp => ("已取货，出发", "Picked up"),
+            Key::Arrived => ("已到达", "Arrived"),
+            Key::DeliverNow => ("交付签收", "Deliver"),
+            Key::FailedAttempt => ("未能送达", "Could not deliver"),
+            Key::DropOff => ("放在门口（拍照）", "Leave at the door (photo)"),
+            Key::Report => ("上报异常", "Report a problem"),
+            Key::Map => ("地图", "Map"),
+            Key::Planned => ("计划到达", "Planned"),
+            Key::NewOrder => ("新订单", "New order"),
+            Key::HandedToYou => ("转派给你，请到事故车辆处取货", "Handed to you: collect it at the stopped van"),
+            Key::TakenAway => ("已转给其他配送员", "Given to another courier"),
+            Key::Call => ("拨打电话", "Call"),
+            Key::CopyAddress => ("复制地址", "Copy address"),
+            Key::Navigate => ("导航", "Navigate"),
+            Key::Notes => ("备注", "Notes"),
+            Key::DeliveryNotePhoto => ("签收单照片（可选）", "Photo of the signed note (optional)"),
+            Key::Reason => ("原因", "Reason"),
+            Key::Retry => ("重新发送", "Send again"),
+            Key::Discard => ("放弃此操作", "Give it up"),
+            Key::ConfirmQuestion => ("确认？", "Confirm?"),
+            Key::Yes => ("确认", "Yes"),
+            Key::Cancel => ("取消", "Cancel"),
+            Key::Done => ("已完成", "Done"),
+            Key::Collect => ("接驳取货", "Collect from the van"),
+            Key::Dismiss => ("知道了", "OK"),
+            Key::Saved => ("已记录，联网后自动同步", "Saved; it syncs by itself"),
+            Key::Weight => ("重量", "Weight"),
+            Key::Waiting => ("待同步", "Waiting to sync"),
+            Key::Contact => ("联系人", "Contact"),
+            Key::WaitingForOffice => ("等待商家安排再次配送或退货", "Waiting for the office: redelivery or return"),
+            Key::ReturnToWarehouse => ("退回仓库", "Return to the warehouse"),
+            Key::Send => ("发送", "Send"),
+            Key::WhatToDo => ("处理建议", "What to do"),
+            Key::Position => ("当前位置", "Position"),
+            Key::Refresh => ("刷新", "Refresh"),
+            Key::LogOut => ("退出登录", "Log out"),
         };
         match self {
             Lang::Zh => zh,
@@ -184,6 +231,45 @@ impl Lang {
         }
     }
 
+    /// A reason on the courier's "report a problem" list.
+    pub fn report_reason(self, reason: xianlu_core::report::ExceptionReason) -> &'static str {
+        use xianlu_core::report::ExceptionReason as R;
+        let (zh, en) = match reason {
+            R::TrafficAccident => ("交通事故", "Traffic accident"),
+            R::VehicleBreakdown => ("车辆故障", "Vehicle breakdown"),
+            R::CustomerAbsent => ("客户不在", "Customer absent"),
+            R::CustomerClosed => ("店铺未营业", "Closed"),
+            R::CustomerRefused => ("客户拒收", "Customer refused"),
+            R::GoodsDamaged => ("货物破损", "Goods damaged"),
+            R::TemperatureProblem => ("温度异常", "Temperature problem"),
+            R::WrongAddress => ("地址有误", "Wrong address"),
+            R::Other => ("其他", "Other"),
+        };
+        match self {
+            Lang::Zh => zh,
+            Lang::En => en,
+        }
+    }
+
+    /// What to do about a change the server refused.
+    pub fn next_step(self, step: xianlu_core::NextStep) -> &'static str {
+        use xianlu_core::NextStep as N;
+        let (zh, en) = match step {
+            N::RetryLater => ("稍后会自动重试", "It is retried by itself"),
+            N::LogIn => ("请重新登录", "Log in again"),
+            N::Reload => ("订单已变化，请刷新后重新操作", "The order changed: refresh and decide again"),
+            N::FixRequest => ("内容有误，请修改后重新操作", "Something is wrong with it: do it again"),
+            N::NotAllowed => ("你无权进行此操作，请联系商家", "You may not do this: call the office"),
+            N::Gone => ("订单已转给他人或不存在，可放弃此操作", "The order is no longer yours: give the change up"),
+            N::UpdateApp => ("请更新应用", "Update the app"),
+            N::CheckDevice => ("手机存储异常，请联系商家", "The phone's storage failed: call the office"),
+        };
+        match self {
+            Lang::Zh => zh,
+            Lang::En => en,
+        }
+    }
+
     pub fn unit(self, unit: Unit) -> &'static str {
         match self {
             Lang::Zh => unit.label_zh(),
@@ -247,6 +333,53 @@ pub enum Key {
     Submitted,
     Matters,
     Photos,
+    OnDuty,
+    OffDuty,
+    GoOnDuty,
+    GoOffDuty,
+    SharingLocation,
+    Today,
+    NoStops,
+    Cold,
+    OfflineBanner,
+    ChangesWaiting,
+    NeedsAttention,
+    PickUp,
+    Arrived,
+    DeliverNow,
+    FailedAttempt,
+    DropOff,
+    Report,
+    Map,
+    Planned,
+    NewOrder,
+    HandedToYou,
+    TakenAway,
+    Call,
+    CopyAddress,
+    Navigate,
+    Notes,
+    DeliveryNotePhoto,
+    Reason,
+    Retry,
+    Discard,
+    ConfirmQuestion,
+    Yes,
+    Cancel,
+    Done,
+    Collect,
+    Dismiss,
+    Saved,
+    Weight,
+    Waiting,
+    Contact,
+    WaitingForOffice,
+    ReturnToWarehouse,
+    Send,
+    WhatToDo,
+    Position,
+    Refresh,
+    LogOut,
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 pub mod i18n;
 pub mod map;
 pub mod order;
+pub mod signoff;
 pub mod timeline;
 
 pub use i18n::Lang;
