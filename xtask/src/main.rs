@@ -34,6 +34,10 @@ const APT_PACKAGES: &[&str] = &[
     "libgtk-3-dev",
     "libsoup-3.0-dev",
     "libxdo-dev",
+    // The courier app's desktop window under a virtual display: typed into, captured.
+    "xvfb",
+    "xdotool",
+    "x11-apps",
     // Browser tests of the web builds, and what their pages need.
     "chromium",
     "fonts-noto-cjk",
@@ -415,6 +419,7 @@ fn run_tests(timings: &mut Vec<(String, Duration)>) -> Result<()> {
         (web, courier_web) = web_builds()?;
         Ok(())
     })?;
+    stage("courier desktop app", timings, || run(cargo().args(["build", "--locked", "-p", "xianlu-courier"])))?;
     stage("build tests", timings, || run(cargo().args(["nextest", "run", "--workspace", "--locked", "--no-run"])))?;
     stage("start PostgreSQL", timings, ensure_postgres)?;
     let run_db = RunDatabase::create()?;
@@ -425,6 +430,7 @@ fn run_tests(timings: &mut Vec<(String, Duration)>) -> Result<()> {
             .env("TEST_XIANLU_POSTGRES_URL", &admin_url)
             .env("TEST_XIANLU_CUSTOMER_WEB", &web)
             .env("TEST_XIANLU_COURIER_WEB", &courier_web)
+            .env("TEST_XIANLU_COURIER_DESKTOP", target_dir().join("debug/xianlu-courier"))
             .env("TEST_XIANLU_DB_PREFIX", &run_db.name))
     })?;
     drop(run_db);

@@ -123,10 +123,10 @@ fn LogIn(session: Signal<Option<Session>>, lang: Lang) -> Element {
     };
     rsx! {
         div { class: "xl-form",
-            label { {lang.t(Key::Server)} input { id: "xl-server", value: "{server}", oninput: move |e| server.set(e.value()) } }
-            label { {lang.t(Key::Username)} input { id: "xl-username", value: "{username}", oninput: move |e| username.set(e.value()) } }
+            label { {lang.t(Key::Server)} input { id: "xl-server", initial_value: "{server}", oninput: move |e| server.set(e.value()) } }
+            label { {lang.t(Key::Username)} input { id: "xl-username", oninput: move |e| username.set(e.value()) } }
             label { {lang.t(Key::Password)}
-                input { id: "xl-password", r#type: "password", value: "{password}", oninput: move |e| password.set(e.value()) }
+                input { id: "xl-password", r#type: "password", oninput: move |e| password.set(e.value()) }
             }
             button { id: "xl-login", class: "xl-primary", disabled: busy(), onclick: submit, {lang.t(Key::LogIn)} }
             if let Some(message) = error() {

@@ -340,7 +340,12 @@ fn StopScreen(day: CourierDay, session: Session, id: OrderId, view: Signal<View>
         div { class: "xl-order",
             if let Some(contact) = order.contact.as_ref() {
                 p { {lang.t(Key::Contact)} ": {contact.name} · "
-                    a { id: "xl-call", href: platform::dial_link(&contact.phone), "{lang.t(Key::Call)} {contact.phone}" }
+                    // The full number only while this courier is delivering the order.
+                    if contact.phone.contains('*') {
+                        span { class: "xl-muted", "{contact.phone}" }
+                    } else {
+                        a { id: "xl-call", href: platform::dial_link(&contact.phone), "{lang.t(Key::Call)} {contact.phone}" }
+                    }
                 }
             }
             if let Some(at) = location {

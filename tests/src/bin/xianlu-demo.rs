@@ -289,6 +289,11 @@ async fn main() -> Result<()> {
         "\nTracking link (any browser, no login; the order out for delivery):\n  {base}{}",
         link["path"].as_str().unwrap_or_default()
     );
+    println!(
+        "\nThe apps:\n  {base}/courier   the courier app in a browser (log in as courier.li)\n  \
+         {base}/app       the customer app (log in as the customer)\n  \
+         XIANLU_SERVER={base} cargo run -p xianlu-courier    the courier app's desktop window"
+    );
     let host = base.trim_start_matches("http://");
     println!(
         "\nTry it:\n  {base}/api/v1/docs   the API\n  \
