@@ -38,7 +38,7 @@ impl PartialEq for Session {
 }
 
 /// The store key of the saved login (natively: in the app's own SQLite file).
-const SAVED_SESSION: &str = "courier.session";
+pub(crate) const SAVED_SESSION: &str = "courier.session";
 
 fn default_server() -> String {
     #[cfg(feature = "web")]
@@ -60,6 +60,7 @@ fn start(api: ApiClient) -> Result<Session, String> {
 /// The login an earlier run kept: the app opens on the day even with no network.
 fn restore() -> Option<Session> {
     let store = platform::open_store().ok()?;
+    // Empty once the courier logged out.
     let saved: xianlu_core::Session = serde_json::from_str(&store.meta(SAVED_SESSION).ok()??).ok()?;
     let server = store.meta("courier.server").ok()??;
     let api = ApiClient::new(&server).ok()?;
@@ -70,13 +71,13 @@ fn restore() -> Option<Session> {
 #[component]
 fn App() -> Element {
     let lang = use_signal(Lang::default);
-    let session: Signal<Option<Session>> = use_signal(|| if cfg!(feature = "web") { None } else { restore() });
+    let mut session: Signal<Option<Session>> = use_signal(|| if cfg!(feature = "web") { None } else { restore() });
     rsx! {
         style { {STYLE} }
         main { class: "xl-page",
             match session() {
                 None => rsx! { Bar { lang } LogIn { session, lang: lang() } },
-                Some(s) => rsx! { screens::Day { session: s, lang } },
+                Some(s) => rsx! { screens::Day { session: s, lang, on_out: move |_| session.set(None) } },
             }
         }
     }

@@ -34,7 +34,7 @@ const PAD_W: f32 = 400.0;
 const PAD_H: f32 = 200.0;
 
 #[component]
-pub fn Day(session: Session, lang: Signal<Lang>) -> Element {
+pub fn Day(session: Session, lang: Signal<Lang>, on_out: EventHandler<()>) -> Element {
     let courier = session.0.clone();
     let mut day = use_signal(|| courier.day());
     let view = use_signal(|| View::Today);
@@ -92,7 +92,10 @@ pub fn Day(session: Session, lang: Signal<Lang>) -> Element {
             p { id: "xl-saved", class: "xl-banner xl-banner-good", onclick: move |_| saved.set(false), {l.t(Key::Saved)} }
         }
         match view() {
-            View::Today => rsx! { Today { day: current, view, lang: l } },
+            View::Today => rsx! {
+                Today { day: current.clone(), view, lang: l }
+                LogOut { session: session.clone(), waiting: current.waiting, lang: l, on_out }
+            },
             View::Map => rsx! { DayMap { day: current, session: session.clone(), view, lang: l } },
             View::Stop(id) => rsx! { StopScreen { day: current, session: session.clone(), id, view, lang: l } },
             View::Deliver(id) => rsx! { DeliverScreen { day: current, session: session.clone(), id, view, lang: l, on_done: done } },
@@ -208,8 +211,8 @@ fn Today(day: CourierDay, view: Signal<View>, lang: Lang) -> Element {
     }
 }
 
-/// Road lines by class, and the credit their data asks for.
-type Roads = (Vec<(String, Vec<LatLng>)>, Option<String>);
+/// Road lines by class, the credit their data asks for, the deployment's tile service.
+type Roads = (Vec<(String, Vec<LatLng>)>, Option<String>, Option<String>);
 /// The road from where the courier was to the next stop: (from, to), line.
 type Leg = (Option<(LatLng, LatLng)>, Vec<LatLng>);
 
@@ -217,7 +220,7 @@ type Leg = (Option<(LatLng, LatLng)>, Vec<LatLng>);
 #[component]
 fn DayMap(day: CourierDay, session: Session, view: Signal<View>, lang: Lang) -> Element {
     let mut view = view;
-    let mut roads: Signal<Roads> = use_signal(|| (Vec::new(), None));
+    let mut roads: Signal<Roads> = use_signal(|| (Vec::new(), None, None));
     let mut route: Signal<Leg> = use_signal(|| (None, Vec::new()));
     let stops: Vec<LatLng> = day.stops.iter().filter_map(|s| s.location).collect();
     let next = day.next_stop().and_then(|s| s.location);
@@ -230,7 +233,11 @@ fn DayMap(day: CourierDay, session: Session, view: Signal<View>, lang: Lang) -> 
         if let Some(bbox) = frame {
             spawn(async move {
                 if let Ok(tile) = api.map_roads(bbox, 15).await {
-                    roads.set((xianlu_core::tracking::road_lines(&tile), tile.attribution.clone()));
+                    roads.set((
+                        xianlu_core::tracking::road_lines(&tile),
+                        tile.attribution.clone(),
+                        tile.tile_url.clone(),
+                    ));
                 }
             });
         }
@@ -248,7 +255,7 @@ fn DayMap(day: CourierDay, session: Session, view: Signal<View>, lang: Lang) -> 
             });
         }
     }
-    let (lines, attribution) = roads();
+    let (lines, attribution, tile_url) = roads();
     let layers = MapLayers {
         roads: lines,
         trail: Vec::new(),
@@ -257,6 +264,7 @@ fn DayMap(day: CourierDay, session: Session, view: Signal<View>, lang: Lang) -> 
         destination: next,
         stops,
         attribution,
+        tile_url,
     };
     rsx! {
         nav { class: "xl-tabs",
@@ -597,6 +605,29 @@ fn DropOffScreen(
         button { id: "xl-drop-send", class: "xl-primary", disabled: photo.read().is_none(), onclick: submit, {lang.t(Key::Send)} }
         if let Some(message) = error() {
             p { class: "xl-error", "{message}" }
+        }
+    }
+}
+
+/// Logs out, once nothing is waiting to be sent (the changes belong to this courier).
+#[component]
+fn LogOut(session: Session, waiting: usize, lang: Lang, on_out: EventHandler<()>) -> Element {
+    let out = move |_| {
+        let s = session.0.clone();
+        spawn(async move {
+            s.stop();
+            let _ = s.api().logout().await;
+            if let Ok(store) = platform::open_store() {
+                let _ = store.set_meta(crate::SAVED_SESSION, "");
+            }
+            on_out.call(());
+        });
+    };
+    rsx! {
+        if waiting > 0 {
+            p { class: "xl-muted", "{waiting} {lang.t(Key::ChangesWaiting)}" }
+        } else {
+            button { id: "xl-logout", class: "xl-logout", onclick: out, {lang.t(Key::LogOut)} }
         }
     }
 }

@@ -49,6 +49,7 @@ mod installed;
 pub(crate) struct Roads {
     lines: Vec<(String, Vec<xianlu_domain::wire::LatLng>)>,
     attribution: Option<String>,
+    tile_url: Option<String>,
     /// The road from the courier to the door, while out for delivery.
     route: Vec<xianlu_domain::wire::LatLng>,
 }
@@ -173,6 +174,7 @@ pub(crate) fn follow_screen(
                     let mut r = roads.write();
                     r.lines = xianlu_core::tracking::road_lines(&tile);
                     r.attribution = tile.attribution.clone();
+                    r.tile_url = tile.tile_url.clone();
                 }
             });
         }
@@ -243,6 +245,7 @@ fn Tracked(screen: TrackingScreen, roads: Roads, lang: Lang, now: chrono::DateTi
         destination: map.destination,
         stops: Vec::new(),
         attribution: roads.attribution.clone(),
+        tile_url: roads.tile_url.clone(),
     };
     let seen = map.seconds_since_seen(now);
     let reconnecting = !matches!(screen.connection, ConnectionState::Live) && !view.status.is_terminal();

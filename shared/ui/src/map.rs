@@ -19,6 +19,9 @@ pub struct MapLayers {
     pub stops: Vec<LatLng>,
     /// The credit the map data requires, e.g. "© OpenStreetMap contributors".
     pub attribution: Option<String>,
+    /// A raster tile service's URL template (`…/{z}/{x}/{y}.png`, WGS-84 web
+    /// mercator), drawn under the roads where a deployment has one.
+    pub tile_url: Option<String>,
 }
 
 const WIDTH: f64 = 1000.0;
@@ -78,6 +81,35 @@ fn road_width(class: &str) -> &'static str {
     }
 }
 
+/// The raster tiles covering a box: (url, west, south, east, north), at most 36.
+pub fn tiles(template: &str, bbox: [f64; 4]) -> Vec<(String, [f64; 4])> {
+    use std::f64::consts::PI;
+    let width = (bbox[2] - bbox[0]).max(1e-6);
+    // About four tiles across the map.
+    let z = (4.0 * 360.0 / width).log2().floor().clamp(0.0, 19.0) as u32;
+    let n = f64::from(1u32 << z);
+    let x_of = |lng: f64| ((lng + 180.0) / 360.0 * n).floor().clamp(0.0, n - 1.0) as u32;
+    let y_of = |lat: f64| {
+        let r = lat.clamp(-85.0, 85.0).to_radians();
+        ((1.0 - (r.tan() + 1.0 / r.cos()).ln() / PI) / 2.0 * n).floor().clamp(0.0, n - 1.0) as u32
+    };
+    let lng_of = |x: u32| f64::from(x) / n * 360.0 - 180.0;
+    let lat_of = |y: u32| (PI * (1.0 - 2.0 * f64::from(y) / n)).sinh().atan().to_degrees();
+    let (x0, x1, y0, y1) = (x_of(bbox[0]), x_of(bbox[2]), y_of(bbox[3]), y_of(bbox[1]));
+    let mut out = Vec::new();
+    for x in x0..=x1 {
+        for y in y0..=y1 {
+            if out.len() == 36 {
+                return out;
+            }
+            let url =
+                template.replace("{z}", &z.to_string()).replace("{x}", &x.to_string()).replace("{y}", &y.to_string());
+            out.push((url, [lng_of(x), lat_of(y + 1), lng_of(x + 1), lat_of(y)]));
+        }
+    }
+    out
+}
+
 /// The map. `focus` are the points it frames (the destination and the courier, say).
 #[component]
 pub fn MapView(layers: MapLayers, focus: Vec<LatLng>, label: String) -> Element {
@@ -94,6 +126,20 @@ pub fn MapView(layers: MapLayers, focus: Vec<LatLng>, label: String) -> Element 
     let stops: Vec<(f64, f64)> = layers.stops.iter().map(|p| projection.xy(*p)).collect();
     let courier = layers.courier.map(|p| projection.xy(p));
     let destination = layers.destination.map(|p| projection.xy(p));
+    let tiles: Vec<(String, f64, f64, f64, f64)> = layers
+        .tile_url
+        .as_deref()
+        .map(|template| {
+            tiles(template, bbox)
+                .into_iter()
+                .map(|(url, [w, s, e, n])| {
+                    let (x0, y0) = projection.xy(LatLng { lat: n, lng: w });
+                    let (x1, y1) = projection.xy(LatLng { lat: s, lng: e });
+                    (url, x0, y0, x1 - x0, y1 - y0)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     rsx! {
         figure { class: "xl-map",
             svg {
@@ -103,6 +149,9 @@ pub fn MapView(layers: MapLayers, focus: Vec<LatLng>, label: String) -> Element 
                 view_box: "{view_box}",
                 preserve_aspect_ratio: "xMidYMid meet",
                 rect { class: "xl-map-ground", x: "0", y: "0", width: "{WIDTH}", height: "{height:.0}" }
+                for (url, x, y, w, h) in tiles {
+                    image { class: "xl-map-tile", href: "{url}", x: "{x:.1}", y: "{y:.1}", width: "{w:.1}", height: "{h:.1}", preserve_aspect_ratio: "none" }
+                }
                 g { class: "xl-map-roads",
                     for (points, width) in roads {
                         polyline { points: "{points}", stroke_width: "{width}" }
@@ -147,6 +196,19 @@ mod tests {
         let one = frame(&[a], 0.25).unwrap_or_default();
         assert!(one[3] - one[1] >= 0.01 && one[2] - one[0] >= 0.01, "{one:?}");
         assert!(frame(&[], 0.25).is_none());
+    }
+
+    #[test]
+    fn tiles_cover_the_box_at_a_zoom_that_fits_it() {
+        let bbox = [116.40, 39.90, 116.44, 39.93];
+        let found = tiles("https://tiles.example/{z}/{x}/{y}.png", bbox);
+        assert!(!found.is_empty() && found.len() <= 36, "{}", found.len());
+        assert!(found[0].0.starts_with("https://tiles.example/15/"), "{}", found[0].0);
+        let west = found.iter().map(|t| t.1[0]).fold(f64::MAX, f64::min);
+        let south = found.iter().map(|t| t.1[1]).fold(f64::MAX, f64::min);
+        let east = found.iter().map(|t| t.1[2]).fold(f64::MIN, f64::max);
+        let north = found.iter().map(|t| t.1[3]).fold(f64::MIN, f64::max);
+        assert!(west <= bbox[0] && south <= bbox[1] && east >= bbox[2] && north >= bbox[3]);
     }
 
     #[test]
