@@ -310,13 +310,13 @@ async fn the_desktop_app_logs_in_under_xvfb_and_keeps_the_day_on_the_device() ->
     let cached = loop {
         let found = db.exists()
             && rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .and_then(|c| {
+                .map(|c| {
                     let session: Option<String> =
                         c.query_row("SELECT value FROM meta WHERE key = 'courier.session'", [], |r| r.get(0)).ok();
                     let orders: i64 = c
                         .query_row("SELECT count(*) FROM order_cache WHERE id = ?1", [&order], |r| r.get(0))
                         .unwrap_or(0);
-                    Ok(session.is_some() && orders == 1)
+                    session.is_some_and(|s| !s.is_empty()) && orders == 1
                 })
                 .unwrap_or(false);
         if found || std::time::Instant::now() > deadline {
