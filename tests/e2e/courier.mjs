@@ -11,19 +11,13 @@
 // up the second order and reports it damaged (REPORTED).
 //
 // Screenshots go to OUT_DIR. Exit 0 when everything was seen.
-import { chromium } from 'playwright-core';
+import { finish, launch, phonePage } from './browser.mjs';
 
 const [url, out, user, password, notePhoto] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-         '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 const failures = [];
 try {
-  const page = await browser.newPage({ viewport: { width: 412, height: 860 }, deviceScaleFactor: 2, locale: 'zh-CN', timezoneId: 'Asia/Shanghai' });
-  page.on('pageerror', (e) => failures.push(`page error: ${e.message}`));
+  const page = await phonePage(browser, failures);
   const shot = (name) => page.screenshot({ path: `${out}/courier-${name}.png`, fullPage: true });
   const text = async (selector) => (await page.locator(selector).first().textContent()).trim();
 
@@ -113,7 +107,4 @@ try {
 } finally {
   await browser.close();
 }
-if (failures.length) {
-  console.error(failures.join('\n'));
-  process.exit(1);
-}
+finish(failures);

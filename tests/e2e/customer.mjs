@@ -19,15 +19,10 @@
 // Screenshots go to OUT_DIR. Exit 0 when everything was seen.
 import fs from 'node:fs';
 import zlib from 'node:zlib';
-import { chromium } from 'playwright-core';
+import { finish, launch, phonePage } from './browser.mjs';
 
 const [mode, url, out, user, password] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-         '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 const failures = [];
 
 // Signs on the sign-off screen's pad with mouse strokes, confirms, and
@@ -75,9 +70,7 @@ function pngFile(path) {
   return path;
 }
 try {
-  // A phone-sized window.
-  const page = await browser.newPage({ viewport: { width: 412, height: 860 }, deviceScaleFactor: 2, locale: 'zh-CN' });
-  page.on('pageerror', (e) => failures.push(`page error: ${e.message}`));
+  const page = await phonePage(browser, failures);
   const shot = (name) => page.screenshot({ path: `${out}/${name}.png`, fullPage: true });
   await page.goto(url);
   if (mode === 'signoff') {
@@ -174,8 +167,5 @@ try {
 } finally {
   await browser.close();
 }
-if (failures.length) {
-  console.error(failures.join('\n'));
-  process.exit(1);
-}
+finish(failures);
 console.log('OK');

@@ -197,6 +197,28 @@ impl TestServer {
         self.restart().await
     }
 
+    /// A server on SQLite that serves the apps' web builds (from
+    /// `TEST_XIANLU_CUSTOMER_WEB` and `TEST_XIANLU_COURIER_WEB`, which `cargo
+    /// xtask test` sets; `needed` names the one the test cannot do without)
+    /// over a generated city on this part of Beijing, for the maps' roads.
+    /// `exe` is the server under test, as for [`TestServer::import_map`].
+    pub async fn serving_apps(exe: &str, needed: &str) -> Result<TestServer> {
+        let dir = |name: &str| std::env::var(name).ok().map(PathBuf::from);
+        if dir(needed).is_none() {
+            bail!("{needed} is not set: run `cargo xtask test`, which builds the apps' web builds first");
+        }
+        let e2e = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e/node_modules/playwright-core");
+        ensure!(e2e.exists(), "run `npm ci --prefix tests/e2e` (cargo xtask test does)");
+        let db = TestDb::create(Backend::Sqlite).await?;
+        let mut server = TestServer::spawn_with(db, |c| {
+            c.customer_web_dir = dir("TEST_XIANLU_CUSTOMER_WEB");
+            c.courier_web_dir = dir("TEST_XIANLU_COURIER_WEB");
+        })
+        .await?;
+        server.import_map(exe, &["--generate", "7", "--size", "100"]).await?;
+        Ok(server)
+    }
+
     /// Makes every tracking link of this server's database expire now
     /// (links expire on wall-clock time, which tests cannot move).
     pub async fn expire_tracking_links(&self) -> Result<()> {
@@ -528,6 +550,40 @@ impl Shop {
         ] {
             admin.command(order, command).await?;
         }
+        Ok(())
+    }
+
+    /// A paid 2 kg spinach order, picked, packed and assigned to `courier`.
+    pub async fn packed(&self, admin: &Client, courier: &str) -> Result<String> {
+        let order = self.place(admin, &self.spinach()).await?;
+        self.pay(admin, &order).await?;
+        for command in [
+            json!({"type": "START_PICKING"}),
+            json!({"type": "RECORD_PICK", "lineNo": 1, "base": 2000}),
+            json!({"type": "PACK"}),
+            json!({"type": "ASSIGN_COURIER", "courierId": courier}),
+        ] {
+            admin.command(&order, command).await?;
+        }
+        Ok(order)
+    }
+
+    /// The merchant plans by itself from now on: a re-plan `debounce_s` after
+    /// a change, one second to plan.
+    pub async fn plan_by_itself(&self, admin: &Client, debounce_s: u32) -> Result<()> {
+        let settings = format!("/api/v1/merchants/{}/operations", self.merchant);
+        let mut automatic = admin.get(&settings).await?.json();
+        automatic["autoPlan"] = json!(true);
+        automatic["planDebounceSeconds"] = json!(debounce_s);
+        automatic["planSeconds"] = json!(1);
+        ensure!(admin.put(&settings, &automatic).await?.status == 200, "operations settings");
+        Ok(())
+    }
+
+    /// A login for one of the couriers.
+    pub async fn courier_login(&self, admin: &Client, courier: &str, username: &str, password: &str) -> Result<()> {
+        let user = json!({"username": username, "password": password, "role": "courier", "courierId": courier});
+        admin.ok("/api/v1/admin/users", &user).await?;
         Ok(())
     }
 

@@ -20,7 +20,7 @@ use xianlu_core::{ApiClient, Backoff};
 use xianlu_domain::operations::PlannedKind;
 use xianlu_domain::{OrderId, RejectReason, Status};
 use xianlu_tests::chaos::{ChaosProxy, Faults};
-use xianlu_tests::{Backend, Client, Shop, TestServer};
+use xianlu_tests::{Backend, Shop, TestServer};
 
 const PASSWORD: &str = "菠菜-spinach-2030!";
 
@@ -37,17 +37,6 @@ fn settings() -> SessionSettings {
         refresh: Duration::from_millis(500),
         ..SessionSettings::default()
     }
-}
-
-/// A courier account for one of the shop's couriers.
-async fn courier_user(admin: &Client, courier: &str, username: &str) -> Result<()> {
-    admin
-        .ok(
-            "/api/v1/admin/users",
-            &json!({"username": username, "password": PASSWORD, "role": "courier", "courierId": courier}),
-        )
-        .await?;
-    Ok(())
 }
 
 async fn session(base: &str, username: &str, store: Arc<dyn Store>) -> Result<CourierSession> {
@@ -97,28 +86,13 @@ fn draw(sign_off: &mut SignOff, seed: u32) {
     }
 }
 
-/// A paid 2 kg spinach order, picked and packed for `courier`.
-async fn packed(admin: &Client, shop: &Shop, courier: &str) -> Result<String> {
-    let order = shop.place(admin, &shop.spinach()).await?;
-    shop.pay(admin, &order).await?;
-    for command in [
-        json!({"type": "START_PICKING"}),
-        json!({"type": "RECORD_PICK", "lineNo": 1, "base": 2000}),
-        json!({"type": "PACK"}),
-        json!({"type": "ASSIGN_COURIER", "courierId": courier}),
-    ] {
-        admin.command(&order, command).await?;
-    }
-    Ok(order)
-}
-
 async fn a_courier_picks_up_and_delivers_from_the_day_view_with_a_drawn_signature(backend: Backend) -> Result<()> {
     let server = TestServer::spawn(backend).await?;
     let admin = server.client("admin:root");
     let shop = Shop::open(&admin).await?;
     let courier = shop.couriers[0].clone();
-    courier_user(&admin, &courier, "zhang.san").await?;
-    let first = packed(&admin, &shop, &courier).await?;
+    shop.courier_login(&admin, &courier, "zhang.san", PASSWORD).await?;
+    let first = shop.packed(&admin, &courier).await?;
     let first_id = id(&first)?;
 
     let app = session(&server.url, "zhang.san", store(&server, "zhang")?).await?;
@@ -130,7 +104,7 @@ async fn a_courier_picks_up_and_delivers_from_the_day_view_with_a_drawn_signatur
     app.set_duty(true, Some(Utc::now() + chrono::Duration::hours(8))).await?;
 
     // A second order is given to the courier while the app is open: it appears with a notice.
-    let second = id(&packed(&admin, &shop, &courier).await?)?;
+    let second = id(&shop.packed(&admin, &courier).await?)?;
     let day = until(&app, "the new order appears live", |d| d.stops.len() == 2).await?;
     ensure!(day.notices.iter().any(|n| n.kind == NoticeKind::Assigned && n.order_id == second), "{:?}", day.notices);
     app.dismiss_notices();
@@ -180,8 +154,8 @@ async fn after_an_accident_the_goods_move_to_another_couriers_day_as_a_pickup_fi
     let admin = server.client("admin:root");
     let shop = Shop::open(&admin).await?;
     let (stopped, rescuer) = (shop.couriers[0].clone(), shop.couriers[1].clone());
-    courier_user(&admin, &stopped, "zhang.san").await?;
-    courier_user(&admin, &rescuer, "li.si").await?;
+    shop.courier_login(&admin, &stopped, "zhang.san", PASSWORD).await?;
+    shop.courier_login(&admin, &rescuer, "li.si", PASSWORD).await?;
     let today =
         json!({"start": Utc::now() + chrono::Duration::hours(1), "end": Utc::now() + chrono::Duration::hours(4)});
     let mut ids = Vec::new();
@@ -193,12 +167,7 @@ async fn after_an_accident_the_goods_move_to_another_couriers_day_as_a_pickup_fi
         shop.send_out(&admin, &order, &stopped).await?;
         ids.push(id(&order)?);
     }
-    let settings = format!("/api/v1/merchants/{}/operations", shop.merchant);
-    let mut automatic = admin.get(&settings).await?.json();
-    automatic["autoPlan"] = json!(true);
-    automatic["planDebounceSeconds"] = json!(1);
-    automatic["planSeconds"] = json!(1);
-    ensure!(admin.put(&settings, &automatic).await?.status == 200);
+    shop.plan_by_itself(&admin, 1).await?;
     // Both were seen lately: the van on the road, the other courier at the warehouse.
     for (courier, lat, lng) in [(&stopped, 39.95, 116.46), (&rescuer, 39.9701, 116.4901)] {
         let batch = json!({"fixes": [{"deviceSeq": 1, "at": Utc::now() - chrono::Duration::seconds(600),
@@ -287,10 +256,10 @@ async fn a_day_worked_offline_survives_a_restart_and_lands_once_with_refusals_li
     let admin = server.client("admin:root");
     let shop = Shop::open(&admin).await?;
     let courier = shop.couriers[0].clone();
-    courier_user(&admin, &courier, "zhang.san").await?;
+    shop.courier_login(&admin, &courier, "zhang.san", PASSWORD).await?;
     let mut orders = Vec::new();
     for _ in 0..3 {
-        orders.push(id(&packed(&admin, &shop, &courier).await?)?);
+        orders.push(id(&shop.packed(&admin, &courier).await?)?);
     }
     let proxy = ChaosProxy::start(&server.url, Faults::NONE).await?;
     let dir = server.db.dir.clone().context("test dir")?;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use xianlu_tests::{Backend, Client, Shop, TestDb, TestServer};
+use xianlu_tests::{Backend, Shop, TestServer};
 
 const PASSWORD: &str = "菠菜-spinach-2030!";
 /// What a keyboard under Xvfb types (xdotool has no input method for 菠菜).
@@ -34,21 +34,6 @@ fn artifacts() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// A paid 2 kg spinach order, packed for `courier`.
-async fn packed(admin: &Client, shop: &Shop, courier: &str) -> Result<String> {
-    let order = shop.place(admin, &shop.spinach()).await?;
-    shop.pay(admin, &order).await?;
-    for command in [
-        json!({"type": "START_PICKING"}),
-        json!({"type": "RECORD_PICK", "lineNo": 1, "base": 2000}),
-        json!({"type": "PACK"}),
-        json!({"type": "ASSIGN_COURIER", "courierId": courier}),
-    ] {
-        admin.command(&order, command).await?;
-    }
-    Ok(order)
-}
-
 fn evidence_kinds(evidence: &Value) -> Vec<String> {
     evidence
         .as_array()
@@ -57,27 +42,14 @@ fn evidence_kinds(evidence: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_courier_delivers_in_the_browser_with_a_drawn_signature_and_reports_damage() -> Result<()> {
-    let Ok(web) = std::env::var("TEST_XIANLU_COURIER_WEB") else {
-        bail!("TEST_XIANLU_COURIER_WEB is not set: run `cargo xtask test`, which builds the courier app first");
-    };
+    let server =
+        TestServer::serving_apps(env!("CARGO_BIN_EXE_xianlu-server-under-test"), "TEST_XIANLU_COURIER_WEB").await?;
     let e2e = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e");
-    ensure!(
-        e2e.join("node_modules/playwright-core").exists(),
-        "run `npm ci --prefix tests/e2e` (cargo xtask test does)"
-    );
-    let db = TestDb::create(Backend::Sqlite).await?;
-    let mut server = TestServer::spawn_with(db, |c| c.courier_web_dir = Some(PathBuf::from(&web))).await?;
-    server.import_map(env!("CARGO_BIN_EXE_xianlu-server-under-test"), &["--generate", "7", "--size", "100"]).await?;
     let admin = server.client("admin:root");
     let shop = Shop::open(&admin).await?;
     let courier = shop.couriers[0].clone();
-    admin
-        .ok(
-            "/api/v1/admin/users",
-            &json!({"username": "zhang.san", "password": PASSWORD, "role": "courier", "courierId": courier}),
-        )
-        .await?;
-    let first = packed(&admin, &shop, &courier).await?;
+    shop.courier_login(&admin, &courier, "zhang.san", PASSWORD).await?;
+    let first = shop.packed(&admin, &courier).await?;
     // The courier starts the day off duty; the app puts them on.
     ensure!(admin.put(&format!("/api/v1/couriers/{courier}/duty"), &json!({"onDuty": false})).await?.status == 200);
     let page = reqwest::get(format!("{}/courier", server.url)).await?;
@@ -111,7 +83,7 @@ async fn a_courier_delivers_in_the_browser_with_a_drawn_signature_and_reports_da
                 "READY" => {
                     let duty = admin.get(&format!("/api/v1/couriers/{courier}/duty")).await?.json();
                     ensure!(duty["onDuty"] == true, "the app put the courier on duty: {duty}");
-                    second = Some(packed(&admin, &shop, &courier).await?);
+                    second = Some(shop.packed(&admin, &courier).await?);
                 }
                 "SIGNED" => {
                     let order = admin.order(&first).await?;
@@ -239,13 +211,8 @@ async fn the_desktop_app_logs_in_under_xvfb_and_keeps_the_day_on_the_device() ->
     let admin = server.client("admin:root");
     let shop = Shop::open(&admin).await?;
     let courier = shop.couriers[0].clone();
-    admin
-        .ok(
-            "/api/v1/admin/users",
-            &json!({"username": "li.si", "password": TYPED_PASSWORD, "role": "courier", "courierId": courier}),
-        )
-        .await?;
-    let order = packed(&admin, &shop, &courier).await?;
+    shop.courier_login(&admin, &courier, "li.si", TYPED_PASSWORD).await?;
+    let order = shop.packed(&admin, &courier).await?;
     let data = server.db.dir.clone().context("test dir")?.join("courier-desktop");
 
     let n = free_display();

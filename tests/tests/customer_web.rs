@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use xianlu_tests::{Backend, Shop, TestDb, TestServer};
+use xianlu_tests::{Shop, TestServer};
 
 const PASSWORD: &str = "correct horse battery staple 42";
 
@@ -60,17 +60,8 @@ async fn link(admin: &xianlu_tests::Client, order: &str) -> Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tracking_page_follows_an_order_live_in_a_browser() -> Result<()> {
-    let Ok(web) = std::env::var("TEST_XIANLU_CUSTOMER_WEB") else {
-        bail!("TEST_XIANLU_CUSTOMER_WEB is not set: run `cargo xtask test`, which builds the tracking page first");
-    };
-    ensure!(
-        e2e_dir().join("node_modules/playwright-core").exists(),
-        "run `npm ci --prefix tests/e2e` (cargo xtask test does)"
-    );
-    let db = TestDb::create(Backend::Sqlite).await?;
-    let mut server = TestServer::spawn_with(db, |c| c.customer_web_dir = Some(PathBuf::from(&web))).await?;
-    // A generated city over this part of Beijing, for the map's roads.
-    server.import_map(env!("CARGO_BIN_EXE_xianlu-server-under-test"), &["--generate", "7", "--size", "100"]).await?;
+    let server =
+        TestServer::serving_apps(env!("CARGO_BIN_EXE_xianlu-server-under-test"), "TEST_XIANLU_CUSTOMER_WEB").await?;
     let admin = server.client("admin:root");
     let shop = Shop::open(&admin).await?;
     let courier = shop.couriers[0].clone();

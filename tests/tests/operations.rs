@@ -632,12 +632,7 @@ async fn a_merchant_that_plans_by_itself_gets_paid_orders_assigned_after_one_deb
     let server = TestServer::spawn(backend).await?;
     let admin = server.client("admin:root");
     let shop = Shop::open(&admin).await?;
-    let settings = format!("/api/v1/merchants/{}/operations", shop.merchant);
-    let mut automatic = admin.get(&settings).await?.json();
-    automatic["autoPlan"] = json!(true);
-    automatic["planDebounceSeconds"] = json!(2);
-    automatic["planSeconds"] = json!(1);
-    ensure!(admin.put(&settings, &automatic).await?.status == 200);
+    shop.plan_by_itself(&admin, 2).await?;
     let today =
         json!({"start": Utc::now() + chrono::Duration::hours(1), "end": Utc::now() + chrono::Duration::hours(4)});
     // A burst of three paid orders.
@@ -710,12 +705,7 @@ async fn after_an_accident_another_courier_collects_the_goods_at_the_van_and_eve
         ids.push(id);
     }
     // The merchant plans by itself from now on.
-    let settings = format!("/api/v1/merchants/{}/operations", shop.merchant);
-    let mut automatic = admin.get(&settings).await?.json();
-    automatic["autoPlan"] = json!(true);
-    automatic["planDebounceSeconds"] = json!(1);
-    automatic["planSeconds"] = json!(1);
-    ensure!(admin.put(&settings, &automatic).await?.status == 200);
+    shop.plan_by_itself(&admin, 1).await?;
 
     // Every party follows: the restaurant's owner, customer service, both couriers.
     let owner = json!({"username": "xiang.owner", "password": PASSWORD, "role": "customer", "customerId": shop.prepaid_customer});

@@ -10,7 +10,7 @@ mod screens;
 use dioxus::prelude::*;
 use xianlu_core::ApiClient;
 use xianlu_core::courier::{CourierSession, SessionSettings};
-use xianlu_ui::i18n::Key;
+use xianlu_ui::signoff::LogInForm;
 use xianlu_ui::{Lang, STYLE};
 
 fn main() {
@@ -98,19 +98,16 @@ pub(crate) fn Bar(lang: Signal<Lang>, children: Element) -> Element {
 
 #[component]
 fn LogIn(session: Signal<Option<Session>>, lang: Lang) -> Element {
-    let mut server = use_signal(default_server);
-    let mut username = use_signal(String::new);
-    let mut password = use_signal(String::new);
     let mut error = use_signal(|| None::<String>);
     let mut busy = use_signal(|| false);
-    let submit = move |_| {
+    let submit = move |(server, username, password): (String, String, String)| {
         busy.set(true);
         spawn(async move {
             let result = async {
-                let api = ApiClient::new(&server()).map_err(|e| e.to_string())?;
-                api.login(&username(), &password()).await.map_err(|e| e.to_string())?;
+                let api = ApiClient::new(&server).map_err(|e| e.to_string())?;
+                api.login(&username, &password).await.map_err(|e| e.to_string())?;
                 if let Ok(store) = platform::open_store() {
-                    let _ = store.set_meta("courier.server", &server());
+                    let _ = store.set_meta("courier.server", &server);
                 }
                 start(api)
             }
@@ -122,17 +119,5 @@ fn LogIn(session: Signal<Option<Session>>, lang: Lang) -> Element {
             busy.set(false);
         });
     };
-    rsx! {
-        div { class: "xl-form",
-            label { {lang.t(Key::Server)} input { id: "xl-server", initial_value: "{server}", oninput: move |e| server.set(e.value()) } }
-            label { {lang.t(Key::Username)} input { id: "xl-username", oninput: move |e| username.set(e.value()) } }
-            label { {lang.t(Key::Password)}
-                input { id: "xl-password", r#type: "password", oninput: move |e| password.set(e.value()) }
-            }
-            button { id: "xl-login", class: "xl-primary", disabled: busy(), onclick: submit, {lang.t(Key::LogIn)} }
-            if let Some(message) = error() {
-                p { class: "xl-error", "{message}" }
-            }
-        }
-    }
+    rsx! { LogInForm { lang, server: default_server(), busy: busy(), error: error(), on_submit: submit } }
 }

@@ -5,7 +5,6 @@ use dioxus::prelude::*;
 use xianlu_core::ConnectionState;
 use xianlu_core::courier::{Action, CourierDay, DayStop, NoticeKind};
 use xianlu_core::report::{AttachedPhoto, ExceptionReason, ExceptionReport};
-use xianlu_core::signature::StrokePoint;
 use xianlu_core::signoff::SignOff;
 use xianlu_domain::evidence::EvidenceKind;
 use xianlu_domain::operations::PlannedKind;
@@ -13,7 +12,7 @@ use xianlu_domain::wire::LatLng;
 use xianlu_domain::{OrderId, Status};
 use xianlu_ui::i18n::Key;
 use xianlu_ui::order::window_text;
-use xianlu_ui::signoff::{LineChecks, PadPoint, Refusal, SignaturePad};
+use xianlu_ui::signoff::{LineChecks, PadPoint, Refusal, SignaturePad, draw_on};
 use xianlu_ui::timeline::clock;
 use xianlu_ui::{Lang, MapLayers, MapView, OrderCard, Timeline};
 
@@ -400,18 +399,34 @@ fn StopScreen(day: CourierDay, session: Session, id: OrderId, view: Signal<View>
     }
 }
 
-/// Reads the chosen files as evidence photos.
-async fn read_photos(
-    evt: FormEvent,
+/// A camera (here: a file picker) whose photos become evidence.
+#[component]
+fn PhotoPicker(
+    id: String,
+    label: String,
     kind: EvidenceKind,
     position: Option<LatLng>,
-) -> Result<Vec<AttachedPhoto>, String> {
-    let mut photos = Vec::new();
-    for file in evt.files() {
-        let bytes = file.read_bytes().await.map_err(|e| e.to_string())?;
-        photos.push(platform::photo(&bytes, kind, position)?);
+    multiple: bool,
+    on_photos: EventHandler<Vec<AttachedPhoto>>,
+    on_error: EventHandler<String>,
+) -> Element {
+    rsx! {
+        label { class: "xl-photo", "{label}"
+            input {
+                id, r#type: "file", accept: "image/*", multiple,
+                onchange: move |evt: FormEvent| async move {
+                    let mut photos = Vec::new();
+                    for file in evt.files() {
+                        match file.read_bytes().await.map_err(|e| e.to_string()).and_then(|b| platform::photo(&b, kind, position)) {
+                            Ok(photo) => photos.push(photo),
+                            Err(e) => return on_error.call(e),
+                        }
+                    }
+                    on_photos.call(photos);
+                }
+            }
+        }
     }
-    Ok(photos)
 }
 
 #[component]
@@ -428,7 +443,6 @@ fn DeliverScreen(
     let mut sign_off = use_signal(|| order.as_ref().and_then(|v| SignOff::for_order(v, PAD_W, PAD_H).ok()));
     let mut note_photo = use_signal(|| None::<AttachedPhoto>);
     let mut error = use_signal(|| None::<String>);
-    let mut started = use_signal(|| 0i64);
     let position = day.position;
     let Some(current) = sign_off() else {
         return rsx! {
@@ -461,16 +475,8 @@ fn DeliverScreen(
         SignaturePad {
             width: PAD_W, height: PAD_H, lang,
             on_point: move |p: PadPoint| {
-                let now = chrono::Utc::now().timestamp_millis();
-                if p.begin {
-                    started.set(now);
-                }
-                let t = (now - started()).max(0) as u32;
                 if let Some(s) = sign_off.write().as_mut() {
-                    if p.begin {
-                        s.signature.begin_stroke();
-                    }
-                    s.signature.add_point(StrokePoint { x: p.x, y: p.y, t_ms: t, pressure: 0.5 });
+                    draw_on(&mut s.signature, p);
                 }
             },
             on_clear: move |_| {
@@ -479,17 +485,11 @@ fn DeliverScreen(
                 }
             },
         }
-        label { class: "xl-photo", {lang.t(Key::DeliveryNotePhoto)}
-            if note_photo.read().is_some() { " ✓" }
-            input {
-                id: "xl-note-photo", r#type: "file", accept: "image/*",
-                onchange: move |evt| async move {
-                    match read_photos(evt, EvidenceKind::DeliveryNote, position).await {
-                        Ok(mut photos) => note_photo.set(photos.pop()),
-                        Err(e) => error.set(Some(e)),
-                    }
-                }
-            }
+        PhotoPicker {
+            id: "xl-note-photo", kind: EvidenceKind::DeliveryNote, position, multiple: false,
+            label: format!("{}{}", lang.t(Key::DeliveryNotePhoto), if note_photo.read().is_some() { " ✓" } else { "" }),
+            on_photos: move |mut photos: Vec<AttachedPhoto>| note_photo.set(photos.pop()),
+            on_error: move |e| error.set(Some(e)),
         }
         button { id: "xl-confirm", class: "xl-primary", disabled: !current.ready(), onclick: submit, {lang.t(Key::Confirm)} }
         if let Some(message) = error() {
@@ -547,16 +547,11 @@ fn ReportScreen(
         }
         div { class: "xl-form",
             label { {lang.t(Key::Note)} textarea { id: "xl-report-note", value: "{note}", oninput: move |e| note.set(e.value()) } }
-            label { {lang.t(Key::Photos)} " ({photos.read().len()})"
-                input {
-                    id: "xl-report-photo", r#type: "file", accept: "image/*", multiple: true,
-                    onchange: move |evt| async move {
-                        match read_photos(evt, EvidenceKind::Photo, position).await {
-                            Ok(more) => photos.write().extend(more),
-                            Err(e) => error.set(Some(e)),
-                        }
-                    }
-                }
+            PhotoPicker {
+                id: "xl-report-photo", kind: EvidenceKind::Photo, position, multiple: true,
+                label: format!("{} ({})", lang.t(Key::Photos), photos.read().len()),
+                on_photos: move |more: Vec<AttachedPhoto>| photos.write().extend(more),
+                on_error: move |e| error.set(Some(e)),
             }
             button { id: "xl-report-send", class: "xl-primary", disabled: reason().is_none(), onclick: submit, {lang.t(Key::Send)} }
         }
@@ -590,17 +585,11 @@ fn DropOffScreen(
     rsx! {
         button { onclick: move |_| view.set(View::Stop(id)), {lang.t(Key::Back)} }
         h2 { {lang.t(Key::DropOff)} }
-        label { class: "xl-photo", {lang.t(Key::Photos)}
-            if photo.read().is_some() { " ✓" }
-            input {
-                id: "xl-drop-photo", r#type: "file", accept: "image/*",
-                onchange: move |evt| async move {
-                    match read_photos(evt, EvidenceKind::Photo, position).await {
-                        Ok(mut photos) => photo.set(photos.pop()),
-                        Err(e) => error.set(Some(e)),
-                    }
-                }
-            }
+        PhotoPicker {
+            id: "xl-drop-photo", kind: EvidenceKind::Photo, position, multiple: false,
+            label: format!("{}{}", lang.t(Key::Photos), if photo.read().is_some() { " ✓" } else { "" }),
+            on_photos: move |mut photos: Vec<AttachedPhoto>| photo.set(photos.pop()),
+            on_error: move |e| error.set(Some(e)),
         }
         button { id: "xl-drop-send", class: "xl-primary", disabled: photo.read().is_none(), onclick: submit, {lang.t(Key::Send)} }
         if let Some(message) = error() {

@@ -4,7 +4,6 @@
 
 use dioxus::prelude::*;
 use xianlu_core::api::OrderQuery;
-use xianlu_core::signature::StrokePoint;
 use xianlu_core::signoff::{Receipt, ReceiptCheck, SignOff, check_receipt};
 use xianlu_core::track::TrackingScreen;
 use xianlu_core::{ApiClient, CoreError};
@@ -12,7 +11,7 @@ use xianlu_domain::aftersales::{AfterSalesKind, AfterSalesLine, NewAfterSales};
 use xianlu_domain::{OrderId, Status};
 use xianlu_ui::Lang;
 use xianlu_ui::i18n::Key;
-use xianlu_ui::signoff::{LineChecks, PadPoint, Refusal, SignaturePad};
+use xianlu_ui::signoff::{LineChecks, LogInForm, PadPoint, Refusal, SignaturePad, draw_on};
 
 use crate::{Bar, OrderScreen, Roads, follow_screen};
 
@@ -75,17 +74,14 @@ impl PartialEq for Client {
 
 #[component]
 fn LogIn(api: Signal<Option<ApiClient>>, view: Signal<View>, lang: Lang) -> Element {
-    let mut server = use_signal(default_server);
-    let mut username = use_signal(String::new);
-    let mut password = use_signal(String::new);
     let mut error = use_signal(|| None::<String>);
     let mut busy = use_signal(|| false);
-    let submit = move |_| {
+    let submit = move |(server, username, password): (String, String, String)| {
         busy.set(true);
         spawn(async move {
             let result = async {
-                let client = ApiClient::new(&server())?;
-                client.login(&username(), &password()).await?;
+                let client = ApiClient::new(&server)?;
+                client.login(&username, &password).await?;
                 Ok::<_, CoreError>(client)
             }
             .await;
@@ -99,19 +95,7 @@ fn LogIn(api: Signal<Option<ApiClient>>, view: Signal<View>, lang: Lang) -> Elem
             busy.set(false);
         });
     };
-    rsx! {
-        div { class: "xl-form",
-            label { {lang.t(Key::Server)} input { id: "xl-server", value: "{server}", oninput: move |e| server.set(e.value()) } }
-            label { {lang.t(Key::Username)} input { id: "xl-username", value: "{username}", oninput: move |e| username.set(e.value()) } }
-            label { {lang.t(Key::Password)}
-                input { id: "xl-password", r#type: "password", value: "{password}", oninput: move |e| password.set(e.value()) }
-            }
-            button { id: "xl-login", class: "xl-primary", disabled: busy(), onclick: submit, {lang.t(Key::LogIn)} }
-            if let Some(message) = error() {
-                p { class: "xl-error", "{message}" }
-            }
-        }
-    }
+    rsx! { LogInForm { lang, server: default_server(), busy: busy(), error: error(), on_submit: submit } }
 }
 
 #[component]
@@ -289,7 +273,6 @@ pub(crate) fn SignOffScreen(
     let client = api.0.clone();
     let mut sign_off: Signal<Option<SignOff>> = use_signal(|| None);
     let mut error = use_signal(|| None::<String>);
-    let mut started = use_signal(|| 0.0f64);
     let loader = client.clone();
     use_hook(move || {
         spawn(async move {
@@ -333,17 +316,8 @@ pub(crate) fn SignOffScreen(
         SignaturePad {
             width: PAD_W, height: PAD_H, lang,
             on_point: move |p: PadPoint| {
-                let t = if p.begin {
-                    started.set(js_now());
-                    0
-                } else {
-                    (js_now() - started()).max(0.0) as u32
-                };
                 if let Some(s) = sign_off.write().as_mut() {
-                    if p.begin {
-                        s.signature.begin_stroke();
-                    }
-                    s.signature.add_point(StrokePoint { x: p.x, y: p.y, t_ms: t, pressure: 0.5 });
+                    draw_on(&mut s.signature, p);
                 }
             },
             on_clear: move |_| {
@@ -397,11 +371,6 @@ pub(crate) fn ReceiptScreen(api: Client, receipt: Receipt, lang: Lang, on_done: 
         }
         button { id: "xl-receipt-done", onclick: move |_| on_done.call(()), {lang.t(Key::Back)} }
     }
-}
-
-/// Milliseconds on a monotonic-enough clock, for stroke timing.
-fn js_now() -> f64 {
-    chrono::Utc::now().timestamp_millis() as f64
 }
 
 /// One idempotency key per sign-off screen of an order.

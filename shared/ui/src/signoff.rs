@@ -3,6 +3,7 @@
 //! drawing pad whose strokes go to the core's signature capture.
 
 use dioxus::prelude::*;
+use xianlu_core::signature::{SignatureCapture, StrokePoint};
 use xianlu_core::signoff::LineCheck;
 use xianlu_domain::{Dimension, RejectReason, Unit};
 
@@ -65,6 +66,16 @@ pub struct PadPoint {
     pub y: f32,
     /// The first point of a new stroke.
     pub begin: bool,
+    /// Milliseconds since the stroke began.
+    pub t_ms: u32,
+}
+
+/// Adds a point from the pad to a signature being captured.
+pub fn draw_on(signature: &mut SignatureCapture, p: PadPoint) {
+    if p.begin {
+        signature.begin_stroke();
+    }
+    signature.add_point(StrokePoint { x: p.x, y: p.y, t_ms: p.t_ms, pressure: 0.5 });
 }
 
 /// A drawing pad of `width` × `height` units: every point of every stroke
@@ -79,9 +90,15 @@ pub fn SignaturePad(
 ) -> Element {
     let mut strokes: Signal<Vec<Vec<(f32, f32)>>> = use_signal(Vec::new);
     let mut drawing = use_signal(|| false);
+    let mut began = use_signal(|| 0i64);
     let mut add = move |x: f64, y: f64, begin: bool| {
         let (x, y) = (x as f32, y as f32);
-        on_point.call(PadPoint { x, y, begin });
+        let now = chrono::Utc::now().timestamp_millis();
+        if begin {
+            began.set(now);
+        }
+        let t_ms = u32::try_from((now - began()).max(0)).unwrap_or(u32::MAX);
+        on_point.call(PadPoint { x, y, begin, t_ms });
         let mut all = strokes.write();
         if begin {
             all.push(Vec::new());
@@ -123,6 +140,37 @@ pub fn SignaturePad(
                 on_clear.call(());
             },
             {lang.t(Key::Clear)}
+        }
+    }
+}
+
+/// The log-in form: server, user name, password. `on_submit` gets the three.
+#[component]
+pub fn LogInForm(
+    lang: Lang,
+    server: String,
+    busy: bool,
+    error: Option<String>,
+    on_submit: EventHandler<(String, String, String)>,
+) -> Element {
+    let mut server = use_signal(|| server);
+    let mut username = use_signal(String::new);
+    let mut password = use_signal(String::new);
+    rsx! {
+        div { class: "xl-form",
+            label { {lang.t(Key::Server)} input { id: "xl-server", initial_value: "{server}", oninput: move |e| server.set(e.value()) } }
+            label { {lang.t(Key::Username)} input { id: "xl-username", oninput: move |e| username.set(e.value()) } }
+            label { {lang.t(Key::Password)}
+                input { id: "xl-password", r#type: "password", oninput: move |e| password.set(e.value()) }
+            }
+            button {
+                id: "xl-login", class: "xl-primary", disabled: busy,
+                onclick: move |_| on_submit.call((server(), username(), password())),
+                {lang.t(Key::LogIn)}
+            }
+            if let Some(message) = error {
+                p { class: "xl-error", "{message}" }
+            }
         }
     }
 }
