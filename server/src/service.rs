@@ -473,7 +473,7 @@ impl OrderService {
     /// customer is forced into the filter.
     pub async fn list_for(&self, scope: &Scope, filter: &OrderFilter) -> ApiResult<OrderPage> {
         let mut filter = filter.clone();
-        let empty = || Ok(OrderPage { items: Vec::new(), next_cursor: None });
+        let empty = || Ok(OrderPage { items: Vec::new(), next_cursor: None, customers: Vec::new() });
         let mut couriers = Vec::new();
         if let Some(fixed) = policy::list_scope(scope)? {
             if let Some(m) = fixed.merchant {
@@ -510,7 +510,7 @@ impl OrderService {
             items.sort_by_key(|o| std::cmp::Reverse(o.id));
             let next_cursor = (items.len() > limit).then(|| items[limit - 1].id.to_string());
             items.truncate(limit);
-            OrderPage { items, next_cursor }
+            OrderPage { items, next_cursor, customers: Vec::new() }
         } else {
             if let Some(only) = couriers.first() {
                 filter.courier_id = Some(*only);
@@ -519,7 +519,28 @@ impl OrderService {
         };
         // Finer rules (a clerk's warehouse and picking stage) on what is left.
         page.items.retain(|order| policy::may_see(scope, order));
+        page.customers = self.customer_summaries(&page.items).await?;
         Ok(page)
+    }
+
+    /// The customers of these orders, each once.
+    async fn customer_summaries(&self, orders: &[Order]) -> ApiResult<Vec<CustomerSummary>> {
+        let mut ids: Vec<_> = orders.iter().map(|o| o.customer_id).collect();
+        ids.sort();
+        ids.dedup();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row: Option<(String, String, f64, f64)> = on_db!(&self.db, pool => {
+                sqlx::query_as("SELECT business_name, address, lat, lng FROM customers WHERE id = $1")
+                    .bind(id.uuid())
+                    .fetch_optional(pool)
+                    .await?
+            });
+            if let Some((business_name, address, lat, lng)) = row {
+                out.push(CustomerSummary { id, business_name, address, location: LatLng { lat, lng } });
+            }
+        }
+        Ok(out)
     }
 
     pub async fn list(&self, filter: &OrderFilter) -> ApiResult<OrderPage> {
@@ -561,7 +582,7 @@ impl OrderService {
         } else {
             None
         };
-        Ok(OrderPage { items, next_cursor })
+        Ok(OrderPage { items, next_cursor, customers: Vec::new() })
     }
 
     /// Events after `after` up to `until` that match any of the topics, in order.

@@ -27,3 +27,14 @@ export function finish(failures) {
     process.exit(1);
   }
 }
+
+// Signs on the drawing pad (#xl-pad) with a mouse stroke, as a finger would.
+export async function drawSignature(page) {
+  const pad = await page.locator('#xl-pad').boundingBox();
+  await page.mouse.move(pad.x + 30, pad.y + pad.height * 0.7);
+  await page.mouse.down();
+  for (let i = 1; i <= 24; i++) {
+    await page.mouse.move(pad.x + 30 + i * (pad.width - 60) / 24, pad.y + pad.height * (0.5 + 0.3 * Math.sin(i / 2)));
+  }
+  await page.mouse.up();
+}

@@ -11,7 +11,7 @@
 // up the second order and reports it damaged (REPORTED).
 //
 // Screenshots go to OUT_DIR. Exit 0 when everything was seen.
-import { finish, launch, phonePage } from './browser.mjs';
+import { drawSignature, finish, launch, phonePage } from './browser.mjs';
 
 const [url, out, user, password, notePhoto] = process.argv.slice(2);
 const browser = await launch();
@@ -62,13 +62,7 @@ try {
   await page.locator('#xl-stops li').first().click();
   await page.click('#xl-act-Deliver');
   await page.waitForSelector('#xl-pad', { timeout: 10000 });
-  const pad = await page.locator('#xl-pad').boundingBox();
-  await page.mouse.move(pad.x + 30, pad.y + pad.height * 0.7);
-  await page.mouse.down();
-  for (let i = 1; i <= 24; i++) {
-    await page.mouse.move(pad.x + 30 + i * (pad.width - 60) / 24, pad.y + pad.height * (0.5 + 0.3 * Math.sin(i / 2)));
-  }
-  await page.mouse.up();
+  await drawSignature(page);
   await page.setInputFiles('#xl-note-photo', notePhoto);
   await page.waitForFunction(() => document.querySelector('.xl-photo')?.textContent.includes('✓'), null, { timeout: 10000 });
   await shot('deliver');

@@ -19,7 +19,7 @@
 // Screenshots go to OUT_DIR. Exit 0 when everything was seen.
 import fs from 'node:fs';
 import zlib from 'node:zlib';
-import { finish, launch, phonePage } from './browser.mjs';
+import { drawSignature, finish, launch, phonePage } from './browser.mjs';
 
 const [mode, url, out, user, password] = process.argv.slice(2);
 const browser = await launch();
@@ -28,13 +28,7 @@ const failures = [];
 // Signs on the sign-off screen's pad with mouse strokes, confirms, and
 // returns the receipt's signature hash.
 async function signOnThePad(page, shot, name) {
-  const pad = await page.locator('#xl-pad').boundingBox();
-  await page.mouse.move(pad.x + 30, pad.y + pad.height * 0.7);
-  await page.mouse.down();
-  for (let i = 1; i <= 24; i++) {
-    await page.mouse.move(pad.x + 30 + i * (pad.width - 60) / 24, pad.y + pad.height * (0.5 + 0.3 * Math.sin(i / 2)));
-  }
-  await page.mouse.up();
+  await drawSignature(page);
   await shot(name);
   await page.waitForFunction(() => !document.querySelector('#xl-confirm')?.disabled, null, { timeout: 5000 });
   await page.click('#xl-confirm');

@@ -47,6 +47,16 @@ macro_rules! on_both_backends {
     };
 }
 
+/// Where browser and window tests put their screenshots: `$CARGO_TARGET_DIR/e2e-artifacts`.
+pub fn e2e_artifacts() -> Result<PathBuf> {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
+    let dir = target.join("e2e-artifacts");
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

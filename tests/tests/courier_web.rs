@@ -25,15 +25,6 @@ const PASSWORD: &str = "菠菜-spinach-2030!";
 /// What a keyboard under Xvfb types (xdotool has no input method for 菠菜).
 const TYPED_PASSWORD: &str = "spinach-2030-li";
 
-fn artifacts() -> Result<PathBuf> {
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
-    let dir = target.join("e2e-artifacts");
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
 fn evidence_kinds(evidence: &Value) -> Vec<String> {
     evidence
         .as_array()
@@ -65,7 +56,7 @@ async fn a_courier_delivers_in_the_browser_with_a_drawn_signature_and_reports_da
 
     let mut child = tokio::process::Command::new("node")
         .arg(e2e.join("courier.mjs"))
-        .args([format!("{}/courier", server.url), artifacts()?.display().to_string()])
+        .args([format!("{}/courier", server.url), xianlu_tests::e2e_artifacts()?.display().to_string()])
         .args(["zhang.san", PASSWORD])
         .arg(&note)
         .stdout(Stdio::piped())
@@ -180,7 +171,7 @@ fn xwd_to_png(xwd: &[u8], png: &Path) -> Result<()> {
 fn screenshot(display: &str, name: &str) -> Result<usize> {
     let out = std::process::Command::new("xwd").args(["-root", "-silent", "-display", display]).output()?;
     ensure!(out.status.success(), "xwd: {}", String::from_utf8_lossy(&out.stderr));
-    let path = artifacts()?.join(format!("{name}.png"));
+    let path = xianlu_tests::e2e_artifacts()?.join(format!("{name}.png"));
     xwd_to_png(&out.stdout, &path)?;
     let image = image::open(&path)?.to_rgb8();
     let colours: std::collections::HashSet<[u8; 3]> = image.pixels().map(|p| p.0).collect();

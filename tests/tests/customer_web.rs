@@ -21,21 +21,12 @@ fn e2e_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e")
 }
 
-fn artifacts() -> Result<PathBuf> {
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
-    let dir = target.join("e2e-artifacts");
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
 /// The browser script in `mode` against `url`; returns its child with stdout piped.
 fn browser(mode: &str, url: &str) -> Result<tokio::process::Child> {
     tokio::process::Command::new("node")
         .arg(e2e_dir().join("customer.mjs"))
         .args([mode, url])
-        .arg(artifacts()?)
+        .arg(xianlu_tests::e2e_artifacts()?)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -160,7 +151,7 @@ async fn the_tracking_page_follows_an_order_live_in_a_browser() -> Result<()> {
     let mut child = tokio::process::Command::new("node")
         .arg(e2e_dir().join("customer.mjs"))
         .args(["signoff", &format!("{}/app", server.url)])
-        .arg(artifacts()?)
+        .arg(xianlu_tests::e2e_artifacts()?)
         .args(["xiang.owner", PASSWORD])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -12,7 +12,7 @@ use xianlu_domain::wire::LatLng;
 use xianlu_domain::{OrderId, Status};
 use xianlu_ui::i18n::Key;
 use xianlu_ui::order::window_text;
-use xianlu_ui::signoff::{LineChecks, PadPoint, Refusal, SignaturePad, draw_on};
+use xianlu_ui::signoff::{PAD_HEIGHT, PAD_WIDTH, SignOffForm};
 use xianlu_ui::timeline::clock;
 use xianlu_ui::{Lang, MapLayers, MapView, OrderCard, Timeline};
 
@@ -28,9 +28,6 @@ enum View {
     Report(OrderId, bool),
     DropOff(OrderId),
 }
-
-const PAD_W: f32 = 400.0;
-const PAD_H: f32 = 200.0;
 
 #[component]
 pub fn Day(session: Session, lang: Signal<Lang>, on_out: EventHandler<()>) -> Element {
@@ -440,7 +437,7 @@ fn DeliverScreen(
 ) -> Element {
     let mut view = view;
     let order = day.order(id);
-    let mut sign_off = use_signal(|| order.as_ref().and_then(|v| SignOff::for_order(v, PAD_W, PAD_H).ok()));
+    let sign_off = use_signal(|| order.as_ref().and_then(|v| SignOff::for_order(v, PAD_WIDTH, PAD_HEIGHT).ok()));
     let mut note_photo = use_signal(|| None::<AttachedPhoto>);
     let mut error = use_signal(|| None::<String>);
     let position = day.position;
@@ -462,29 +459,7 @@ fn DeliverScreen(
         button { onclick: move |_| view.set(View::Stop(id)), {lang.t(Key::Back)} }
         h2 { "{current.order_number}" }
         if let Some(o) = order.as_ref().and_then(|o| o.customer.clone()) { p { strong { "{o.business_name}" } } }
-        LineChecks {
-            lines: current.lines.clone(), lang,
-            on_change: move |(line_no, base, reason): Refusal| {
-                if let Some(s) = sign_off.write().as_mut()
-                    && let Err(problem) = s.reject(line_no, base, reason)
-                {
-                    error.set(Some(problem.to_string()));
-                }
-            },
-        }
-        SignaturePad {
-            width: PAD_W, height: PAD_H, lang,
-            on_point: move |p: PadPoint| {
-                if let Some(s) = sign_off.write().as_mut() {
-                    draw_on(&mut s.signature, p);
-                }
-            },
-            on_clear: move |_| {
-                if let Some(s) = sign_off.write().as_mut() {
-                    s.signature.clear();
-                }
-            },
-        }
+        SignOffForm { sign_off, error, lang }
         PhotoPicker {
             id: "xl-note-photo", kind: EvidenceKind::DeliveryNote, position, multiple: false,
             label: format!("{}{}", lang.t(Key::DeliveryNotePhoto), if note_photo.read().is_some() { " ✓" } else { "" }),

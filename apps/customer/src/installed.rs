@@ -11,7 +11,7 @@ use xianlu_domain::aftersales::{AfterSalesKind, AfterSalesLine, NewAfterSales};
 use xianlu_domain::{OrderId, Status};
 use xianlu_ui::Lang;
 use xianlu_ui::i18n::Key;
-use xianlu_ui::signoff::{LineChecks, LogInForm, PadPoint, Refusal, SignaturePad, draw_on};
+use xianlu_ui::signoff::{LogInForm, PAD_HEIGHT, PAD_WIDTH, SignOffForm};
 
 use crate::{Bar, OrderScreen, Roads, follow_screen};
 
@@ -257,9 +257,6 @@ fn AfterSalesScreen(api: Client, id: OrderId, view: Signal<View>, lang: Lang) ->
     }
 }
 
-const PAD_W: f32 = 400.0;
-const PAD_H: f32 = 200.0;
-
 /// Sign-off on this screen: each line accepted or partly refused, a drawn
 /// signature, then the receipt. Used by the app and by a tracking link at the door.
 #[component]
@@ -276,7 +273,7 @@ pub(crate) fn SignOffScreen(
     let loader = client.clone();
     use_hook(move || {
         spawn(async move {
-            match loader.order(id).await.and_then(|v| SignOff::for_order(&v, PAD_W, PAD_H)) {
+            match loader.order(id).await.and_then(|v| SignOff::for_order(&v, PAD_WIDTH, PAD_HEIGHT)) {
                 Ok(s) => sign_off.set(Some(s)),
                 Err(e) => error.set(Some(e.to_string())),
             }
@@ -303,29 +300,7 @@ pub(crate) fn SignOffScreen(
     rsx! {
         button { onclick: move |_| on_back.call(()), {lang.t(Key::Back)} }
         h2 { "{current.order_number}" }
-        LineChecks {
-            lines: current.lines.clone(), lang,
-            on_change: move |(line_no, base, reason): Refusal| {
-                if let Some(s) = sign_off.write().as_mut()
-                    && let Err(problem) = s.reject(line_no, base, reason)
-                {
-                    error.set(Some(problem.to_string()));
-                }
-            },
-        }
-        SignaturePad {
-            width: PAD_W, height: PAD_H, lang,
-            on_point: move |p: PadPoint| {
-                if let Some(s) = sign_off.write().as_mut() {
-                    draw_on(&mut s.signature, p);
-                }
-            },
-            on_clear: move |_| {
-                if let Some(s) = sign_off.write().as_mut() {
-                    s.signature.clear();
-                }
-            },
-        }
+        SignOffForm { sign_off, error, lang }
         button { id: "xl-confirm", class: "xl-primary", disabled: !current.ready(), onclick: submit, {lang.t(Key::Confirm)} }
         if let Some(message) = error() {
             p { class: "xl-error", "{message}" }

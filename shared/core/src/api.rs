@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use xianlu_domain::evidence::{EvidenceRecord, EvidenceUpload, PositionBatch, PositionFix, PositionReceipt};
-use xianlu_domain::operations::{CourierDuty, CourierRoute, DutyChange};
+use xianlu_domain::operations::{Alert, CourierDuty, CourierRoute, DutyChange};
 use xianlu_domain::wire::{
     API_VERSION, API_VERSION_HEADER, CommandRequest, LatLng, OrderPage, OrderView, Problem, RoadTile, StockLevel,
     StreamEvent,
@@ -62,6 +62,12 @@ struct Tokens {
 pub struct OrderQuery {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// For administrators (staff see their own merchant's whatever they ask).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merchant_id: Option<MerchantId>,
+    /// Created at or after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub courier_id: Option<CourierId>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -441,6 +447,39 @@ impl ApiClient {
     /// refused (`goods_aboard`) while goods are still in the van.
     pub async fn set_duty(&self, courier: CourierId, change: &DutyChange) -> CoreResult<CourierDuty> {
         self.call(Method::PUT, &format!("/api/v1/couriers/{courier}/duty"), Some(change), None).await
+    }
+
+    // ---- the office ---------------------------------------------------
+
+    /// The merchant's alerts, newest first (`open`: only those still holding).
+    pub async fn alerts(&self, merchant: MerchantId, open: bool) -> CoreResult<Vec<Alert>> {
+        self.call(Method::GET, &format!("/api/v1/merchants/{merchant}/alerts?open={open}&limit=500"), None::<&()>, None)
+            .await
+    }
+
+    pub async fn acknowledge_alert(&self, alert: Uuid) -> CoreResult<Alert> {
+        self.call(Method::POST, &format!("/api/v1/alerts/{alert}/acknowledge"), None::<&()>, None).await
+    }
+
+    /// Pins an order to a courier (`None` releases it): every plan respects it.
+    pub async fn pin_order(&self, order: OrderId, courier: Option<CourierId>) -> CoreResult<()> {
+        let body = serde_json::json!({ "courierId": courier });
+        let _: serde_json::Value =
+            self.call(Method::PUT, &format!("/api/v1/orders/{order}/pin"), Some(&body), None).await?;
+        Ok(())
+    }
+
+    /// Locks a courier's route as it is (or unlocks it).
+    pub async fn lock_route(&self, courier: CourierId, locked: bool) -> CoreResult<()> {
+        let body = serde_json::json!({ "locked": locked });
+        let _: serde_json::Value =
+            self.call(Method::PUT, &format!("/api/v1/couriers/{courier}/route-lock"), Some(&body), None).await?;
+        Ok(())
+    }
+
+    /// Where the merchant's couriers are, as the server last saw them.
+    pub async fn courier_locations(&self, merchant: MerchantId) -> CoreResult<serde_json::Value> {
+        self.call(Method::GET, &format!("/api/v1/merchants/{merchant}/courier-locations"), None::<&()>, None).await
     }
 
     // ---- stock --------------------------------------------------------

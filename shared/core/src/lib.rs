@@ -26,10 +26,12 @@
 //! feature (rustls, tokio-tungstenite, SQLite in the app's data directory).
 
 pub mod api;
+pub mod board;
 pub mod cache;
 pub mod courier;
 pub mod error;
 pub mod location;
+pub mod office;
 pub mod outbox;
 #[cfg(feature = "native")]
 pub mod photo;

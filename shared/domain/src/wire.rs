@@ -147,6 +147,10 @@ pub struct OrderPage {
     pub items: Vec<Order>,
     /// Pass as `cursor` to get the next page; absent on the last page.
     pub next_cursor: Option<String>,
+    /// The customers of this page's orders, each once (business names and
+    /// addresses, never contact people), for boards and search.
+    #[serde(default)]
+    pub customers: Vec<CustomerSummary>,
 }
 
 /// A command sent to an order, with the version the sender saw.

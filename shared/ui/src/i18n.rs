@@ -129,6 +129,32 @@ impl Lang {
             Key::Position => ("当前位置", "Position"),
             Key::Refresh => ("刷新", "Refresh"),
             Key::LogOut => ("退出登录", "Log out"),
+            Key::Board => ("订单看板", "Order board"),
+            Key::Alerts => ("告警", "Alerts"),
+            Key::Acknowledge => ("确认已知", "Acknowledge"),
+            Key::Search => ("搜索单号或客户", "Search number or customer"),
+            Key::AllWarehouses => ("全部仓库", "All warehouses"),
+            Key::AllCouriers => ("全部配送员", "All couriers"),
+            Key::AllStatuses => ("全部状态", "All statuses"),
+            Key::Behind => ("有未同步的更改或正在重连", "Changes not yet sent, or reconnecting"),
+            Key::StartPicking => ("开始拣货", "Start picking"),
+            Key::RecordPick => ("确认称重", "Confirm weight"),
+            Key::Pack => ("打包完成", "Packed"),
+            Key::HandToCourier => ("交给配送员", "Hand to courier"),
+            Key::DispatchNow => ("出库配送", "Dispatch"),
+            Key::ResumeDelivery => ("恢复配送", "Resume delivery"),
+            Key::StartReturn => ("安排退货", "Start return"),
+            Key::ConfirmReturned => ("确认退回入库", "Confirm returned"),
+            Key::CancelOrder => ("取消订单", "Cancel order"),
+            Key::Evidence => ("签收凭证", "Evidence"),
+            Key::PickList => ("拣货单", "Pick list"),
+            Key::NoAlerts => ("暂无告警", "No alerts"),
+            Key::Open => ("未处理", "Open"),
+            Key::Cleared => ("已解除", "Cleared"),
+            Key::Acknowledged => ("已确认", "Acknowledged"),
+            Key::Customer => ("客户", "Customer"),
+            Key::Lines => ("商品明细", "Lines"),
+            Key::Picked => ("已拣", "Picked"),
         };
         match self {
             Lang::Zh => zh,
@@ -270,6 +296,24 @@ impl Lang {
         }
     }
 
+    /// A column of the merchant's board.
+    pub fn column(self, column: xianlu_core::board::Column) -> &'static str {
+        use xianlu_core::board::Column as C;
+        let (zh, en) = match column {
+            C::Paid => ("待拣货", "Paid"),
+            C::Picking => ("拣货/待出库", "Picking"),
+            C::OutOfStock => ("缺货", "Out of stock"),
+            C::Delivering => ("配送中", "Delivering"),
+            C::Exception => ("异常", "Exceptions"),
+            C::Signed => ("已签收", "Signed"),
+            C::ReturnsAndClaims => ("退货/理赔", "Returns and claims"),
+        };
+        match self {
+            Lang::Zh => zh,
+            Lang::En => en,
+        }
+    }
+
     pub fn unit(self, unit: Unit) -> &'static str {
         match self {
             Lang::Zh => unit.label_zh(),
@@ -380,6 +424,32 @@ pub enum Key {
     Position,
     Refresh,
     LogOut,
+    Board,
+    Alerts,
+    Acknowledge,
+    Search,
+    AllWarehouses,
+    AllCouriers,
+    AllStatuses,
+    Behind,
+    StartPicking,
+    RecordPick,
+    Pack,
+    HandToCourier,
+    DispatchNow,
+    ResumeDelivery,
+    StartReturn,
+    ConfirmReturned,
+    CancelOrder,
+    Evidence,
+    PickList,
+    NoAlerts,
+    Open,
+    Cleared,
+    Acknowledged,
+    Customer,
+    Lines,
+    Picked,
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use dioxus::prelude::*;
 use xianlu_core::signature::{SignatureCapture, StrokePoint};
-use xianlu_core::signoff::LineCheck;
+use xianlu_core::signoff::{LineCheck, SignOff};
 use xianlu_domain::{Dimension, RejectReason, Unit};
 
 use crate::i18n::{Key, Lang};
@@ -22,6 +22,42 @@ pub fn base_unit(lang: Lang, dimension: Dimension) -> &'static str {
     match dimension {
         Dimension::Grams => lang.unit(Unit::G),
         Dimension::Pieces => lang.unit(Unit::Piece),
+    }
+}
+
+/// The drawing pad's size, in its own units (the signature's coordinates).
+pub const PAD_WIDTH: f32 = 400.0;
+pub const PAD_HEIGHT: f32 = 200.0;
+
+/// The lines to check and the pad to sign on, feeding a sign-off being
+/// prepared; a refusal the sign-off does not take goes to `error`.
+#[component]
+pub fn SignOffForm(sign_off: Signal<Option<SignOff>>, error: Signal<Option<String>>, lang: Lang) -> Element {
+    let lines = sign_off.read().as_ref().map(|s| s.lines.clone()).unwrap_or_default();
+    rsx! {
+        LineChecks {
+            lines, lang,
+            on_change: move |(line_no, base, reason): Refusal| {
+                if let Some(s) = sign_off.write().as_mut()
+                    && let Err(problem) = s.reject(line_no, base, reason)
+                {
+                    error.set(Some(problem.to_string()));
+                }
+            },
+        }
+        SignaturePad {
+            width: PAD_WIDTH, height: PAD_HEIGHT, lang,
+            on_point: move |p: PadPoint| {
+                if let Some(s) = sign_off.write().as_mut() {
+                    draw_on(&mut s.signature, p);
+                }
+            },
+            on_clear: move |_| {
+                if let Some(s) = sign_off.write().as_mut() {
+                    s.signature.clear();
+                }
+            },
+        }
     }
 }
 

@@ -1,0 +1,353 @@
+//! The merchant's office as a running session: the board (`board`) and the
+//! alerts, loaded once and kept live from the merchant's push stream; every
+//! change staff make goes through the outbox, so flaky warehouse Wi-Fi loses
+//! nothing and the screen can say how far behind it is.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use uuid::Uuid;
+use xianlu_domain::operations::{Alert, Severity};
+use xianlu_domain::wire::{OrderView, Topic};
+use xianlu_domain::{Command, EventKind, MerchantId, OrderId};
+
+use crate::api::{ApiClient, OrderQuery};
+use crate::board::{Board, Need};
+use crate::error::{CoreError, CoreResult};
+use crate::outbox::{Operation, Outbox, OutboxSettings, OutboxStatus};
+use crate::push::{ConnectionState, PushClient, PushEvent, PushSettings};
+use crate::store::Store;
+
+/// What the office screens show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Office {
+    pub merchant: MerchantId,
+    pub board: Board,
+    /// Alerts, newest first: open ones and those acknowledged or cleared lately.
+    pub alerts: Vec<Alert>,
+    /// High-severity alerts raised since the screen last took them (for a
+    /// native notification).
+    pub fresh: Vec<Alert>,
+    pub outbox: OutboxStatus,
+    pub connection: ConnectionState,
+    /// Grows by one with every change, so a screen can wait for the next.
+    pub revision: u64,
+    pub problem: Option<String>,
+}
+
+impl Office {
+    fn new(merchant: MerchantId) -> Office {
+        Office {
+            merchant,
+            board: Board::new(),
+            alerts: Vec::new(),
+            fresh: Vec::new(),
+            outbox: OutboxStatus::default(),
+            connection: ConnectionState::Connecting { attempt: 0 },
+            revision: 0,
+            problem: None,
+        }
+    }
+
+    /// Whether what is shown may be behind the server: changes not yet sent,
+    /// or the stream not live.
+    pub fn behind(&self) -> bool {
+        self.outbox.waiting > 0 || self.connection != ConnectionState::Live
+    }
+
+    fn alert_event(&mut self, event: &xianlu_domain::wire::StreamEvent) {
+        match &event.event.kind {
+            EventKind::AlertRaised { alert_id, rule, severity, reason } => {
+                if self.alerts.iter().any(|a| a.id == *alert_id) {
+                    return;
+                }
+                let alert = Alert {
+                    id: *alert_id,
+                    merchant_id: event.merchant_id,
+                    order_id: event.order_id,
+                    order_number: event.order_number.clone(),
+                    rule: *rule,
+                    severity: *severity,
+                    reason: reason.clone(),
+                    raised_at: event.at,
+                    cleared_at: None,
+                    acknowledged_at: None,
+                    acknowledged_by: None,
+                };
+                if *severity == Severity::High {
+                    self.fresh.push(alert.clone());
+                }
+                self.alerts.insert(0, alert);
+            }
+            EventKind::AlertCleared { alert_id, .. } => {
+                if let Some(a) = self.alerts.iter_mut().find(|a| a.id == *alert_id) {
+                    a.cleared_at = Some(event.at);
+                }
+            }
+            EventKind::AlertAcknowledged { alert_id, .. } => {
+                if let Some(a) = self.alerts.iter_mut().find(|a| a.id == *alert_id) {
+                    a.acknowledged_at = Some(event.at);
+                    a.acknowledged_by = Some(event.actor.id.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// How the session talks to the server.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OfficeSettings {
+    pub outbox: OutboxSettings,
+    pub push: PushSettings,
+}
+
+/// A logged-in office user's running session. Cheap to clone.
+#[derive(Clone)]
+pub struct OfficeSession {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    api: ApiClient,
+    merchant: MerchantId,
+    outbox: Outbox,
+    store: Arc<dyn Store>,
+    office: Mutex<Office>,
+    tx: watch::Sender<Office>,
+    push: Mutex<Option<PushClient>>,
+    stopped: AtomicBool,
+    reload: Notify,
+    settings: OfficeSettings,
+}
+
+impl std::fmt::Debug for OfficeSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OfficeSession").field("merchant", &self.inner.merchant).finish_non_exhaustive()
+    }
+}
+
+/// How far back the board reaches: today's work and yesterday's leftovers.
+const BOARD_DAYS: i64 = 2;
+
+impl OfficeSession {
+    /// Starts the office of the logged-in user's merchant (`merchant` for an
+    /// administrator), over a store for the outbox.
+    pub fn start(
+        api: ApiClient,
+        merchant: Option<MerchantId>,
+        store: Arc<dyn Store>,
+        settings: OfficeSettings,
+    ) -> CoreResult<OfficeSession> {
+        let merchant = merchant
+            .or_else(|| api.me().and_then(|me| me.merchant_id))
+            .ok_or_else(|| CoreError::Refused("this account works for no merchant".into()))?;
+        let outbox = Outbox::start(store.clone(), api.clone(), settings.outbox);
+        let office = Office::new(merchant);
+        let (tx, _) = watch::channel(office.clone());
+        let session = OfficeSession {
+            inner: Arc::new(Inner {
+                api,
+                merchant,
+                outbox,
+                store,
+                office: Mutex::new(office),
+                tx,
+                push: Mutex::new(None),
+                stopped: AtomicBool::new(false),
+                reload: Notify::new(),
+                settings,
+            }),
+        };
+        let runner = session.clone();
+        crate::rt::spawn(async move { runner.run().await });
+        Ok(session)
+    }
+
+    pub fn api(&self) -> &ApiClient {
+        &self.inner.api
+    }
+
+    pub fn merchant(&self) -> MerchantId {
+        self.inner.merchant
+    }
+
+    pub fn office(&self) -> Office {
+        self.lock().clone()
+    }
+
+    pub fn watch(&self) -> watch::Receiver<Office> {
+        self.inner.tx.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Office> {
+        self.inner.office.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn update<T>(&self, change: impl FnOnce(&mut Office) -> T) -> T {
+        let mut office = self.lock();
+        let out = change(&mut office);
+        office.revision += 1;
+        let snapshot = office.clone();
+        drop(office);
+        self.inner.tx.send_replace(snapshot);
+        out
+    }
+
+    pub fn stop(&self) {
+        self.inner.stopped.store(true, Ordering::SeqCst);
+        if let Some(push) = self.inner.push.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            push.stop();
+        }
+        self.inner.outbox.stop();
+        self.inner.reload.notify_one();
+    }
+
+    /// Sends a change to an order through the outbox (at the version seen,
+    /// if given: refused if someone changed the order meanwhile).
+    pub fn command(&self, order: OrderId, command: Command, expected_version: Option<u64>) -> CoreResult<()> {
+        self.inner.outbox.enqueue(Operation::Command { order_id: order, command, expected_version })?;
+        let status = self.inner.outbox.status();
+        self.update(|o| o.outbox = status);
+        Ok(())
+    }
+
+    /// Acknowledges an alert (needs the network: it is one click, and its
+    /// answer is the alert as acknowledged).
+    pub async fn acknowledge(&self, alert: Uuid) -> CoreResult<()> {
+        let done = self.inner.api.acknowledge_alert(alert).await?;
+        self.update(|o| {
+            if let Some(a) = o.alerts.iter_mut().find(|a| a.id == done.id) {
+                *a = done;
+            }
+        });
+        Ok(())
+    }
+
+    /// The high-severity alerts raised since the last call.
+    pub fn take_fresh(&self) -> Vec<Alert> {
+        self.update(|o| std::mem::take(&mut o.fresh))
+    }
+
+    /// One order in full, for its detail screen.
+    pub async fn order(&self, id: OrderId) -> CoreResult<OrderView> {
+        let view = self.inner.api.order(id).await?;
+        self.update(|o| {
+            o.board.learn_customers(view.customer.as_slice());
+            o.board.upsert(&view.order);
+        });
+        Ok(view)
+    }
+
+    async fn load(&self) -> CoreResult<()> {
+        let api = &self.inner.api;
+        let mut board = Board::new();
+        let mut cursor = None;
+        let from = crate::rt::now() - chrono::TimeDelta::days(BOARD_DAYS);
+        loop {
+            let query = OrderQuery {
+                merchant_id: Some(self.inner.merchant),
+                from: Some(from),
+                limit: Some(200),
+                cursor,
+                ..OrderQuery::default()
+            };
+            let page = api.orders(&query).await?;
+            board.learn_customers(&page.customers);
+            for order in &page.items {
+                board.upsert(order);
+            }
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let alerts = api.alerts(self.inner.merchant, false).await?;
+        let open: HashMap<OrderId, u32> = alerts
+            .iter()
+            .filter(|a| a.cleared_at.is_none() && a.acknowledged_at.is_none())
+            .fold(HashMap::new(), |mut m, a| {
+                *m.entry(a.order_id).or_default() += 1;
+                m
+            });
+        board.set_alert_counts(&open, &alerts);
+        self.update(|o| {
+            o.board = board;
+            o.alerts = alerts;
+            o.problem = None;
+        });
+        Ok(())
+    }
+
+    async fn run(self) {
+        let mut attempt = 0;
+        while !self.inner.stopped.load(Ordering::SeqCst) {
+            match self.load().await {
+                Ok(()) => break,
+                Err(error) => {
+                    attempt += 1;
+                    let stop = matches!(error, CoreError::Unauthenticated(_) | CoreError::Incompatible { .. });
+                    self.update(|o| o.problem = Some(error.to_string()));
+                    if stop {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = crate::rt::sleep(self.inner.settings.push.backoff.delay(attempt)) => {}
+                        _ = self.inner.reload.notified() => {}
+                    }
+                }
+            }
+        }
+        let (push, mut events) = PushClient::start(
+            self.inner.api.clone(),
+            self.inner.store.clone(),
+            vec![Topic::Merchant(self.inner.merchant)],
+            self.inner.settings.push,
+        );
+        let mut connection = push.watch();
+        *self.inner.push.lock().unwrap_or_else(|e| e.into_inner()) = Some(push);
+        let mut outbox = self.inner.outbox.watch();
+        while !self.inner.stopped.load(Ordering::SeqCst) {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(PushEvent::Event(event)) => {
+                        let need = self.update(|o| {
+                            o.alert_event(&event);
+                            o.board.apply(&event)
+                        });
+                        if let Need::Order(id) = need
+                            && let Ok(view) = self.inner.api.order(id).await
+                        {
+                            self.update(|o| {
+                                o.board.learn_customers(view.customer.as_slice());
+                                o.board.upsert(&view.order);
+                            });
+                        }
+                    }
+                    Some(PushEvent::Resynced { .. }) => { let _ = self.load().await; }
+                    Some(PushEvent::CaughtUp { .. }) => {}
+                    None => return,
+                },
+                changed = connection.changed() => {
+                    if changed.is_err() { return; }
+                    let state = connection.borrow().clone();
+                    self.update(|o| o.connection = state);
+                }
+                changed = outbox.changed() => {
+                    if changed.is_err() { return; }
+                    let status = outbox.borrow().clone();
+                    self.update(|o| o.outbox = status);
+                }
+                _ = self.inner.reload.notified() => {
+                    if let Err(error) = self.load().await {
+                        self.update(|o| o.problem = Some(error.to_string()));
+                    }
+                }
+                _ = crate::rt::sleep(Duration::from_secs(60)) => {}
+            }
+        }
+    }
+}
