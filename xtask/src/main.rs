@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 
 const USAGE: &str = "\
 cargo xtask <command>
@@ -19,6 +19,7 @@ cargo xtask <command>
   test    rustfmt, clippy, dependency rules, wasm builds, every test on SQLite and PostgreSQL,
           the customer and courier apps in headless Chromium and the desktop app under Xvfb
   web     build the apps for the web (customer at /t/{token} and /app, courier at /courier)
+  merchant  build and open the merchant desktop app (Tauri) against the demo's server
   bench   transitions, push, client core, courier operations and the route planner against PyVRP;
           figures for docs/benchmarks.md (--quick: a shorter run)";
 
@@ -38,6 +39,8 @@ const APT_PACKAGES: &[&str] = &[
     "xvfb",
     "xdotool",
     "x11-apps",
+    // The merchant app's WebDriver tests (tauri-driver drives WebKitWebDriver).
+    "webkit2gtk-driver",
     // Browser tests of the web builds, and what their pages need.
     "chromium",
     "fonts-noto-cjk",
@@ -54,6 +57,7 @@ fn main() -> Result<()> {
         Some("demo") => demo(&args[1..]),
         Some("test") => test(),
         Some("bench") => bench(&args[1..]),
+        Some("merchant") => merchant(&args[1..]),
         Some("web") => {
             setup()?;
             web_builds().map(|_| ())
@@ -169,6 +173,10 @@ fn setup() -> Result<()> {
         // Not --locked: its lock names a webpki-roots the registry here lacks.
         run(cargo().args(["install", "wasm-bindgen-cli", "--version", &wanted]))?;
     }
+    if !succeeds(Command::new("tauri-driver").arg("--help")) {
+        println!("installing tauri-driver");
+        run(cargo().args(["install", "tauri-driver", "--locked"]))?;
+    }
     // The browser driver for the web builds' tests.
     let e2e = Path::new("tests/e2e");
     let stamp = e2e.join("node_modules/.installed-from-lock");
@@ -264,6 +272,61 @@ fn web_build(app: &WebApp) -> Result<(PathBuf, u64)> {
     }
     println!("{}: {} bytes compressed (script and wasm) in {}", app.package, compressed, out.display());
     Ok((out, compressed))
+}
+
+/// The merchant app's own workspace (its own lock file: Tauri and Dioxus
+/// desktop pin different webkit2gtk versions).
+const MERCHANT: &str = "apps/merchant/Cargo.toml";
+
+/// Builds the merchant app: its screens for the webview (wasm, release,
+/// wasm-bindgen into `apps/merchant/dist`, which Tauri embeds), then the
+/// Tauri shell (debug). Returns the app's path.
+fn merchant_app() -> Result<PathBuf> {
+    let lock = std::fs::read_to_string("apps/merchant/Cargo.lock")?;
+    let wanted = locked_version("wasm-bindgen")?;
+    ensure!(
+        lock.contains(&format!("name = \"wasm-bindgen\"\nversion = \"{wanted}\"")),
+        "apps/merchant/Cargo.lock must lock wasm-bindgen {wanted}, as the workspace does"
+    );
+    run(cargo().args([
+        "build",
+        "--locked",
+        "--manifest-path",
+        MERCHANT,
+        "-p",
+        "xianlu-merchant-ui",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--release",
+    ]))?;
+    let dist = Path::new("apps/merchant/dist");
+    if dist.exists() {
+        std::fs::remove_dir_all(dist)?;
+    }
+    run(Command::new("wasm-bindgen")
+        .args(["--target", "web", "--no-typescript", "--out-name", "xianlu_merchant_ui", "--out-dir"])
+        .arg(dist)
+        .arg(target_dir().join("wasm32-unknown-unknown/release/xianlu-merchant-ui.wasm")))?;
+    std::fs::write(
+        dist.join("index.html"),
+        "<!doctype html>\n<html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>鲜路 · 商家</title></head>\
+         <body><div id=\"main\"></div><script type=\"module\">import init from './xianlu_merchant_ui.js'; \
+         init({ module_or_path: './xianlu_merchant_ui_bg.wasm' });</script></body></html>\n",
+    )?;
+    run(cargo().args(["build", "--locked", "--manifest-path", MERCHANT, "-p", "xianlu-merchant"]))?;
+    Ok(target_dir().join("debug/xianlu-merchant"))
+}
+
+/// Builds and opens the merchant app (against `cargo xtask demo`'s server unless told otherwise).
+fn merchant(args: &[String]) -> Result<()> {
+    setup()?;
+    let app = merchant_app()?;
+    let server = args.first().map_or("http://127.0.0.1:8080", String::as_str);
+    println!(
+        "merchant app: {} (log in at {server} as owner.wang, staff.li, clerk.chen or service.zhao; the demo prints their passwords)",
+        app.display()
+    );
+    run(Command::new(app).env("XIANLU_SERVER", server))
 }
 
 fn dpkg_installed(package: &str) -> bool {
@@ -420,6 +483,21 @@ fn run_tests(timings: &mut Vec<(String, Duration)>) -> Result<()> {
         Ok(())
     })?;
     stage("courier desktop app", timings, || run(cargo().args(["build", "--locked", "-p", "xianlu-courier"])))?;
+    let mut merchant = PathBuf::new();
+    stage("merchant app (Tauri, own workspace)", timings, || {
+        merchant = merchant_app()?;
+        run(cargo().args(["fmt", "--all", "--check", "--manifest-path", MERCHANT]))?;
+        run(cargo()
+            .args(["clippy", "--locked", "--manifest-path", MERCHANT, "-p", "xianlu-merchant", "--all-targets"])
+            .args(["--", "-D", "warnings"]))?;
+        run(cargo().args(["clippy", "--locked", "--manifest-path", MERCHANT, "-p", "xianlu-merchant-ui"]).args([
+            "--target",
+            "wasm32-unknown-unknown",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
     stage("build tests", timings, || run(cargo().args(["nextest", "run", "--workspace", "--locked", "--no-run"])))?;
     stage("start PostgreSQL", timings, ensure_postgres)?;
     let run_db = RunDatabase::create()?;
@@ -431,6 +509,7 @@ fn run_tests(timings: &mut Vec<(String, Duration)>) -> Result<()> {
             .env("TEST_XIANLU_CUSTOMER_WEB", &web)
             .env("TEST_XIANLU_COURIER_WEB", &courier_web)
             .env("TEST_XIANLU_COURIER_DESKTOP", target_dir().join("debug/xianlu-courier"))
+            .env("TEST_XIANLU_MERCHANT_APP", &merchant)
             .env("TEST_XIANLU_DB_PREFIX", &run_db.name))
     })?;
     drop(run_db);

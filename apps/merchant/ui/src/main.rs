@@ -1,0 +1,473 @@
+//! The merchant app's screens, Dioxus in the Tauri webview: the live order
+//! board, an order's detail with its evidence and the actions the role
+//! allows, the alerts, and the warehouse clerk's pick list. Every call goes
+//! through [`bridge`] to the native side, which does it with the client core.
+
+mod bridge;
+
+use dioxus::prelude::*;
+use serde::Deserialize;
+use serde_json::json;
+use xianlu_core::api::Me;
+use xianlu_core::board::{BoardFilter, Card, ColumnView};
+use xianlu_domain::evidence::EvidenceRecord;
+use xianlu_domain::operations::Alert;
+use xianlu_domain::wire::OrderView;
+use xianlu_domain::{Command, CourierId, OrderId, Status};
+use xianlu_ui::i18n::Key;
+use xianlu_ui::order::window_text;
+use xianlu_ui::signoff::LogInForm;
+use xianlu_ui::timeline::clock;
+use xianlu_ui::{Lang, OrderCard, STYLE, Timeline};
+
+use crate::bridge::{UiError, call};
+
+const MERCHANT_STYLE: &str = r#"
+.xl-page { max-width: none; }
+.xl-board { display: grid; grid-template-columns: repeat(7, minmax(150px, 1fr)); gap: 8px; align-items: start; }
+.xl-column { background: #e9eee8; border-radius: 10px; padding: 6px; min-height: 120px; }
+.xl-column h3 { font-size: 14px; margin: 4px; display: flex; justify-content: space-between; }
+.xl-card { background: #fff; border-radius: 8px; padding: 8px; margin: 6px 0; cursor: pointer; font-size: 13px; box-shadow: 0 1px 2px rgba(0,0,0,.08); }
+.xl-card strong { display: block; }
+.xl-card .xl-alert-count { background: #c0392b; color: #fff; border-radius: 10px; padding: 0 6px; float: right; }
+.xl-filters { display: flex; gap: 8px; margin: 8px 0; flex-wrap: wrap; }
+.xl-filters input, .xl-filters select { padding: 6px; font-size: 14px; }
+.xl-tabs button { margin-right: 6px; }
+.xl-split { display: grid; grid-template-columns: 1fr 420px; gap: 12px; }
+.xl-alert { background: #fff; border-radius: 8px; padding: 8px; margin: 6px 0; border-left: 4px solid #c0392b; }
+.xl-alert-done { border-left-color: #cfd6cc; opacity: .7; }
+.xl-evidence img { max-width: 100%; border: 1px solid #cfd6cc; border-radius: 6px; background: #fff; }
+.xl-pick { background: #fff; border-radius: 10px; padding: 16px; margin: 10px 0; font-size: 20px; }
+.xl-pick input { font-size: 22px; width: 8em; padding: 8px; }
+.xl-pick button { font-size: 20px; padding: 12px 18px; margin: 6px 6px 0 0; }
+"#;
+
+fn main() {
+    dioxus::launch(App);
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OfficeView {
+    revision: u64,
+    columns: Vec<ColumnView>,
+    alerts: Vec<Alert>,
+    behind: bool,
+    waiting: usize,
+    needs_attention: usize,
+    live: bool,
+    problem: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct OrderDetail {
+    view: OrderView,
+    evidence: Vec<EvidenceRecord>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Tab {
+    Board,
+    Alerts,
+}
+
+#[component]
+fn App() -> Element {
+    let mut lang = use_signal(Lang::default);
+    let mut me: Signal<Option<Me>> = use_signal(|| None);
+    let mut error = use_signal(|| None::<String>);
+    let mut busy = use_signal(|| false);
+    let server = use_resource(|| async { call::<String>("default_server", json!({})).await.ok() });
+    let l = lang();
+    let login = move |(server, username, password): (String, String, String)| {
+        busy.set(true);
+        spawn(async move {
+            match call::<Me>("login", json!({"server": server, "username": username, "password": password})).await {
+                Ok(who) => me.set(Some(who)),
+                Err(e) => error.set(Some(e.message)),
+            }
+            busy.set(false);
+        });
+    };
+    rsx! {
+        style { {STYLE} }
+        style { {MERCHANT_STYLE} }
+        main { class: "xl-page",
+            div { class: "xl-bar",
+                h1 { "鲜路 · 商家" }
+                if let Some(who) = me() { span { id: "xl-who", class: "xl-muted", "{who.username} · {who.role}" } }
+                button { id: "xl-lang", onclick: move |_| lang.set(l.other()), {l.other().name()} }
+            }
+            match me() {
+                None => match server.read().clone() {
+                    Some(found) => rsx! {
+                        LogInForm {
+                            lang: l, server: found.unwrap_or_else(|| "http://127.0.0.1:8080".to_owned()),
+                            busy: busy(), error: error(), on_submit: login,
+                        }
+                    },
+                    None => rsx! { p { class: "xl-muted", {l.t(Key::Loading)} } },
+                },
+                Some(who) => rsx! { Office { me: who, lang: l } },
+            }
+        }
+    }
+}
+
+/// The office: follows the native side's office session, one long poll after another.
+#[component]
+fn Office(me: Me, lang: Lang) -> Element {
+    let mut office: Signal<Option<OfficeView>> = use_signal(|| None);
+    let filter = use_signal(BoardFilter::default);
+    let mut problem = use_signal(|| None::<String>);
+    let tab = use_signal(|| Tab::Board);
+    let selected = use_signal(|| None::<OrderId>);
+    // The board follows the office; a new filter asks again at once.
+    use_effect(move || {
+        let wanted = filter();
+        spawn(async move {
+            let mut since = 0;
+            loop {
+                if filter.peek().clone() != wanted {
+                    return;
+                }
+                match call::<OfficeView>("office", json!({"filter": wanted, "since": since})).await {
+                    Ok(view) => {
+                        since = view.revision;
+                        if filter.peek().clone() == wanted {
+                            office.set(Some(view));
+                        }
+                        problem.set(None);
+                    }
+                    Err(e) => {
+                        problem.set(Some(e.to_string()));
+                        xianlu_core::rt::sleep(std::time::Duration::from_secs(2)).await;
+                    }
+                }
+            }
+        });
+    });
+    let clerk = me.role == "warehouse_clerk";
+    let Some(current) = office() else {
+        return rsx! { p { class: "xl-banner", {lang.t(Key::Loading)} } };
+    };
+    let open_alerts = current.alerts.iter().filter(|a| a.cleared_at.is_none() && a.acknowledged_at.is_none()).count();
+    let mut tab = tab;
+    rsx! {
+        if current.behind {
+            p { id: "xl-behind", class: "xl-banner", "{lang.t(Key::Behind)} · {current.waiting}" }
+        }
+        if let Some(message) = problem().or(current.problem.clone()) {
+            p { class: "xl-banner xl-banner-bad", "{message}" }
+        }
+        if clerk {
+            PickList { columns: current.columns.clone(), lang }
+        } else {
+            nav { class: "xl-tabs",
+                button { id: "xl-tab-board", class: if tab() == Tab::Board { "xl-tab xl-tab-on" } else { "xl-tab" },
+                    onclick: move |_| tab.set(Tab::Board), {lang.t(Key::Board)} }
+                button { id: "xl-tab-alerts", class: if tab() == Tab::Alerts { "xl-tab xl-tab-on" } else { "xl-tab" },
+                    onclick: move |_| tab.set(Tab::Alerts), "{lang.t(Key::Alerts)} ({open_alerts})" }
+            }
+            div { class: "xl-split",
+                div {
+                    match tab() {
+                        Tab::Board => rsx! { BoardView { columns: current.columns.clone(), filter, selected, lang } },
+                        Tab::Alerts => rsx! { AlertList { alerts: current.alerts.clone(), selected, lang } },
+                    }
+                }
+                div {
+                    if let Some(id) = selected() {
+                        // Loaded again whenever the order changes.
+                        Detail { key: "{id}-{version_of(&current.columns, id)}", id, lang }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The version of an order on the board (0 if it is not there).
+fn version_of(columns: &[ColumnView], id: OrderId) -> u64 {
+    columns.iter().flat_map(|c| c.cards.iter()).find(|c| c.order_id == id).map_or(0, |c| c.version)
+}
+
+#[component]
+fn BoardView(
+    columns: Vec<ColumnView>,
+    filter: Signal<BoardFilter>,
+    selected: Signal<Option<OrderId>>,
+    lang: Lang,
+) -> Element {
+    let mut filter = filter;
+    let mut selected = selected;
+    let cards: Vec<&Card> = columns.iter().flat_map(|c| c.cards.iter()).collect();
+    let mut couriers: Vec<CourierId> = cards.iter().filter_map(|c| c.courier_id).collect();
+    couriers.sort();
+    couriers.dedup();
+    rsx! {
+        div { class: "xl-filters",
+            input {
+                id: "xl-search", placeholder: lang.t(Key::Search),
+                oninput: move |e| filter.write().search = e.value(),
+            }
+            select {
+                id: "xl-filter-courier",
+                onchange: move |e| filter.write().courier = e.value().parse().ok(),
+                option { value: "", {lang.t(Key::AllCouriers)} }
+                for c in couriers {
+                    option { value: "{c}", {c.to_string()[..8].to_owned()} }
+                }
+            }
+            select {
+                id: "xl-filter-status",
+                onchange: move |e| filter.write().status = serde_json::from_value(json!(e.value())).ok(),
+                option { value: "", {lang.t(Key::AllStatuses)} }
+                for s in Status::ALL {
+                    option { value: "{s.as_str()}", {lang.status(s)} }
+                }
+            }
+        }
+        div { id: "xl-board", class: "xl-board",
+            for column in columns {
+                section { class: "xl-column", key: "{column.column:?}", "data-column": "{column.column:?}",
+                    h3 { span { {lang.column(column.column)} } span { class: "xl-count", "{column.count}" } }
+                    for card in column.cards.iter() {
+                        div { class: "xl-card", key: "{card.order_id}", "data-order": "{card.number}",
+                            onclick: { let id = card.order_id; move |_| selected.set(Some(id)) },
+                            if card.alerts > 0 { span { class: "xl-alert-count", "{card.alerts}" } }
+                            strong { "{card.number}" }
+                            span { "{card.customer}" }
+                            p { class: "xl-muted", "{window_text(&card.window)} · ¥{card.charge_fen as f64 / 100.0:.2}" }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[component]
+fn AlertList(alerts: Vec<Alert>, selected: Signal<Option<OrderId>>, lang: Lang) -> Element {
+    let mut selected = selected;
+    let mut error = use_signal(|| None::<String>);
+    rsx! {
+        if alerts.is_empty() {
+            p { class: "xl-muted", {lang.t(Key::NoAlerts)} }
+        }
+        if let Some(message) = error() { p { class: "xl-error", "{message}" } }
+        ul { id: "xl-alerts", class: "xl-list",
+            for alert in alerts {
+                li {
+                    key: "{alert.id}",
+                    class: if alert.cleared_at.is_some() || alert.acknowledged_at.is_some() { "xl-alert xl-alert-done" } else { "xl-alert" },
+                    "data-rule": "{alert.rule:?}",
+                    div { onclick: { let id = alert.order_id; move |_| selected.set(Some(id)) },
+                        strong { "{alert.order_number} · {alert.severity:?}" }
+                        p { "{alert.reason}" }
+                        p { class: "xl-muted", "{clock(alert.raised_at)}" }
+                    }
+                    if alert.cleared_at.is_none() && alert.acknowledged_at.is_none() {
+                        button {
+                            class: "xl-ack",
+                            onclick: { let id = alert.id; move |_| { spawn(async move {
+                                if let Err(e) = call::<()>("acknowledge", json!({"alert": id})).await {
+                                    error.set(Some(e.to_string()));
+                                }
+                            }); } },
+                            {lang.t(Key::Acknowledge)}
+                        }
+                    } else if alert.acknowledged_at.is_some() {
+                        span { class: "xl-muted", {lang.t(Key::Acknowledged)} }
+                    } else {
+                        span { class: "xl-muted", {lang.t(Key::Cleared)} }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sends a change to an order (through the core's outbox on the native side).
+async fn send(id: OrderId, command: Command, version: Option<u64>) -> Result<(), UiError> {
+    call::<()>("command", json!({"change": {"id": id, "command": command, "expectedVersion": version}})).await
+}
+
+#[component]
+fn Detail(id: OrderId, lang: Lang) -> Element {
+    let detail = use_resource(move || async move { call::<OrderDetail>("order", json!({"id": id})).await });
+    let mut error = use_signal(|| None::<String>);
+    let mut courier = use_signal(String::new);
+    let mut reason = use_signal(String::new);
+    let act = move |command: Command, version: u64| {
+        spawn(async move {
+            if let Err(e) = send(id, command, Some(version)).await {
+                error.set(Some(e.to_string()));
+            }
+        });
+    };
+    let Some(loaded) = detail.read().clone() else {
+        return rsx! { p { {lang.t(Key::Loading)} } };
+    };
+    let OrderDetail { view, evidence } = match loaded {
+        Ok(d) => d,
+        Err(e) => return rsx! { p { class: "xl-error", "{e}" } },
+    };
+    let order = view.order.clone();
+    let version = order.version;
+    let status = view.status;
+
+    rsx! {
+        div { id: "xl-detail",
+            OrderCard { view: view.clone(), lang }
+            div { class: "xl-order",
+                h3 { {lang.t(Key::Lines)} }
+                for line in order.lines.iter() {
+                    p { key: "{line.line_no}",
+                        "{line.name} · {line.quantity} {lang.unit(line.unit)}"
+                        if let Some(p) = line.picked.as_ref() { " · {lang.t(Key::Picked)} {p.base}" }
+                        if let Some(a) = line.acceptance.as_ref().filter(|a| a.rejected_base > 0) { " · {lang.t(Key::Refuse)} {a.rejected_base}" }
+                    }
+                }
+            }
+            div { class: "xl-actions",
+                if matches!(status, Status::Paid | Status::AwaitingPick) {
+                    button { id: "xl-do-start-picking", class: "xl-primary", onclick: move |_| act(Command::StartPicking, version), {lang.t(Key::StartPicking)} }
+                }
+                if status == Status::Picking {
+                    for line in order.lines.iter().filter(|l| l.picked.is_none() && l.base_to_ship > 0).cloned() {
+                        button {
+                            key: "{line.line_no}", class: "xl-primary xl-do-record-pick",
+                            onclick: move |_| act(Command::RecordPick { line_no: line.line_no, base: line.base_to_ship, weight_g: None, short: false }, version),
+                            "{lang.t(Key::RecordPick)} · {line.name} {line.base_to_ship}"
+                        }
+                    }
+                    if order.lines.iter().all(|l| l.picked.is_some() || l.base_to_ship == 0) {
+                        button { id: "xl-do-pack", class: "xl-primary", onclick: move |_| act(Command::Pack, version), {lang.t(Key::Pack)} }
+                    }
+                }
+                if status == Status::Packed {
+                    input { id: "xl-courier-id", placeholder: "courier id", value: "{courier}", oninput: move |e| courier.set(e.value()) }
+                    button {
+                        id: "xl-do-assign", class: "xl-primary",
+                        onclick: move |_| match courier().trim().parse::<CourierId>() {
+                            Ok(c) => act(Command::AssignCourier { courier_id: c }, version),
+                            Err(_) => error.set(Some("courier id?".into())),
+                        },
+                        {lang.t(Key::HandToCourier)}
+                    }
+                    if order.courier_id.is_some() {
+                        button { id: "xl-do-dispatch", class: "xl-primary", onclick: move |_| act(Command::Dispatch, version), {lang.t(Key::DispatchNow)} }
+                    }
+                }
+                if matches!(status, Status::ExceptionHandling | Status::DeliveryFailed) {
+                    button { id: "xl-do-resume", class: "xl-primary", onclick: move |_| act(Command::ResumeDelivery { courier_id: None }, version), {lang.t(Key::ResumeDelivery)} }
+                    input { id: "xl-return-reason", placeholder: lang.t(Key::Reason), value: "{reason}", oninput: move |e| reason.set(e.value()) }
+                    button { id: "xl-do-return", onclick: move |_| act(Command::StartReturn { reason: reason() }, version), {lang.t(Key::StartReturn)} }
+                }
+                if status == Status::Returning {
+                    button { id: "xl-do-returned", class: "xl-primary", onclick: move |_| act(Command::ConfirmReturned, version), {lang.t(Key::ConfirmReturned)} }
+                }
+            }
+            if let Some(message) = error() { p { class: "xl-error", "{message}" } }
+            if !evidence.is_empty() {
+                div { class: "xl-order xl-evidence",
+                    h3 { {lang.t(Key::Evidence)} }
+                    for record in evidence {
+                        EvidenceImage { key: "{record.sha256}", id, record }
+                    }
+                }
+            }
+            Timeline { events: view.timeline.clone(), lang }
+        }
+    }
+}
+
+#[component]
+fn EvidenceImage(id: OrderId, record: EvidenceRecord) -> Element {
+    let sha = record.sha256.clone();
+    let image = use_resource(move || {
+        let sha = sha.clone();
+        async move { call::<String>("evidence_image", json!({"id": id, "sha256": sha})).await.ok() }
+    });
+    rsx! {
+        figure { class: "xl-evidence-item", "data-kind": "{record.kind:?}",
+            if let Some(Some(src)) = image.read().clone() { img { src: "{src}", alt: "{record.kind:?}" } }
+            figcaption { class: "xl-hash", "{record.kind:?} · {record.sha256}" }
+        }
+    }
+}
+
+/// The warehouse clerk's screen: paid orders to pick, big rows, one tap per step.
+#[component]
+fn PickList(columns: Vec<ColumnView>, lang: Lang) -> Element {
+    let cards: Vec<Card> = columns
+        .into_iter()
+        .filter(|c| matches!(c.column, xianlu_core::board::Column::Paid | xianlu_core::board::Column::Picking))
+        .flat_map(|c| c.cards)
+        .filter(|c| c.status != Status::Packed)
+        .collect();
+    rsx! {
+        h2 { {lang.t(Key::PickList)} }
+        div { id: "xl-picklist",
+            for card in cards {
+                PickRow { key: "{card.order_id}-{card.version}", card, lang }
+            }
+        }
+    }
+}
+
+#[component]
+fn PickRow(card: Card, lang: Lang) -> Element {
+    let id = card.order_id;
+    let detail = use_resource(move || async move { call::<OrderDetail>("order", json!({"id": id})).await });
+    let mut weights = use_signal(std::collections::HashMap::<u16, String>::new);
+    let mut error = use_signal(|| None::<String>);
+    let Some(Ok(loaded)) = detail.read().clone() else {
+        return rsx! { div { class: "xl-pick", "{card.number}" } };
+    };
+    let order = loaded.view.order;
+    let version = order.version;
+    let go = move |command: Command| {
+        spawn(async move {
+            if let Err(e) = send(id, command, Some(version)).await {
+                error.set(Some(e.to_string()));
+            }
+        });
+    };
+
+    rsx! {
+        div { class: "xl-pick", "data-order": "{card.number}",
+            strong { "{card.number} · {card.customer}" }
+            if order.status != Status::Picking {
+                div { button { class: "xl-primary xl-pick-start", onclick: move |_| go(Command::StartPicking), {lang.t(Key::StartPicking)} } }
+            } else {
+                for line in order.lines.iter().filter(|l| l.base_to_ship > 0).cloned() {
+                    div { key: "{line.line_no}",
+                        "{line.name} · {line.quantity} {lang.unit(line.unit)} "
+                        if let Some(p) = line.picked.as_ref() {
+                            span { class: "xl-muted", "✓ {p.base}" }
+                        } else {
+                            input {
+                                class: "xl-pick-weight", r#type: "number", placeholder: "{line.base_to_ship}",
+                                oninput: move |e| { weights.write().insert(line.line_no, e.value()); }
+                            }
+                            button {
+                                class: "xl-primary xl-pick-record",
+                                onclick: move |_| {
+                                    let base = weights.read().get(&line.line_no).and_then(|w| w.parse().ok()).unwrap_or(line.base_to_ship);
+                                    go(Command::RecordPick { line_no: line.line_no, base, weight_g: None, short: false });
+                                },
+                                {lang.t(Key::RecordPick)}
+                            }
+                        }
+                    }
+                }
+                if order.lines.iter().all(|l| l.picked.is_some() || l.base_to_ship == 0) {
+                    button { class: "xl-primary xl-pick-pack", onclick: move |_| go(Command::Pack), {lang.t(Key::Pack)} }
+                }
+            }
+            if let Some(message) = error() { p { class: "xl-error", "{message}" } }
+        }
+    }
+}

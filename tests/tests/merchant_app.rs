@@ -1,0 +1,278 @@
+//! The merchant app (Tauri v2) as the office uses it, in a real window under
+//! Xvfb driven through WebDriver (`tauri-driver` in front of Debian's
+//! `WebKitWebDriver`), against a real server: log in, watch a new paid order
+//! appear on the board, pick and pack it, hand it to a courier and dispatch
+//! it, see the exception alert arrive live when the courier reports damage,
+//! acknowledge it and resume the delivery — each step checked on the server.
+//! Screenshots go to `$CARGO_TARGET_DIR/e2e-artifacts/merchant-*.png`.
+//!
+//! Needs the app (`TEST_XIANLU_MERCHANT_APP`), `tauri-driver` and Xvfb:
+//! `cargo xtask test` provides them.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use base64::Engine;
+use serde_json::{Value, json};
+use xianlu_tests::{Backend, Client, Shop, TestServer};
+
+const PASSWORD: &str = "owner-wang-2030";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A W3C WebDriver session with the app.
+struct Driver {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Driver {
+    async fn start(port: u16, application: &str) -> Result<Driver> {
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let caps = json!({"capabilities": {"alwaysMatch": {"tauri:options": {"application": application}}}});
+        let started = Instant::now();
+        let reply: Value = loop {
+            match http.post(format!("{base}/session")).json(&caps).send().await {
+                Ok(reply) => break reply.json().await?,
+                Err(_) if started.elapsed() < Duration::from_secs(20) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => bail!("tauri-driver did not answer: {e}"),
+            }
+        };
+        let session = reply["value"]["sessionId"].as_str().with_context(|| format!("no session: {reply}"))?;
+        Ok(Driver { http, url: format!("{base}/session/{session}") })
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Result<Value> {
+        let reply: Value = self.http.post(format!("{}{path}", self.url)).json(&body).send().await?.json().await?;
+        if reply["value"]["error"].is_string() {
+            bail!("{path}: {}", reply["value"]);
+        }
+        Ok(reply["value"].clone())
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        let reply: Value = self.http.get(format!("{}{path}", self.url)).send().await?.json().await?;
+        Ok(reply["value"].clone())
+    }
+
+    /// The first element matching `css`, waiting up to 20 s for it.
+    async fn find(&self, css: &str) -> Result<String> {
+        let started = Instant::now();
+        loop {
+            let found = self.post("/element", json!({"using": "css selector", "value": css})).await;
+            if let Ok(element) = &found
+                && let Some(id) = element[ELEMENT].as_str()
+            {
+                return Ok(id.to_owned());
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                bail!("no {css} on the screen: {found:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn click(&self, css: &str) -> Result<()> {
+        let element = self.find(css).await?;
+        self.post(&format!("/element/{element}/click"), json!({})).await?;
+        Ok(())
+    }
+
+    async fn type_into(&self, css: &str, text: &str) -> Result<()> {
+        let element = self.find(css).await?;
+        self.post(&format!("/element/{element}/clear"), json!({})).await?;
+        self.post(&format!("/element/{element}/value"), json!({"text": text})).await?;
+        Ok(())
+    }
+
+    async fn text(&self, css: &str) -> Result<String> {
+        let element = self.find(css).await?;
+        Ok(self.get(&format!("/element/{element}/text")).await?.as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Waits until the text of `css` satisfies `ok`.
+    async fn until_text(&self, css: &str, ok: impl Fn(&str) -> bool) -> Result<String> {
+        let started = Instant::now();
+        loop {
+            let text = self.text(css).await.unwrap_or_default();
+            if ok(&text) {
+                return Ok(text);
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                bail!("{css} reads {text:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn screenshot(&self, name: &str) -> Result<()> {
+        // The window may not have drawn the last change yet.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let data = self.get("/screenshot").await?;
+        let png = base64::engine::general_purpose::STANDARD.decode(data.as_str().unwrap_or_default())?;
+        std::fs::write(xianlu_tests::e2e_artifacts()?.join(format!("{name}.png")), png)?;
+        Ok(())
+    }
+
+    async fn quit(&self) {
+        let _ = self.http.delete(&self.url).send().await;
+    }
+}
+
+/// Waits until the order's server-side JSON satisfies `ok`.
+async fn until_order(admin: &Client, order: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Result<Value> {
+    let started = Instant::now();
+    loop {
+        let view = admin.order(order).await?;
+        if ok(&view) {
+            return Ok(view);
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            bail!("{what}: the server has {}", view["status"]);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn free_display() -> u32 {
+    (60..90)
+        .find(|n| {
+            !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
+        })
+        .unwrap_or(89)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_office_follows_an_order_on_the_board_and_handles_its_exception_alert() -> Result<()> {
+    let Ok(app) = std::env::var("TEST_XIANLU_MERCHANT_APP") else {
+        bail!("TEST_XIANLU_MERCHANT_APP is not set: run `cargo xtask test`, which builds the merchant app first");
+    };
+    let server = TestServer::spawn(Backend::Sqlite).await?;
+    let admin = server.client("admin:root");
+    let shop = Shop::open(&admin).await?;
+    let courier = shop.couriers[0].clone();
+    let owner =
+        json!({"username": "owner.wang", "password": PASSWORD, "role": "merchant_owner", "merchantId": shop.merchant});
+    admin.ok("/api/v1/admin/users", &owner).await?;
+
+    let n = free_display();
+    let display = format!(":{n}");
+    let _xvfb = Killed(
+        std::process::Command::new("Xvfb")
+            .args([display.as_str(), "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("Xvfb is needed")?,
+    );
+    let (port, native) = (free_port()?, free_port()?);
+    let data: PathBuf = server.db.dir.clone().context("test dir")?.join("merchant-app");
+    let _driver = Killed(
+        std::process::Command::new("tauri-driver")
+            .args(["--port", &port.to_string(), "--native-port", &native.to_string()])
+            .env("DISPLAY", &display)
+            .env("XIANLU_SERVER", &server.url)
+            .env("XIANLU_MERCHANT_DATA", &data)
+            .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("tauri-driver is needed (cargo xtask setup installs it)")?,
+    );
+    let ui = Driver::start(port, &app).await?;
+    let result = async {
+        // Log in as the owner.
+        ui.find("#xl-login").await?;
+        ui.screenshot("merchant-login").await?;
+        ui.type_into("#xl-server", &server.url).await?;
+        ui.type_into("#xl-username", "owner.wang").await?;
+        ui.type_into("#xl-password", PASSWORD).await?;
+        ui.click("#xl-login").await?;
+        ui.find("#xl-board").await?;
+
+        // A new paid order appears on the board, live.
+        let order = shop.place(&admin, &shop.spinach()).await?;
+        shop.pay(&admin, &order).await?;
+        let number = admin.order(&order).await?["orderId"].as_str().context("number")?.to_owned();
+        let card = format!("[data-column=\"Paid\"] .xl-card[data-order=\"{number}\"]");
+        ui.find(&card).await?;
+        ui.until_text("[data-column=\"Paid\"] .xl-count", |t| t == "1").await?;
+        ui.screenshot("merchant-board").await?;
+
+        // Picked, packed, handed to a courier and dispatched from its detail.
+        ui.click(&card).await?;
+        ui.click("#xl-do-start-picking").await?;
+        until_order(&admin, &order, "picking", |v| v["status"] == "PICKING").await?;
+        ui.click(".xl-do-record-pick").await?;
+        until_order(&admin, &order, "picked", |v| v["order"]["lines"][0]["picked"].is_object()).await?;
+        ui.click("#xl-do-pack").await?;
+        until_order(&admin, &order, "packed", |v| v["status"] == "PACKED").await?;
+        ui.type_into("#xl-courier-id", &courier).await?;
+        ui.click("#xl-do-assign").await?;
+        until_order(&admin, &order, "assigned", |v| v["order"]["courierId"] == courier.as_str()).await?;
+        ui.click("#xl-do-dispatch").await?;
+        until_order(&admin, &order, "out for delivery", |v| v["status"] == "DELIVERING").await?;
+        ui.find(&format!("[data-column=\"Delivering\"] .xl-card[data-order=\"{number}\"]")).await?;
+        ui.screenshot("merchant-detail").await?;
+
+        // The courier reports damage: the alert arrives live.
+        let courier_client = server.client(&format!("courier:{courier}"));
+        courier_client
+            .command(&order, json!({"type": "REPORT_EXCEPTION", "kind": "DAMAGED_IN_TRANSIT", "note": "箱子压坏"}))
+            .await?;
+        ensure!(admin.post("/api/v1/admin/rules/sweep", &json!({})).await?.status == 204);
+        ui.find(&format!("[data-column=\"Exception\"] .xl-card[data-order=\"{number}\"] .xl-alert-count")).await?;
+        ui.until_text("#xl-tab-alerts", |t| t.contains("(1)")).await?;
+        ui.click("#xl-tab-alerts").await?;
+        ui.find(".xl-ack").await?;
+        ui.screenshot("merchant-alerts").await?;
+        ui.click(".xl-ack").await?;
+        let alerts = format!("/api/v1/merchants/{}/alerts", shop.merchant);
+        let started = Instant::now();
+        loop {
+            let list = admin.get(&alerts).await?.json();
+            let acknowledged = list
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x["orderId"] == order.as_str() && x["acknowledgedAt"].is_string()));
+            if acknowledged {
+                break;
+            }
+            ensure!(started.elapsed() < Duration::from_secs(20), "not acknowledged: {list}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        ui.until_text("#xl-tab-alerts", |t| t.contains("(0)")).await?;
+
+        // Resolved: the delivery goes on.
+        ui.click("#xl-tab-board").await?;
+        ui.click(&format!("[data-column=\"Exception\"] .xl-card[data-order=\"{number}\"]")).await?;
+        ui.click("#xl-do-resume").await?;
+        until_order(&admin, &order, "resumed", |v| v["status"] == "DELIVERING").await?;
+        ui.find(&format!("[data-column=\"Delivering\"] .xl-card[data-order=\"{number}\"]")).await?;
+        ui.screenshot("merchant-resolved").await?;
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    if result.is_err() {
+        let _ = ui.screenshot("merchant-failure").await;
+    }
+    ui.quit().await;
+    server.stop().await;
+    result
+}
