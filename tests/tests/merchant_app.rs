@@ -38,7 +38,7 @@ struct Driver {
 
 impl Driver {
     async fn start(port: u16, application: &str) -> Result<Driver> {
-        let http = reqwest::Client::new();
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
         let base = format!("http://127.0.0.1:{port}");
         let caps = json!({"capabilities": {"alwaysMatch": {"tauri:options": {"application": application}}}});
         let started = Instant::now();
@@ -86,12 +86,14 @@ impl Driver {
     }
 
     async fn click(&self, css: &str) -> Result<()> {
+        eprintln!("click {css}");
         let element = self.find(css).await?;
         self.post(&format!("/element/{element}/click"), json!({})).await?;
         Ok(())
     }
 
     async fn type_into(&self, css: &str, text: &str) -> Result<()> {
+        eprintln!("type into {css}");
         let element = self.find(css).await?;
         self.post(&format!("/element/{element}/clear"), json!({})).await?;
         self.post(&format!("/element/{element}/value"), json!({"text": text})).await?;
@@ -190,7 +192,6 @@ async fn the_office_follows_an_order_on_the_board_and_handles_its_exception_aler
             .env("DISPLAY", &display)
             .env("XIANLU_SERVER", &server.url)
             .env("XIANLU_MERCHANT_DATA", &data)
-            .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

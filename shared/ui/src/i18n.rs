@@ -129,6 +129,10 @@ impl Lang {
             Key::Position => ("当前位置", "Position"),
             Key::Refresh => ("刷新", "Refresh"),
             Key::LogOut => ("退出登录", "Log out"),
+            Key::AllWindows => ("全部时段", "Any window"),
+            Key::From => ("从", "From"),
+            Key::To => ("到", "To"),
+            Key::Severity => ("级别", "Severity"),
             Key::Board => ("订单看板", "Order board"),
             Key::Alerts => ("告警", "Alerts"),
             Key::Acknowledge => ("确认已知", "Acknowledge"),
@@ -217,6 +221,9 @@ impl Lang {
             EventKind::HandedOver { .. } => ("已转交其他配送员", "Handed to another courier"),
             EventKind::GoodsCollected { .. } => ("新配送员已取货", "Goods collected by the new courier"),
             EventKind::AfterSalesOpened { .. } => ("已提交售后申请", "After-sales matter raised"),
+            EventKind::AlertRaised { .. } => ("触发告警", "Alert raised"),
+            EventKind::AlertCleared { .. } => ("告警已解除", "Alert cleared"),
+            EventKind::AlertAcknowledged { .. } => ("告警已确认", "Alert acknowledged"),
             EventKind::ArrivingSoon { minutes, .. } => {
                 return match self {
                     Lang::Zh => format!("配送员约 {minutes} 分钟后到达"),
@@ -307,6 +314,24 @@ impl Lang {
             C::Exception => ("异常", "Exceptions"),
             C::Signed => ("已签收", "Signed"),
             C::ReturnsAndClaims => ("退货/理赔", "Returns and claims"),
+        };
+        match self {
+            Lang::Zh => zh,
+            Lang::En => en,
+        }
+    }
+
+    /// What an alert watches for.
+    pub fn rule(self, rule: xianlu_domain::operations::AlertRule) -> &'static str {
+        use xianlu_domain::operations::AlertRule as R;
+        let (zh, en) = match rule {
+            R::PredictedLate => ("预计迟到", "Predicted late"),
+            R::Overdue => ("已超时", "Overdue"),
+            R::PickingTooLong => ("拣货超时", "Picking too long"),
+            R::NotCollected => ("待取货超时", "Not collected"),
+            R::NoPosition => ("位置长时间未更新", "No position"),
+            R::ShortUnresolved => ("缺货未处理", "Shortage unresolved"),
+            R::ExceptionOpen => ("异常未处理", "Exception open"),
         };
         match self {
             Lang::Zh => zh,
@@ -424,6 +449,10 @@ pub enum Key {
     Position,
     Refresh,
     LogOut,
+    AllWindows,
+    From,
+    To,
+    Severity,
     Board,
     Alerts,
     Acknowledge,

@@ -13,7 +13,7 @@ use xianlu_core::board::{BoardFilter, Card, ColumnView};
 use xianlu_domain::evidence::EvidenceRecord;
 use xianlu_domain::operations::Alert;
 use xianlu_domain::wire::OrderView;
-use xianlu_domain::{Command, CourierId, OrderId, Status};
+use xianlu_domain::{Command, CourierId, OrderId, Status, WarehouseId};
 use xianlu_ui::i18n::Key;
 use xianlu_ui::order::window_text;
 use xianlu_ui::signoff::LogInForm;
@@ -24,16 +24,16 @@ use crate::bridge::{UiError, call};
 
 const MERCHANT_STYLE: &str = r#"
 .xl-page { max-width: none; }
-.xl-board { display: grid; grid-template-columns: repeat(7, minmax(150px, 1fr)); gap: 8px; align-items: start; }
+.xl-board { display: grid; grid-template-columns: repeat(7, minmax(104px, 1fr)); gap: 6px; align-items: start; overflow-x: auto; }
 .xl-column { background: #e9eee8; border-radius: 10px; padding: 6px; min-height: 120px; }
 .xl-column h3 { font-size: 14px; margin: 4px; display: flex; justify-content: space-between; }
-.xl-card { background: #fff; border-radius: 8px; padding: 8px; margin: 6px 0; cursor: pointer; font-size: 13px; box-shadow: 0 1px 2px rgba(0,0,0,.08); }
+.xl-card { background: #fff; border-radius: 8px; padding: 6px; margin: 6px 0; cursor: pointer; font-size: 12px; box-shadow: 0 1px 2px rgba(0,0,0,.08); overflow-wrap: anywhere; }
 .xl-card strong { display: block; }
 .xl-card .xl-alert-count { background: #c0392b; color: #fff; border-radius: 10px; padding: 0 6px; float: right; }
 .xl-filters { display: flex; gap: 8px; margin: 8px 0; flex-wrap: wrap; }
 .xl-filters input, .xl-filters select { padding: 6px; font-size: 14px; }
 .xl-tabs button { margin-right: 6px; }
-.xl-split { display: grid; grid-template-columns: 1fr 420px; gap: 12px; }
+.xl-split { display: grid; grid-template-columns: minmax(0, 1fr) 380px; gap: 12px; }
 .xl-alert { background: #fff; border-radius: 8px; padding: 8px; margin: 6px 0; border-left: 4px solid #c0392b; }
 .xl-alert-done { border-left-color: #cfd6cc; opacity: .7; }
 .xl-evidence img { max-width: 100%; border: 1px solid #cfd6cc; border-radius: 6px; background: #fff; }
@@ -205,11 +205,44 @@ fn BoardView(
     let mut couriers: Vec<CourierId> = cards.iter().filter_map(|c| c.courier_id).collect();
     couriers.sort();
     couriers.dedup();
+    let mut warehouses: Vec<WarehouseId> = cards.iter().map(|c| c.warehouse_id).collect();
+    warehouses.sort();
+    warehouses.dedup();
+    // The promised window's filter: from–to on today's date, on this computer's clock.
+    let mut from = use_signal(String::new);
+    let mut to = use_signal(String::new);
+    let mut window = move || {
+        let today = chrono::Local::now().date_naive();
+        let at = |t: &str| {
+            chrono::NaiveTime::parse_from_str(t, "%H:%M")
+                .ok()
+                .and_then(|t| today.and_time(t).and_local_timezone(chrono::Local).single())
+                .map(|t| t.with_timezone(&chrono::Utc))
+        };
+        filter.write().window = match (at(&from()), at(&to())) {
+            (Some(start), Some(end)) if start < end => Some(xianlu_domain::TimeWindow { start, end }),
+            _ => None,
+        };
+    };
     rsx! {
         div { class: "xl-filters",
             input {
                 id: "xl-search", placeholder: lang.t(Key::Search),
                 oninput: move |e| filter.write().search = e.value(),
+            }
+            select {
+                id: "xl-filter-warehouse",
+                onchange: move |e| filter.write().warehouse = e.value().parse().ok(),
+                option { value: "", {lang.t(Key::AllWarehouses)} }
+                for w in warehouses {
+                    option { value: "{w}", {w.to_string()[..8].to_owned()} }
+                }
+            }
+            label { class: "xl-muted", {lang.t(Key::From)}
+                input { id: "xl-filter-from", r#type: "time", oninput: move |e| { from.set(e.value()); window(); } }
+            }
+            label { class: "xl-muted", {lang.t(Key::To)}
+                input { id: "xl-filter-to", r#type: "time", oninput: move |e| { to.set(e.value()); window(); } }
             }
             select {
                 id: "xl-filter-courier",
@@ -263,8 +296,8 @@ fn AlertList(alerts: Vec<Alert>, selected: Signal<Option<OrderId>>, lang: Lang) 
                     class: if alert.cleared_at.is_some() || alert.acknowledged_at.is_some() { "xl-alert xl-alert-done" } else { "xl-alert" },
                     "data-rule": "{alert.rule:?}",
                     div { onclick: { let id = alert.order_id; move |_| selected.set(Some(id)) },
-                        strong { "{alert.order_number} · {alert.severity:?}" }
-                        p { "{alert.reason}" }
+                        strong { "{alert.order_number} · {lang.rule(alert.rule)} · {alert.severity:?}" }
+                        p { class: "xl-muted", "{alert.reason}" }
                         p { class: "xl-muted", "{clock(alert.raised_at)}" }
                     }
                     if alert.cleared_at.is_none() && alert.acknowledged_at.is_none() {
