@@ -57,6 +57,55 @@ pub fn e2e_artifacts() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// A child process killed (and reaped) when dropped.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An Xvfb display of its own for a window test; closed when dropped.
+pub struct VirtualDisplay {
+    _xvfb: KillOnDrop,
+    /// `:N`, for `DISPLAY`.
+    pub name: String,
+}
+
+impl VirtualDisplay {
+    /// Starts Xvfb on the first display number it can take (Xvfb's own lock
+    /// decides, so tests running side by side never share one).
+    pub async fn start(size: &str) -> Result<VirtualDisplay> {
+        for n in 50..250u32 {
+            if std::path::Path::new(&format!("/tmp/.X{n}-lock")).exists() {
+                continue;
+            }
+            let name = format!(":{n}");
+            let mut child = std::process::Command::new("Xvfb")
+                .args([name.as_str(), "-screen", "0", size, "-nolisten", "tcp"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .context("Xvfb is needed (cargo xtask setup installs it)")?;
+            let socket = PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
+            for _ in 0..100 {
+                if child.try_wait()?.is_some() {
+                    break;
+                }
+                if socket.exists() {
+                    return Ok(VirtualDisplay { _xvfb: KillOnDrop(child), name });
+                }
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        bail!("no free X display")
+    }
+}
+
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

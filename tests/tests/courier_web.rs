@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use xianlu_tests::{Backend, Shop, TestServer};
+use xianlu_tests::{Backend, KillOnDrop, Shop, TestServer, VirtualDisplay};
 
 const PASSWORD: &str = "菠菜-spinach-2030!";
 /// What a keyboard under Xvfb types (xdotool has no input method for 菠菜).
@@ -127,15 +127,6 @@ async fn a_courier_delivers_in_the_browser_with_a_drawn_signature_and_reports_da
     Ok(())
 }
 
-/// A free X display number.
-fn free_display() -> u32 {
-    (90..200)
-        .find(|n| {
-            !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
-        })
-        .unwrap_or(199)
-}
-
 /// Turns an `xwd` capture (ZPixmap, 24 or 32 bits per pixel, as Xvfb gives) into a PNG.
 fn xwd_to_png(xwd: &[u8], png: &Path) -> Result<()> {
     let word = |i: usize| -> Result<u32> {
@@ -184,15 +175,6 @@ fn xdotool(display: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_desktop_app_logs_in_under_xvfb_and_keeps_the_day_on_the_device() -> Result<()> {
     let Ok(app) = std::env::var("TEST_XIANLU_COURIER_DESKTOP") else {
@@ -206,24 +188,9 @@ async fn the_desktop_app_logs_in_under_xvfb_and_keeps_the_day_on_the_device() ->
     let order = shop.packed(&admin, &courier).await?;
     let data = server.db.dir.clone().context("test dir")?.join("courier-desktop");
 
-    let n = free_display();
-    let display = format!(":{n}");
-    let _xvfb = Killed(
-        std::process::Command::new("Xvfb")
-            .args([display.as_str(), "-screen", "0", "480x900x24", "-nolisten", "tcp"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("Xvfb is needed")?,
-    );
-    let socket = PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
-    for _ in 0..100 {
-        if socket.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _app = Killed(
+    let screen = VirtualDisplay::start("480x900x24").await?;
+    let display = screen.name.clone();
+    let _app = KillOnDrop(
         std::process::Command::new(&app)
             .env("DISPLAY", &display)
             .env("XIANLU_SERVER", &server.url)

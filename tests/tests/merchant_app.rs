@@ -9,26 +9,17 @@
 //! Needs the app (`TEST_XIANLU_MERCHANT_APP`), `tauri-driver` and Xvfb:
 //! `cargo xtask test` provides them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use base64::Engine;
 use serde_json::{Value, json};
-use xianlu_tests::{Backend, Client, Shop, TestServer};
+use xianlu_tests::{Backend, Client, KillOnDrop, Shop, TestServer, VirtualDisplay};
 
 const PASSWORD: &str = "owner-wang-2030";
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A W3C WebDriver session with the app.
 struct Driver {
@@ -149,16 +140,36 @@ async fn until_order(admin: &Client, order: &str, what: &str, ok: impl Fn(&Value
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Resident memory of the app and the WebKit processes it started, in KiB.
+fn app_rss_kib() -> u64 {
+    let read = |pid: &str, file: &str| std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
+    let pids: Vec<String> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.parse::<u32>().is_ok()).collect()
+        })
+        .unwrap_or_default();
+    let parent = |pid: &str| {
+        read(pid, "status")
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:").map(|v| v.trim().to_owned()))
+            .unwrap_or_default()
+    };
+    let apps: Vec<&String> = pids.iter().filter(|p| read(p, "comm").trim() == "xianlu-merchant").collect();
+    pids.iter()
+        .filter(|p| apps.contains(p) || apps.iter().any(|a| **a == parent(p)))
+        .map(|p| {
+            read(p, "status")
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                })
+                .unwrap_or(0)
+        })
+        .sum()
 }
 
-fn free_display() -> u32 {
-    (60..90)
-        .find(|n| {
-            !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
-        })
-        .unwrap_or(89)
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,19 +185,11 @@ async fn the_office_follows_an_order_on_the_board_and_handles_its_exception_aler
         json!({"username": "owner.wang", "password": PASSWORD, "role": "merchant_owner", "merchantId": shop.merchant});
     admin.ok("/api/v1/admin/users", &owner).await?;
 
-    let n = free_display();
-    let display = format!(":{n}");
-    let _xvfb = Killed(
-        std::process::Command::new("Xvfb")
-            .args([display.as_str(), "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("Xvfb is needed")?,
-    );
+    let screen = VirtualDisplay::start("1280x800x24").await?;
+    let display = screen.name.clone();
     let (port, native) = (free_port()?, free_port()?);
     let data: PathBuf = server.db.dir.clone().context("test dir")?.join("merchant-app");
-    let _driver = Killed(
+    let _driver = KillOnDrop(
         std::process::Command::new("tauri-driver")
             .args(["--port", &port.to_string(), "--native-port", &native.to_string()])
             .env("DISPLAY", &display)
@@ -197,10 +200,20 @@ async fn the_office_follows_an_order_on_the_board_and_handles_its_exception_aler
             .spawn()
             .context("tauri-driver is needed (cargo xtask setup installs it)")?,
     );
+    let launched = Instant::now();
     let ui = Driver::start(port, &app).await?;
     let result = async {
-        // Log in as the owner.
+        // Log in as the owner. How long the window took to show the form, and its memory, for the benchmarks.
         ui.find("#xl-login").await?;
+        let started = launched.elapsed();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let figures = format!(
+            "cold start to the log-in form: {:.2} s; resident memory (app + WebKit): {} MiB\n",
+            started.as_secs_f64(),
+            app_rss_kib() / 1024
+        );
+        eprint!("{figures}");
+        std::fs::write(xianlu_tests::e2e_artifacts()?.join("merchant-startup.txt"), figures)?;
         ui.screenshot("merchant-login").await?;
         ui.type_into("#xl-server", &server.url).await?;
         ui.type_into("#xl-username", "owner.wang").await?;
@@ -267,6 +280,11 @@ async fn the_office_follows_an_order_on_the_board_and_handles_its_exception_aler
         until_order(&admin, &order, "resumed", |v| v["status"] == "DELIVERING").await?;
         ui.find(&format!("[data-column=\"Delivering\"] .xl-card[data-order=\"{number}\"]")).await?;
         ui.screenshot("merchant-resolved").await?;
+        let after = format!("resident memory after the steps above: {} MiB\n", app_rss_kib() / 1024);
+        eprint!("{after}");
+        let path = xianlu_tests::e2e_artifacts()?.join("merchant-startup.txt");
+        let before = std::fs::read_to_string(&path).unwrap_or_default();
+        std::fs::write(&path, before + &after)?;
         Ok::<_, anyhow::Error>(())
     }
     .await;

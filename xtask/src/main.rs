@@ -19,7 +19,7 @@ cargo xtask <command>
   test    rustfmt, clippy, dependency rules, wasm builds, every test on SQLite and PostgreSQL,
           the customer and courier apps in headless Chromium and the desktop app under Xvfb
   web     build the apps for the web (customer at /t/{token} and /app, courier at /courier)
-  merchant  build and open the merchant desktop app (Tauri) against the demo's server
+  merchant  build and open the merchant desktop app (Tauri) against the demo's server [URL] (--build: only build)
   bench   transitions, push, client core, courier operations and the route planner against PyVRP;
           figures for docs/benchmarks.md (--quick: a shorter run)";
 
@@ -321,6 +321,10 @@ fn merchant_app() -> Result<PathBuf> {
 fn merchant(args: &[String]) -> Result<()> {
     setup()?;
     let app = merchant_app()?;
+    if args.iter().any(|a| a == "--build") {
+        println!("merchant app: {}", app.display());
+        return Ok(());
+    }
     let server = args.first().map_or("http://127.0.0.1:8080", String::as_str);
     println!(
         "merchant app: {} (log in at {server} as owner.wang, staff.li, clerk.chen or service.zhao; the demo prints their passwords)",

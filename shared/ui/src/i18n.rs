@@ -129,6 +129,10 @@ impl Lang {
             Key::Position => ("当前位置", "Position"),
             Key::Refresh => ("刷新", "Refresh"),
             Key::LogOut => ("退出登录", "Log out"),
+            Key::ShortShip => ("按实发货", "Ship short"),
+            Key::OpenClaim => ("登记破损理赔", "Open a claim"),
+            Key::SettleClaim => ("理赔结算", "Settle claim"),
+            Key::Amount => ("金额（分）", "Amount (fen)"),
             Key::AllWindows => ("全部时段", "Any window"),
             Key::From => ("从", "From"),
             Key::To => ("到", "To"),
@@ -339,6 +343,22 @@ impl Lang {
         }
     }
 
+    /// Who made a change, by kind (ids stay out of the screen; names are personal data).
+    pub fn actor(self, kind: &str) -> &'static str {
+        let (zh, en) = match kind {
+            "courier" => ("配送员", "courier"),
+            "customer" => ("客户", "customer"),
+            "visitor" => ("持链接者", "link holder"),
+            "system" | "server" => ("系统", "system"),
+            "gateway" | "payment" => ("支付网关", "payment gateway"),
+            _ => ("员工", "staff"),
+        };
+        match self {
+            Lang::Zh => zh,
+            Lang::En => en,
+        }
+    }
+
     pub fn unit(self, unit: Unit) -> &'static str {
         match self {
             Lang::Zh => unit.label_zh(),
@@ -449,6 +469,10 @@ pub enum Key {
     Position,
     Refresh,
     LogOut,
+    ShortShip,
+    OpenClaim,
+    SettleClaim,
+    Amount,
     AllWindows,
     From,
     To,

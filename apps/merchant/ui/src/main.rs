@@ -332,6 +332,7 @@ fn Detail(id: OrderId, lang: Lang) -> Element {
     let mut error = use_signal(|| None::<String>);
     let mut courier = use_signal(String::new);
     let mut reason = use_signal(String::new);
+    let mut amount = use_signal(String::new);
     let act = move |command: Command, version: u64| {
         spawn(async move {
             if let Err(e) = send(id, command, Some(version)).await {
@@ -398,6 +399,48 @@ fn Detail(id: OrderId, lang: Lang) -> Element {
                     input { id: "xl-return-reason", placeholder: lang.t(Key::Reason), value: "{reason}", oninput: move |e| reason.set(e.value()) }
                     button { id: "xl-do-return", onclick: move |_| act(Command::StartReturn { reason: reason() }, version), {lang.t(Key::StartReturn)} }
                 }
+                if status == Status::OutOfStock {
+                    for line in order.lines.iter().filter(|l| l.shortage.is_some()).cloned() {
+                        button {
+                            key: "{line.line_no}", class: "xl-primary xl-do-short-ship",
+                            onclick: move |_| act(Command::ShortShip { line_no: line.line_no }, version),
+                            "{lang.t(Key::ShortShip)} · {line.name}"
+                        }
+                    }
+                }
+                if matches!(status, Status::Created | Status::Paid | Status::OutOfStock | Status::AwaitingPick | Status::Picking | Status::Packed) {
+                    input { id: "xl-cancel-reason", placeholder: lang.t(Key::Reason), value: "{reason}", oninput: move |e| reason.set(e.value()) }
+                    button {
+                        id: "xl-do-cancel",
+                        onclick: move |_| if reason().trim().is_empty() { error.set(Some(lang.t(Key::Reason).to_owned())) } else { act(Command::Cancel { reason: reason() }, version) },
+                        {lang.t(Key::CancelOrder)}
+                    }
+                }
+                if status == Status::ExceptionHandling {
+                    // The whole of each line delivered, as damaged; the amount is settled next.
+                    button {
+                        id: "xl-do-claim",
+                        onclick: {
+                            let lines: Vec<xianlu_domain::ClaimLine> = order.lines.iter()
+                                .filter(|l| l.base_delivered() > 0)
+                                .map(|l| xianlu_domain::ClaimLine { line_no: l.line_no, base: l.base_delivered() })
+                                .collect();
+                            move |_| act(Command::OpenClaim { lines: lines.clone(), note: reason() }, version)
+                        },
+                        {lang.t(Key::OpenClaim)}
+                    }
+                }
+                if status == Status::ClaimOpen {
+                    input { id: "xl-claim-amount", r#type: "number", placeholder: lang.t(Key::Amount), value: "{amount}", oninput: move |e| amount.set(e.value()) }
+                    button {
+                        id: "xl-do-settle", class: "xl-primary",
+                        onclick: move |_| match amount().trim().parse::<i64>() {
+                            Ok(fen) => act(Command::SettleClaim { amount_fen: fen }, version),
+                            Err(_) => error.set(Some(lang.t(Key::Amount).to_owned())),
+                        },
+                        {lang.t(Key::SettleClaim)}
+                    }
+                }
                 if status == Status::Returning {
                     button { id: "xl-do-returned", class: "xl-primary", onclick: move |_| act(Command::ConfirmReturned, version), {lang.t(Key::ConfirmReturned)} }
                 }
@@ -411,7 +454,7 @@ fn Detail(id: OrderId, lang: Lang) -> Element {
                     }
                 }
             }
-            Timeline { events: view.timeline.clone(), lang }
+            Timeline { events: view.timeline.clone(), lang, who: true }
         }
     }
 }
