@@ -9,12 +9,11 @@
 //! drops its prediction and is listed with the server's reason.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use xianlu_domain::machine::apply;
 use xianlu_domain::operations::{CourierDuty, CourierRoute, DutyChange, EtaView, PlannedKind};
 use xianlu_domain::order::TimeWindow;
@@ -24,6 +23,7 @@ use xianlu_domain::{Command, CourierId, EventKind, Order, OrderId, OrderNumber, 
 use crate::api::{ApiClient, OrderQuery};
 use crate::cache::OrderCache;
 use crate::error::{CoreError, CoreResult, NextStep};
+use crate::live::{Lifecycle, Shared};
 use crate::location::{Fix, LocationShipper, Tracker, TrackerSettings};
 use crate::outbox::{Operation, Outbox, OutboxItem, OutboxSettings, OutboxStatus};
 use crate::push::{ConnectionState, PushClient, PushEvent, PushSettings};
@@ -493,12 +493,9 @@ struct Inner {
     courier: CourierId,
     outbox: Outbox,
     cache: OrderCache,
-    day: Mutex<CourierDay>,
-    tx: watch::Sender<CourierDay>,
+    day: Shared<CourierDay>,
     shipper: Mutex<LocationShipper>,
-    push: Mutex<Option<PushClient>>,
-    reload: Notify,
-    stopped: AtomicBool,
+    life: Lifecycle,
     settings: SessionSettings,
     store: Arc<dyn Store>,
 }
@@ -525,19 +522,15 @@ impl CourierSession {
         let cached: Vec<OrderView> = cache.all()?.into_iter().filter(|v| v.order.courier_id == Some(courier)).collect();
         day.replace_orders(cached);
         let shipper = LocationShipper::new(Tracker::new(settings.tracker), courier, outbox.clone(), store.clone());
-        let (tx, _) = watch::channel(day.clone());
         let session = CourierSession {
             inner: Arc::new(Inner {
                 api,
                 courier,
                 outbox,
                 cache,
-                day: Mutex::new(day),
-                tx,
+                day: Shared::new(day),
                 shipper: Mutex::new(shipper),
-                push: Mutex::new(None),
-                reload: Notify::new(),
-                stopped: AtomicBool::new(false),
+                life: Lifecycle::default(),
                 settings,
                 store,
             }),
@@ -563,40 +556,31 @@ impl CourierSession {
 
     /// The day as it is now.
     pub fn day(&self) -> CourierDay {
-        self.lock().clone()
+        self.inner.day.get()
     }
 
     /// The day after every change.
     pub fn watch(&self) -> watch::Receiver<CourierDay> {
-        self.inner.tx.subscribe()
+        self.inner.day.watch()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CourierDay> {
-        self.inner.day.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.day.lock()
     }
 
     fn update<T>(&self, change: impl FnOnce(&mut CourierDay) -> T) -> T {
-        let mut day = self.lock();
-        let out = change(&mut day);
-        let snapshot = day.clone();
-        drop(day);
-        self.inner.tx.send_replace(snapshot);
-        out
+        self.inner.day.update(change)
     }
 
     /// Stops following (the outbox keeps what it holds for the next start).
     pub fn stop(&self) {
-        self.inner.stopped.store(true, Ordering::SeqCst);
-        if let Some(push) = self.inner.push.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            push.stop();
-        }
+        self.inner.life.stop();
         self.inner.outbox.stop();
-        self.inner.reload.notify_one();
     }
 
     /// Fetches the day again now.
     pub fn refresh(&self) {
-        self.inner.reload.notify_one();
+        self.inner.life.reload.notify_one();
     }
 
     // ---- actions ------------------------------------------------------
@@ -797,26 +781,22 @@ impl CourierSession {
     }
 
     async fn run(self) {
-        let mut attempt = 0;
-        while !self.inner.stopped.load(Ordering::SeqCst) {
-            match self.load().await {
-                Ok(()) => break,
-                Err(error) => {
-                    attempt += 1;
-                    let stop = matches!(error, CoreError::Unauthenticated(_) | CoreError::Incompatible { .. });
+        let loaded = self
+            .inner
+            .life
+            .load_until_done(
+                self.inner.settings.push.backoff,
+                || self.load(),
+                |error| {
                     self.update(|d| {
                         d.online = false;
                         d.problem = Some(error.to_string());
-                    });
-                    if stop {
-                        return;
-                    }
-                    tokio::select! {
-                        _ = crate::rt::sleep(self.inner.settings.push.backoff.delay(attempt)) => {}
-                        _ = self.inner.reload.notified() => {}
-                    }
-                }
-            }
+                    })
+                },
+            )
+            .await;
+        if !loaded {
+            return;
         }
         let (push, mut events) = PushClient::start(
             self.inner.api.clone(),
@@ -825,10 +805,10 @@ impl CourierSession {
             self.inner.settings.push,
         );
         let mut connection = push.watch();
-        *self.inner.push.lock().unwrap_or_else(|e| e.into_inner()) = Some(push);
+        self.inner.life.keep_push(push);
         let mut outbox = self.inner.outbox.watch();
         let refresh = self.inner.settings.refresh;
-        while !self.inner.stopped.load(Ordering::SeqCst) {
+        while !self.inner.life.stopped() {
             tokio::select! {
                 event = events.recv() => match event {
                     Some(PushEvent::Event(event)) => {
@@ -853,7 +833,7 @@ impl CourierSession {
                     if changed.is_err() { return; }
                     self.sync_outbox();
                 }
-                _ = self.inner.reload.notified() => {
+                _ = self.inner.life.reload.notified() => {
                     if let Err(error) = self.load().await {
                         self.update(|d| { d.online = false; d.problem = Some(error.to_string()); });
                     }

@@ -30,6 +30,7 @@ pub mod board;
 pub mod cache;
 pub mod courier;
 pub mod error;
+mod live;
 pub mod location;
 pub mod office;
 pub mod outbox;

@@ -4,11 +4,10 @@
 //! nothing and the screen can say how far behind it is.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use uuid::Uuid;
 use xianlu_domain::operations::{Alert, Severity};
 use xianlu_domain::wire::{OrderView, Topic};
@@ -17,6 +16,7 @@ use xianlu_domain::{Command, EventKind, MerchantId, OrderId};
 use crate::api::{ApiClient, OrderQuery};
 use crate::board::{Board, Need};
 use crate::error::{CoreError, CoreResult};
+use crate::live::{Lifecycle, Shared};
 use crate::outbox::{Operation, Outbox, OutboxSettings, OutboxStatus};
 use crate::push::{ConnectionState, PushClient, PushEvent, PushSettings};
 use crate::store::Store;
@@ -116,11 +116,8 @@ struct Inner {
     merchant: MerchantId,
     outbox: Outbox,
     store: Arc<dyn Store>,
-    office: Mutex<Office>,
-    tx: watch::Sender<Office>,
-    push: Mutex<Option<PushClient>>,
-    stopped: AtomicBool,
-    reload: Notify,
+    office: Shared<Office>,
+    life: Lifecycle,
     settings: OfficeSettings,
 }
 
@@ -146,19 +143,14 @@ impl OfficeSession {
             .or_else(|| api.me().and_then(|me| me.merchant_id))
             .ok_or_else(|| CoreError::Refused("this account works for no merchant".into()))?;
         let outbox = Outbox::start(store.clone(), api.clone(), settings.outbox);
-        let office = Office::new(merchant);
-        let (tx, _) = watch::channel(office.clone());
         let session = OfficeSession {
             inner: Arc::new(Inner {
                 api,
                 merchant,
                 outbox,
                 store,
-                office: Mutex::new(office),
-                tx,
-                push: Mutex::new(None),
-                stopped: AtomicBool::new(false),
-                reload: Notify::new(),
+                office: Shared::new(Office::new(merchant)),
+                life: Lifecycle::default(),
                 settings,
             }),
         };
@@ -176,34 +168,25 @@ impl OfficeSession {
     }
 
     pub fn office(&self) -> Office {
-        self.lock().clone()
+        self.inner.office.get()
     }
 
     pub fn watch(&self) -> watch::Receiver<Office> {
-        self.inner.tx.subscribe()
+        self.inner.office.watch()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Office> {
-        self.inner.office.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
+    /// Changes the office, one revision further.
     fn update<T>(&self, change: impl FnOnce(&mut Office) -> T) -> T {
-        let mut office = self.lock();
-        let out = change(&mut office);
-        office.revision += 1;
-        let snapshot = office.clone();
-        drop(office);
-        self.inner.tx.send_replace(snapshot);
-        out
+        self.inner.office.update(|o| {
+            let out = change(o);
+            o.revision += 1;
+            out
+        })
     }
 
     pub fn stop(&self) {
-        self.inner.stopped.store(true, Ordering::SeqCst);
-        if let Some(push) = self.inner.push.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            push.stop();
-        }
+        self.inner.life.stop();
         self.inner.outbox.stop();
-        self.inner.reload.notify_one();
     }
 
     /// Sends a change to an order through the outbox (at the version seen,
@@ -283,23 +266,17 @@ impl OfficeSession {
     }
 
     async fn run(self) {
-        let mut attempt = 0;
-        while !self.inner.stopped.load(Ordering::SeqCst) {
-            match self.load().await {
-                Ok(()) => break,
-                Err(error) => {
-                    attempt += 1;
-                    let stop = matches!(error, CoreError::Unauthenticated(_) | CoreError::Incompatible { .. });
-                    self.update(|o| o.problem = Some(error.to_string()));
-                    if stop {
-                        return;
-                    }
-                    tokio::select! {
-                        _ = crate::rt::sleep(self.inner.settings.push.backoff.delay(attempt)) => {}
-                        _ = self.inner.reload.notified() => {}
-                    }
-                }
-            }
+        let loaded = self
+            .inner
+            .life
+            .load_until_done(
+                self.inner.settings.push.backoff,
+                || self.load(),
+                |error| self.update(|o| o.problem = Some(error.to_string())),
+            )
+            .await;
+        if !loaded {
+            return;
         }
         let (push, mut events) = PushClient::start(
             self.inner.api.clone(),
@@ -308,9 +285,9 @@ impl OfficeSession {
             self.inner.settings.push,
         );
         let mut connection = push.watch();
-        *self.inner.push.lock().unwrap_or_else(|e| e.into_inner()) = Some(push);
+        self.inner.life.keep_push(push);
         let mut outbox = self.inner.outbox.watch();
-        while !self.inner.stopped.load(Ordering::SeqCst) {
+        while !self.inner.life.stopped() {
             tokio::select! {
                 event = events.recv() => match event {
                     Some(PushEvent::Event(event)) => {
@@ -341,7 +318,7 @@ impl OfficeSession {
                     let status = outbox.borrow().clone();
                     self.update(|o| o.outbox = status);
                 }
-                _ = self.inner.reload.notified() => {
+                _ = self.inner.life.reload.notified() => {
                     if let Err(error) = self.load().await {
                         self.update(|o| o.problem = Some(error.to_string()));
                     }

@@ -1,0 +1,109 @@
+//! What every running session (the courier's day, the office) is made of:
+//! a view-model shared between its background task and the screens, and the
+//! life of that task — loading until the server answers, stopping.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::{Notify, watch};
+
+use crate::error::CoreError;
+use crate::push::PushClient;
+use crate::retry::Backoff;
+
+/// A view-model changed under a lock and published to watchers after every change.
+pub(crate) struct Shared<T: Clone> {
+    state: Mutex<T>,
+    tx: watch::Sender<T>,
+}
+
+impl<T: Clone> Shared<T> {
+    pub(crate) fn new(value: T) -> Shared<T> {
+        let (tx, _) = watch::channel(value.clone());
+        Shared { state: Mutex::new(value), tx }
+    }
+
+    pub(crate) fn get(&self) -> T {
+        self.lock().clone()
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, T> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn watch(&self) -> watch::Receiver<T> {
+        self.tx.subscribe()
+    }
+
+    /// Changes the view-model and publishes it.
+    pub(crate) fn update<R>(&self, change: impl FnOnce(&mut T) -> R) -> R {
+        let mut state = self.lock();
+        let out = change(&mut state);
+        let snapshot = state.clone();
+        drop(state);
+        self.tx.send_replace(snapshot);
+        out
+    }
+}
+
+/// A session's background task: whether it should stop, a way to ask it to
+/// load again now, and the push client it runs.
+#[derive(Default)]
+pub(crate) struct Lifecycle {
+    stopped: AtomicBool,
+    pub(crate) reload: Notify,
+    push: Mutex<Option<PushClient>>,
+}
+
+impl Lifecycle {
+    pub(crate) fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        if let Some(push) = self.push.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            push.stop();
+        }
+        self.reload.notify_one();
+    }
+
+    pub(crate) fn keep_push(&self, push: PushClient) {
+        *self.push.lock().unwrap_or_else(|e| e.into_inner()) = Some(push);
+    }
+
+    /// Runs `load` until it succeeds, waiting `backoff` between attempts (a
+    /// reload request cuts the wait short) and telling `failed` each time.
+    /// `false` if the session stopped, or cannot go on without the user
+    /// (logged out, or a server speaking another protocol).
+    pub(crate) async fn load_until_done<F, Fut>(
+        &self,
+        backoff: Backoff,
+        mut load: F,
+        mut failed: impl FnMut(&CoreError),
+    ) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), CoreError>>,
+    {
+        let mut attempt = 0;
+        while !self.stopped() {
+            match load().await {
+                Ok(()) => return true,
+                Err(error) => {
+                    attempt += 1;
+                    failed(&error);
+                    if matches!(error, CoreError::Unauthenticated(_) | CoreError::Incompatible { .. }) {
+                        return false;
+                    }
+                    tokio::select! {
+                        _ = crate::rt::sleep(backoff.delay(attempt)) => {}
+                        _ = self.reload.notified() => {}
+                    }
+                }
+            }
+        }
+        false
+    }
+}
