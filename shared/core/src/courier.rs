@@ -26,7 +26,7 @@ use crate::error::{CoreError, CoreResult, NextStep};
 use crate::live::{Lifecycle, Shared};
 use crate::location::{Fix, LocationShipper, Tracker, TrackerSettings};
 use crate::outbox::{Operation, Outbox, OutboxItem, OutboxSettings, OutboxStatus};
-use crate::push::{ConnectionState, PushClient, PushEvent, PushSettings};
+use crate::push::{ConnectionState, PushEvent, PushSettings};
 use crate::report::{AttachedPhoto, ExceptionReport, drop_off_operations, file_report};
 use crate::signoff::SignOff;
 use crate::store::{ItemState, Store};
@@ -798,14 +798,12 @@ impl CourierSession {
         if !loaded {
             return;
         }
-        let (push, mut events) = PushClient::start(
-            self.inner.api.clone(),
-            self.inner.store.clone(),
+        let (mut connection, mut events) = self.inner.life.follow(
+            &self.inner.api,
+            &self.inner.store,
             vec![Topic::Courier(self.inner.courier)],
             self.inner.settings.push,
         );
-        let mut connection = push.watch();
-        self.inner.life.keep_push(push);
         let mut outbox = self.inner.outbox.watch();
         let refresh = self.inner.settings.refresh;
         while !self.inner.life.stopped() {

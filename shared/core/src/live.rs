@@ -3,14 +3,17 @@
 //! life of that task — loading until the server answers, stopping.
 
 use std::future::Future;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
+use xianlu_domain::wire::Topic;
 
+use crate::api::ApiClient;
 use crate::error::CoreError;
-use crate::push::PushClient;
+use crate::push::{ConnectionState, PushClient, PushEvent, PushSettings};
 use crate::retry::Backoff;
+use crate::store::Store;
 
 /// A view-model changed under a lock and published to watchers after every change.
 pub(crate) struct Shared<T: Clone> {
@@ -69,8 +72,19 @@ impl Lifecycle {
         self.reload.notify_one();
     }
 
-    pub(crate) fn keep_push(&self, push: PushClient) {
+    /// Follows `topics` on the push stream (stopped with the session): the
+    /// connection's state and the events.
+    pub(crate) fn follow(
+        &self,
+        api: &ApiClient,
+        store: &Arc<dyn Store>,
+        topics: Vec<Topic>,
+        settings: PushSettings,
+    ) -> (watch::Receiver<ConnectionState>, mpsc::UnboundedReceiver<PushEvent>) {
+        let (push, events) = PushClient::start(api.clone(), store.clone(), topics, settings);
+        let connection = push.watch();
         *self.push.lock().unwrap_or_else(|e| e.into_inner()) = Some(push);
+        (connection, events)
     }
 
     /// Runs `load` until it succeeds, waiting `backoff` between attempts (a

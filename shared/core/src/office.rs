@@ -18,7 +18,7 @@ use crate::board::{Board, Need};
 use crate::error::{CoreError, CoreResult};
 use crate::live::{Lifecycle, Shared};
 use crate::outbox::{Operation, Outbox, OutboxSettings, OutboxStatus};
-use crate::push::{ConnectionState, PushClient, PushEvent, PushSettings};
+use crate::push::{ConnectionState, PushEvent, PushSettings};
 use crate::store::Store;
 
 /// What the office screens show.
@@ -278,14 +278,12 @@ impl OfficeSession {
         if !loaded {
             return;
         }
-        let (push, mut events) = PushClient::start(
-            self.inner.api.clone(),
-            self.inner.store.clone(),
+        let (mut connection, mut events) = self.inner.life.follow(
+            &self.inner.api,
+            &self.inner.store,
             vec![Topic::Merchant(self.inner.merchant)],
             self.inner.settings.push,
         );
-        let mut connection = push.watch();
-        self.inner.life.keep_push(push);
         let mut outbox = self.inner.outbox.watch();
         while !self.inner.life.stopped() {
             tokio::select! {
