@@ -847,6 +847,7 @@ pub fn router(evidence_limit: usize) -> (axum::Router<Arc<AppState>>, utoipa::op
         .routes(routes!(ops::acknowledge_alert))
         .routes(routes!(ops::eta_accuracy))
         .routes(routes!(ops::courier_locations))
+        .routes(routes!(ops::list_couriers))
         .routes(routes!(ops::sweep_now))
         .routes(routes!(ops::create_plan))
         .routes(routes!(ops::courier_route))

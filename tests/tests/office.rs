@@ -132,6 +132,24 @@ async fn the_board_groups_filters_and_follows_the_merchants_orders_live(backend:
     office.acknowledge(alert.id).await?;
     let seen = until(&office, "acknowledged", |o| o.board.card(out_id).is_some_and(|c| c.alerts == 0)).await?;
     ensure!(seen.alerts.iter().any(|a| a.id == alert.id && a.acknowledged_at.is_some()));
+
+    // The couriers for the office's map: names, duty, what is aboard, the lock.
+    let owner_api = office.api();
+    let couriers = owner_api.couriers(office.merchant()).await?;
+    ensure!(couriers.len() == 2, "{couriers:?}");
+    let first = couriers.iter().find(|c| c.courier_id.to_string() == courier).context("the first courier")?;
+    ensure!(first.name == "张三" && first.on_duty && first.refrigerated, "{first:?}");
+    ensure!(first.aboard == 0 && first.load_g == 0, "the damaged order waits for a decision: {first:?}");
+    admin.command(&out, json!({"type": "RESUME_DELIVERY"})).await?;
+    let first_id: CourierId = id(&courier)?;
+    let aboard = owner_api.couriers(office.merchant()).await?;
+    let first = aboard.iter().find(|c| c.courier_id == first_id).context("first")?;
+    ensure!(first.aboard == 1 && first.load_g == 2000, "{first:?}");
+    owner_api.lock_route(first_id, true).await?;
+    ensure!(owner_api.couriers(office.merchant()).await?.iter().any(|c| c.courier_id == first_id && c.locked));
+    owner_api.pin_order(fresh_id, Some(first_id)).await?;
+    owner_api.lock_route(first_id, false).await?;
+    ensure!(owner_api.couriers(office.merchant()).await?.iter().all(|c| !c.locked));
     office.stop();
     server.stop().await;
     Ok(())

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use xianlu_domain::operations::{
-    CourierDuty, CourierLocation, DutyChange, EtaAccuracy, OperationsSettings, QuietHours,
+    CourierDuty, CourierLocation, CourierStatus, DutyChange, EtaAccuracy, OperationsSettings, QuietHours,
 };
 use xianlu_domain::wire::LatLng;
-use xianlu_domain::{CourierId, CustomerId, MerchantId, OrderId, WarehouseId};
+use xianlu_domain::{CourierId, CustomerId, MerchantId, Order, OrderId, WarehouseId};
 use xianlu_roads::fence::{FenceSettings, Geofences, Shape};
 
 use super::Operations;
@@ -239,6 +239,60 @@ impl Operations {
         });
         let ids: Vec<CourierId> = couriers.into_iter().map(|(c,)| CourierId(c)).collect();
         Ok(self.latest(&ids))
+    }
+
+    /// The merchant's couriers for the office's map: van, duty, position,
+    /// load aboard, the planned stops ahead and whether the route is locked.
+    pub async fn couriers(&self, scope: &Scope, merchant: MerchantId) -> ApiResult<Vec<CourierStatus>> {
+        policy::check_merchant_action(scope, merchant, Action::TrackCouriers)?;
+        type Row = (Uuid, String, bool, i64, bool, Option<DateTime<Utc>>);
+        let rows: Vec<Row> = on_db!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT id, vehicle, refrigerated, capacity_kg, on_duty, shift_ends_at FROM couriers \
+                 WHERE merchant_id = $1 ORDER BY id",
+            )
+            .bind(merchant.uuid())
+            .fetch_all(pool)
+            .await?
+        });
+        let locked: std::collections::HashSet<Uuid> = on_db!(&self.db, pool => {
+            sqlx::query_as::<_, (Uuid,)>(
+                "SELECT l.courier_id FROM route_locks l JOIN couriers c ON c.id = l.courier_id WHERE c.merchant_id = $1",
+            )
+            .bind(merchant.uuid())
+            .fetch_all(pool)
+            .await?
+        })
+        .into_iter()
+        .map(|(c,)| c)
+        .collect();
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, vehicle, refrigerated, capacity_kg, on_duty, shift_ends_at) in rows {
+            let courier = CourierId(id);
+            let name = self.service.vault.load(&self.db, id).await.map_err(ApiError::Internal)?.map(|p| p.name);
+            let docs: Vec<(String,)> = on_db!(&self.db, pool => {
+                sqlx::query_as("SELECT doc FROM orders WHERE courier_id = $1 AND status = 'DELIVERING'")
+                    .bind(id)
+                    .fetch_all(pool)
+                    .await?
+            });
+            let aboard: Vec<Order> = docs.iter().filter_map(|(doc,)| serde_json::from_str(doc).ok()).collect();
+            out.push(CourierStatus {
+                courier_id: courier,
+                name: name.unwrap_or_default(),
+                vehicle,
+                refrigerated,
+                capacity_kg,
+                on_duty,
+                shift_ends_at,
+                position: self.latest(&[courier]).into_iter().next(),
+                aboard: aboard.len() as u32,
+                load_g: aboard.iter().map(Order::shipping_weight_g).sum(),
+                stops: self.route(courier).await?.map(|r| r.stops).unwrap_or_default(),
+                locked: locked.contains(&id),
+            });
+        }
+        Ok(out)
     }
 
     /// Whether the courier is on duty, for the courier and their merchant's office.

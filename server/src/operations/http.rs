@@ -161,6 +161,19 @@ pub async fn courier_locations(
     Ok(axum::Json(state.ops.courier_locations(&ctx.scope, merchant).await?))
 }
 
+/// The merchant's couriers for the office's map: van, duty, last position,
+/// what is aboard, the planned stops ahead, whether the route is locked.
+#[utoipa::path(get, path = "/merchants/{id}/couriers", tag = "dispatch", params(("id" = String, Path)),
+    responses((status = 200, body = Vec<xianlu_domain::operations::CourierStatus>), (status = 403, body = Problem)))]
+pub async fn list_couriers(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+) -> ApiResult<axum::Json<Vec<xianlu_domain::operations::CourierStatus>>> {
+    let merchant: MerchantId = parse_id(&id, "merchant")?;
+    Ok(axum::Json(state.ops.couriers(&ctx.scope, merchant).await?))
+}
+
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PlanRequest {

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use xianlu_domain::evidence::{EvidenceRecord, EvidenceUpload, PositionBatch, PositionFix, PositionReceipt};
-use xianlu_domain::operations::{Alert, CourierDuty, CourierRoute, DutyChange};
+use xianlu_domain::operations::{Alert, CourierDuty, CourierRoute, CourierStatus, DutyChange};
 use xianlu_domain::wire::{
     API_VERSION, API_VERSION_HEADER, CommandRequest, LatLng, OrderPage, OrderView, Problem, RoadTile, StockLevel,
     StreamEvent,
@@ -475,6 +475,11 @@ impl ApiClient {
         let _: serde_json::Value =
             self.call(Method::PUT, &format!("/api/v1/couriers/{courier}/route-lock"), Some(&body), None).await?;
         Ok(())
+    }
+
+    /// The merchant's couriers for the office's map (van, duty, position, load, route, lock).
+    pub async fn couriers(&self, merchant: MerchantId) -> CoreResult<Vec<CourierStatus>> {
+        self.call(Method::GET, &format!("/api/v1/merchants/{merchant}/couriers"), None::<&()>, None).await
     }
 
     /// Where the merchant's couriers are, as the server last saw them.

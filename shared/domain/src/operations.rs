@@ -517,3 +517,27 @@ pub struct CourierRoute {
     pub start: LatLng,
     pub stops: Vec<PlannedStop>,
 }
+
+/// A courier as the office's map shows them: the van, duty, where they are,
+/// what is aboard and the route ahead.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct CourierStatus {
+    pub courier_id: CourierId,
+    /// The courier's name (their merchant's office may see it).
+    pub name: String,
+    pub vehicle: String,
+    pub refrigerated: bool,
+    pub capacity_kg: i64,
+    pub on_duty: bool,
+    pub shift_ends_at: Option<DateTime<Utc>>,
+    pub position: Option<CourierLocation>,
+    /// Orders out for delivery with them, and what they weigh (grams).
+    pub aboard: u32,
+    pub load_g: i64,
+    /// The planned stops ahead, in order (empty without a plan).
+    pub stops: Vec<PlannedStop>,
+    /// The route is locked as it is.
+    pub locked: bool,
+}
