@@ -280,6 +280,30 @@ async fn the_office_follows_an_order_on_the_board_and_handles_its_exception_aler
         until_order(&admin, &order, "resumed", |v| v["status"] == "DELIVERING").await?;
         ui.find(&format!("[data-column=\"Delivering\"] .xl-card[data-order=\"{number}\"]")).await?;
         ui.screenshot("merchant-resolved").await?;
+
+        // The couriers on the map: the one with the order aboard, whose route is locked from here.
+        let fix = json!({"fixes": [{"deviceSeq": 1, "at": chrono::Utc::now(), "lat": 39.95, "lng": 116.46, "accuracyM": 5.0}]});
+        courier_client.ok(&format!("/api/v1/couriers/{courier}/positions"), &fix).await?;
+        ui.click("#xl-tab-couriers").await?;
+        let row = format!("#xl-couriers li[data-courier=\"{courier}\"]");
+        ui.until_text(&row, |t| t.contains("张三")).await?;
+        ui.click(&row).await?;
+        ui.click(&format!("{row} .xl-lock")).await?;
+        let couriers = format!("/api/v1/merchants/{}/couriers", shop.merchant);
+        let started = Instant::now();
+        loop {
+            let list = admin.get(&couriers).await?.json();
+            let locked = list
+                .as_array()
+                .is_some_and(|a| a.iter().any(|c| c["courierId"] == courier.as_str() && c["locked"] == true));
+            if locked {
+                break;
+            }
+            ensure!(started.elapsed() < Duration::from_secs(20), "the route was not locked: {list}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        ui.find("#xl-map").await?;
+        ui.screenshot("merchant-couriers").await?;
         let after = format!("resident memory after the steps above: {} MiB\n", app_rss_kib() / 1024);
         eprint!("{after}");
         let path = xianlu_tests::e2e_artifacts()?.join("merchant-startup.txt");

@@ -11,6 +11,10 @@ fn main() {
         "evidence_image",
         "command",
         "acknowledge",
+        "couriers",
+        "roads",
+        "pin",
+        "lock",
     ]);
     if let Err(error) = tauri_build::try_build(tauri_build::Attributes::new().app_manifest(manifest)) {
         panic!("tauri build step: {error:#}");

@@ -212,7 +212,8 @@ impl OfficeSession {
 
     /// The high-severity alerts raised since the last call.
     pub fn take_fresh(&self) -> Vec<Alert> {
-        self.update(|o| std::mem::take(&mut o.fresh))
+        // Not a change of what the screens show: the revision stays.
+        self.inner.office.update(|o| std::mem::take(&mut o.fresh))
     }
 
     /// One order in full, for its detail screen.

@@ -15,9 +15,9 @@ use xianlu_core::board::{BoardFilter, ColumnView};
 use xianlu_core::office::{OfficeSession, OfficeSettings};
 use xianlu_core::{ApiClient, ConnectionState, CoreError};
 use xianlu_domain::evidence::EvidenceRecord;
-use xianlu_domain::operations::Alert;
-use xianlu_domain::wire::OrderView;
-use xianlu_domain::{Command, OrderId};
+use xianlu_domain::operations::{Alert, CourierStatus};
+use xianlu_domain::wire::{OrderView, RoadTile};
+use xianlu_domain::{Command, CourierId, OrderId};
 
 /// An error as the screens get it: a stable code and words to show.
 #[derive(Debug, Serialize)]
@@ -177,6 +177,31 @@ async fn acknowledge(app: tauri::State<'_, App>, alert: uuid::Uuid) -> UiResult<
     Ok(app.session()?.acknowledge(alert).await?)
 }
 
+/// The merchant's couriers for the map.
+#[tauri::command]
+async fn couriers(app: tauri::State<'_, App>) -> UiResult<Vec<CourierStatus>> {
+    let session = app.session()?;
+    Ok(session.api().couriers(session.merchant()).await?)
+}
+
+/// The road geometry of a box, for the map.
+#[tauri::command]
+async fn roads(app: tauri::State<'_, App>, bbox: [f64; 4], zoom: u8) -> UiResult<RoadTile> {
+    Ok(app.session()?.api().map_roads(bbox, zoom).await?)
+}
+
+/// Pins an order to a courier (`null` releases it).
+#[tauri::command]
+async fn pin(app: tauri::State<'_, App>, order: OrderId, courier: Option<CourierId>) -> UiResult<()> {
+    Ok(app.session()?.api().pin_order(order, courier).await?)
+}
+
+/// Locks a courier's route as it is, or unlocks it.
+#[tauri::command]
+async fn lock(app: tauri::State<'_, App>, courier: CourierId, locked: bool) -> UiResult<()> {
+    Ok(app.session()?.api().lock_route(courier, locked).await?)
+}
+
 fn main() {
     let result = tauri::Builder::default()
         .manage(App::default())
@@ -188,7 +213,11 @@ fn main() {
             order,
             evidence_image,
             command,
-            acknowledge
+            acknowledge,
+            couriers,
+            roads,
+            pin,
+            lock
         ])
         .run(tauri::generate_context!());
     if let Err(error) = result {

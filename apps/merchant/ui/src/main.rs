@@ -11,14 +11,14 @@ use serde_json::json;
 use xianlu_core::api::Me;
 use xianlu_core::board::{BoardFilter, Card, ColumnView};
 use xianlu_domain::evidence::EvidenceRecord;
-use xianlu_domain::operations::Alert;
-use xianlu_domain::wire::OrderView;
+use xianlu_domain::operations::{Alert, CourierStatus};
+use xianlu_domain::wire::{LatLng, OrderView};
 use xianlu_domain::{Command, CourierId, OrderId, Status, WarehouseId};
 use xianlu_ui::i18n::Key;
 use xianlu_ui::order::window_text;
 use xianlu_ui::signoff::LogInForm;
 use xianlu_ui::timeline::clock;
-use xianlu_ui::{Lang, OrderCard, STYLE, Timeline};
+use xianlu_ui::{Lang, MapLayers, MapView, OrderCard, STYLE, Timeline};
 
 use crate::bridge::{UiError, call};
 
@@ -40,6 +40,9 @@ const MERCHANT_STYLE: &str = r#"
 .xl-pick { background: #fff; border-radius: 10px; padding: 16px; margin: 10px 0; font-size: 20px; }
 .xl-pick input { font-size: 22px; width: 8em; padding: 8px; }
 .xl-pick button { font-size: 20px; padding: 12px 18px; margin: 6px 6px 0 0; }
+.xl-courier { align-items: center; }
+.xl-courier-on { outline: 2px solid var(--xl-green); }
+.xl-map svg { max-height: 52vh; }
 "#;
 
 fn main() {
@@ -69,6 +72,7 @@ struct OrderDetail {
 enum Tab {
     Board,
     Alerts,
+    Couriers,
 }
 
 #[component]
@@ -168,12 +172,15 @@ fn Office(me: Me, lang: Lang) -> Element {
                     onclick: move |_| tab.set(Tab::Board), {lang.t(Key::Board)} }
                 button { id: "xl-tab-alerts", class: if tab() == Tab::Alerts { "xl-tab xl-tab-on" } else { "xl-tab" },
                     onclick: move |_| tab.set(Tab::Alerts), "{lang.t(Key::Alerts)} ({open_alerts})" }
+                button { id: "xl-tab-couriers", class: if tab() == Tab::Couriers { "xl-tab xl-tab-on" } else { "xl-tab" },
+                    onclick: move |_| tab.set(Tab::Couriers), {lang.t(Key::Couriers)} }
             }
             div { class: "xl-split",
                 div {
                     match tab() {
                         Tab::Board => rsx! { BoardView { columns: current.columns.clone(), filter, selected, lang } },
                         Tab::Alerts => rsx! { AlertList { alerts: current.alerts.clone(), selected, lang } },
+                        Tab::Couriers => rsx! { Couriers { revision: current.revision, columns: current.columns.clone(), lang } },
                     }
                 }
                 div {
@@ -544,6 +551,122 @@ fn PickRow(card: Card, lang: Lang) -> Element {
                 }
             }
             if let Some(message) = error() { p { class: "xl-error", "{message}" } }
+        }
+    }
+}
+
+/// Everyone on duty on the map with their load, route and next stop; pin an
+/// order to a courier or lock a route (the planner respects both).
+#[component]
+fn Couriers(revision: u64, columns: Vec<ColumnView>, lang: Lang) -> Element {
+    // Fetched again as the office changes (positions and plans move with it).
+    let mut couriers = use_resource(use_reactive!(|revision| async move {
+        let _ = revision;
+        call::<Vec<CourierStatus>>("couriers", json!({})).await
+    }));
+    let mut chosen = use_signal(|| None::<CourierId>);
+    let mut roads: Signal<Vec<(String, Vec<LatLng>)>> = use_signal(Vec::new);
+    let mut attribution = use_signal(|| None::<String>);
+    let mut framed = use_signal(|| None::<[f64; 4]>);
+    let mut pin_number = use_signal(String::new);
+    let mut error = use_signal(|| None::<String>);
+    let list = match couriers.read().clone() {
+        Some(Ok(list)) => list,
+        Some(Err(e)) => return rsx! { p { class: "xl-error", "{e}" } },
+        None => return rsx! { p { {lang.t(Key::Loading)} } },
+    };
+    let on_duty: Vec<CourierStatus> = list.iter().filter(|c| c.on_duty).cloned().collect();
+    let current = chosen().and_then(|id| list.iter().find(|c| c.courier_id == id).cloned());
+    let mut focus: Vec<LatLng> = on_duty.iter().filter_map(|c| c.position.map(|p| p.position)).collect();
+    focus.extend(on_duty.iter().flat_map(|c| c.stops.iter().map(|s| s.location)));
+    let frame = xianlu_ui::map::frame(&focus, 0.2);
+    if frame.is_some() && framed() != frame {
+        framed.set(frame);
+        if let Some(bbox) = frame {
+            spawn(async move {
+                if let Ok(tile) =
+                    call::<xianlu_domain::wire::RoadTile>("roads", json!({"bbox": bbox, "zoom": 14})).await
+                {
+                    roads.set(xianlu_core::tracking::road_lines(&tile));
+                    attribution.set(tile.attribution);
+                }
+            });
+        }
+    }
+    let layers = MapLayers {
+        roads: roads(),
+        trail: Vec::new(),
+        route: current
+            .as_ref()
+            .map(|c| c.position.map(|p| p.position).into_iter().chain(c.stops.iter().map(|s| s.location)).collect())
+            .unwrap_or_default(),
+        courier: current.as_ref().and_then(|c| c.position.map(|p| p.position)),
+        destination: current.as_ref().and_then(|c| c.stops.first().map(|s| s.location)),
+        stops: on_duty
+            .iter()
+            .filter(|c| Some(c.courier_id) != chosen())
+            .filter_map(|c| c.position.map(|p| p.position))
+            .collect(),
+        attribution: attribution(),
+        tile_url: None,
+    };
+    let numbers: Vec<(String, OrderId)> =
+        columns.iter().flat_map(|c| c.cards.iter()).map(|c| (c.number.to_string(), c.order_id)).collect();
+    rsx! {
+        MapView { layers, focus, label: lang.t(Key::Couriers).to_owned() }
+        if let Some(message) = error() { p { class: "xl-error", "{message}" } }
+        ul { id: "xl-couriers", class: "xl-list",
+            for c in on_duty {
+                li {
+                    key: "{c.courier_id}", "data-courier": "{c.courier_id}",
+                    class: if Some(c.courier_id) == chosen() { "xl-courier xl-courier-on" } else { "xl-courier" },
+                    onclick: { let id = c.courier_id; move |_| chosen.set(Some(id)) },
+                    div {
+                        strong { "{c.name} · {c.vehicle}" }
+                        if c.refrigerated { span { class: "xl-badge xl-badge-cold", "❄" } }
+                        p { class: "xl-muted",
+                            "{lang.t(Key::Aboard)} {c.aboard} · {c.load_g as f64 / 1000.0:.1} kg / {c.capacity_kg} kg"
+                            if let Some(next) = c.stops.first() { " · {lang.t(Key::NextStop)} {next.order_number} {clock(next.planned_arrival)}" }
+                        }
+                    }
+                    button {
+                        class: "xl-lock",
+                        onclick: { let id = c.courier_id; let locked = c.locked; move |e: MouseEvent| {
+                            e.stop_propagation();
+                            spawn(async move {
+                                if let Err(err) = call::<()>("lock", json!({"courier": id, "locked": !locked})).await {
+                                    error.set(Some(err.to_string()));
+                                }
+                                couriers.restart();
+                            });
+                        } },
+                        if c.locked { {lang.t(Key::Unlock)} } else { {lang.t(Key::LockRoute)} }
+                    }
+                }
+            }
+        }
+        if let Some(c) = current {
+            div { class: "xl-filters",
+                input { id: "xl-pin-number", placeholder: lang.t(Key::Search), value: "{pin_number}", oninput: move |e| pin_number.set(e.value()) }
+                button {
+                    id: "xl-pin",
+                    onclick: move |_| {
+                        let wanted = pin_number().trim().to_owned();
+                        match numbers.iter().find(|(n, _)| *n == wanted) {
+                            Some((_, order)) => {
+                                let (order, courier) = (*order, c.courier_id);
+                                spawn(async move {
+                                    if let Err(err) = call::<()>("pin", json!({"order": order, "courier": courier})).await {
+                                        error.set(Some(err.to_string()));
+                                    }
+                                });
+                            }
+                            None => error.set(Some(format!("{wanted}?"))),
+                        }
+                    },
+                    "{lang.t(Key::PinTo)} {c.name}"
+                }
+            }
         }
     }
 }
