@@ -466,6 +466,7 @@ fn route_matrix() -> Vec<(&'static str, &'static str, Option<[Expect; 7]>)> {
         ("get", "/merchants/{id}/alerts", Some([Ok, Ok, Ok, Forbidden, Hidden, Hidden, Ok])),
         ("get", "/merchants/{id}/eta-accuracy", Some([Ok, Ok, Ok, Forbidden, Hidden, Hidden, Ok])),
         ("get", "/merchants/{id}/courier-locations", Some([Ok, Ok, Ok, Forbidden, Hidden, Hidden, Ok])),
+        ("get", "/merchants/{id}/couriers", Some([Ok, Ok, Ok, Forbidden, Hidden, Hidden, Ok])),
         ("post", "/admin/rules/sweep", Some([AdminOnly; 7])),
         // Planning moves the orders the other cases rely on, and takes seconds: tested in tests/operations.rs.
         ("post", "/merchants/{id}/plans", None),

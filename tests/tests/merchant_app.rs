@@ -238,7 +238,7 @@ async fn the_office_follows_an_order_on_the_board_and_handles_its_exception_aler
         until_order(&admin, &order, "picked", |v| v["order"]["lines"][0]["picked"].is_object()).await?;
         ui.click("#xl-do-pack").await?;
         until_order(&admin, &order, "packed", |v| v["status"] == "PACKED").await?;
-        ui.type_into("#xl-courier-id", &courier).await?;
+        ui.click(&format!("#xl-courier-pick option[value=\"{courier}\"]")).await?;
         ui.click("#xl-do-assign").await?;
         until_order(&admin, &order, "assigned", |v| v["order"]["courierId"] == courier.as_str()).await?;
         ui.click("#xl-do-dispatch").await?;

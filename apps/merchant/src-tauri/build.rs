@@ -13,6 +13,7 @@ fn main() {
         "acknowledge",
         "couriers",
         "roads",
+        "trail",
         "pin",
         "lock",
     ]);

@@ -16,7 +16,7 @@ use xianlu_core::office::{OfficeSession, OfficeSettings};
 use xianlu_core::{ApiClient, ConnectionState, CoreError};
 use xianlu_domain::evidence::EvidenceRecord;
 use xianlu_domain::operations::{Alert, CourierStatus};
-use xianlu_domain::wire::{OrderView, RoadTile};
+use xianlu_domain::wire::{LatLng, OrderView, RoadTile};
 use xianlu_domain::{Command, CourierId, OrderId};
 
 /// An error as the screens get it: a stable code and words to show.
@@ -190,6 +190,12 @@ async fn roads(app: tauri::State<'_, App>, bbox: [f64; 4], zoom: u8) -> UiResult
     Ok(app.session()?.api().map_roads(bbox, zoom).await?)
 }
 
+/// Where the order's couriers drove, from dispatch on.
+#[tauri::command]
+async fn trail(app: tauri::State<'_, App>, id: OrderId) -> UiResult<Vec<LatLng>> {
+    Ok(app.session()?.api().trail(id).await?)
+}
+
 /// Pins an order to a courier (`null` releases it).
 #[tauri::command]
 async fn pin(app: tauri::State<'_, App>, order: OrderId, courier: Option<CourierId>) -> UiResult<()> {
@@ -216,6 +222,7 @@ fn main() {
             acknowledge,
             couriers,
             roads,
+            trail,
             pin,
             lock
         ])

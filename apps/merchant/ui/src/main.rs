@@ -340,6 +340,7 @@ fn Detail(id: OrderId, lang: Lang) -> Element {
     let mut courier = use_signal(String::new);
     let mut reason = use_signal(String::new);
     let mut amount = use_signal(String::new);
+    let couriers = use_resource(|| async { call::<Vec<CourierStatus>>("couriers", json!({})).await });
     let act = move |command: Command, version: u64| {
         spawn(async move {
             if let Err(e) = send(id, command, Some(version)).await {
@@ -388,12 +389,23 @@ fn Detail(id: OrderId, lang: Lang) -> Element {
                     }
                 }
                 if status == Status::Packed {
-                    input { id: "xl-courier-id", placeholder: "courier id", value: "{courier}", oninput: move |e| courier.set(e.value()) }
+                    select {
+                        id: "xl-courier-pick",
+                        onchange: move |e| courier.set(e.value()),
+                        option { value: "", {lang.t(Key::Couriers)} }
+                        for c in couriers.read().clone().and_then(Result::ok).unwrap_or_default() {
+                            option { value: "{c.courier_id}", selected: courier() == c.courier_id.to_string(),
+                                "{c.name} · {c.vehicle}"
+                                if c.refrigerated { " ❄" }
+                                if !c.on_duty { " · {lang.t(Key::OffDuty)}" }
+                            }
+                        }
+                    }
                     button {
                         id: "xl-do-assign", class: "xl-primary",
                         onclick: move |_| match courier().trim().parse::<CourierId>() {
                             Ok(c) => act(Command::AssignCourier { courier_id: c }, version),
-                            Err(_) => error.set(Some("courier id?".into())),
+                            Err(_) => error.set(Some(lang.t(Key::Couriers).to_owned())),
                         },
                         {lang.t(Key::HandToCourier)}
                     }
@@ -453,6 +465,7 @@ fn Detail(id: OrderId, lang: Lang) -> Element {
                 }
             }
             if let Some(message) = error() { p { class: "xl-error", "{message}" } }
+            DeliveryMap { id, view: view.clone() }
             if !evidence.is_empty() {
                 div { class: "xl-order xl-evidence",
                     h3 { {lang.t(Key::Evidence)} }
@@ -669,4 +682,42 @@ fn Couriers(revision: u64, columns: Vec<ColumnView>, lang: Lang) -> Element {
             }
         }
     }
+}
+
+/// The delivery on the map: where the courier drove, where they are, the door.
+#[component]
+fn DeliveryMap(id: OrderId, view: OrderView) -> Element {
+    let trail =
+        use_resource(move || async move { call::<Vec<LatLng>>("trail", json!({"id": id})).await.unwrap_or_default() });
+    let mut roads: Signal<Vec<(String, Vec<LatLng>)>> = use_signal(Vec::new);
+    let mut attribution = use_signal(|| None::<String>);
+    let destination = view.customer.as_ref().map(|c| c.location);
+    let courier = view.driver_info.as_ref().and_then(|d| d.location);
+    let trail = trail.read().clone().unwrap_or_default();
+    let mut focus: Vec<LatLng> = destination.into_iter().chain(courier).collect();
+    focus.extend(trail.iter().copied());
+    let frame = xianlu_ui::map::frame(&focus, 0.4);
+    use_effect(use_reactive!(|frame| {
+        if let Some(bbox) = frame {
+            spawn(async move {
+                if let Ok(tile) =
+                    call::<xianlu_domain::wire::RoadTile>("roads", json!({"bbox": bbox, "zoom": 15})).await
+                {
+                    roads.set(xianlu_core::tracking::road_lines(&tile));
+                    attribution.set(tile.attribution);
+                }
+            });
+        }
+    }));
+    let layers = MapLayers {
+        roads: roads(),
+        trail,
+        route: Vec::new(),
+        courier,
+        destination,
+        stops: Vec::new(),
+        attribution: attribution(),
+        tile_url: None,
+    };
+    rsx! { MapView { layers, focus, label: view.order_id.to_string() } }
 }
