@@ -255,17 +255,7 @@ impl Operations {
             .fetch_all(pool)
             .await?
         });
-        let locked: std::collections::HashSet<Uuid> = on_db!(&self.db, pool => {
-            sqlx::query_as::<_, (Uuid,)>(
-                "SELECT l.courier_id FROM route_locks l JOIN couriers c ON c.id = l.courier_id WHERE c.merchant_id = $1",
-            )
-            .bind(merchant.uuid())
-            .fetch_all(pool)
-            .await?
-        })
-        .into_iter()
-        .map(|(c,)| c)
-        .collect();
+        let locked = self.locked_routes(merchant).await?;
         let mut out = Vec::with_capacity(rows.len());
         for (id, vehicle, refrigerated, capacity_kg, on_duty, shift_ends_at) in rows {
             let courier = CourierId(id);

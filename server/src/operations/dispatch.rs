@@ -164,17 +164,7 @@ impl Operations {
         })
         .into_iter()
         .collect();
-        let locked: std::collections::HashSet<Uuid> = on_db!(&self.db, pool => {
-            sqlx::query_as::<_, (Uuid,)>(
-                "SELECT l.courier_id FROM route_locks l JOIN couriers c ON c.id = l.courier_id WHERE c.merchant_id = $1",
-            )
-            .bind(merchant.uuid())
-            .fetch_all(pool)
-            .await?
-        })
-        .into_iter()
-        .map(|(c,)| c)
-        .collect();
+        let locked = self.locked_routes(merchant).await?;
 
         let mut places = Places { points: Vec::new(), index: HashMap::new() };
         let warehouse_at: HashMap<WarehouseId, usize> = warehouses
@@ -636,6 +626,19 @@ impl Operations {
     }
 
     /// A courier's planned route, if the latest plan gave them one.
+    /// The merchant's couriers whose routes are locked as they are.
+    pub(super) async fn locked_routes(&self, merchant: MerchantId) -> ApiResult<std::collections::HashSet<Uuid>> {
+        let rows: Vec<(Uuid,)> = on_db!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT l.courier_id FROM route_locks l JOIN couriers c ON c.id = l.courier_id WHERE c.merchant_id = $1",
+            )
+            .bind(merchant.uuid())
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows.into_iter().map(|(c,)| c).collect())
+    }
+
     pub async fn route(&self, courier: CourierId) -> ApiResult<Option<CourierRoute>> {
         let row: Option<(Uuid, String, DateTime<Utc>)> = on_db!(&self.db, pool => {
             sqlx::query_as("SELECT plan_id, stops, planned_at FROM courier_routes WHERE courier_id = $1")

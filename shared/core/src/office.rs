@@ -98,6 +98,46 @@ impl Office {
     }
 }
 
+/// The office as a screen gets it (the merchant app's webview from its
+/// native side): the board through a filter, the alerts, how far behind.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OfficeView {
+    pub revision: u64,
+    pub columns: Vec<crate::board::ColumnView>,
+    /// Newest first: open, acknowledged and cleared.
+    pub alerts: Vec<Alert>,
+    /// Changes not yet sent, or the live stream not up.
+    pub behind: bool,
+    pub waiting: usize,
+    pub needs_attention: usize,
+    pub live: bool,
+    pub problem: Option<String>,
+}
+
+impl Office {
+    /// What a screen showing the board through `filter` needs.
+    pub fn view(&self, filter: &crate::board::BoardFilter) -> OfficeView {
+        OfficeView {
+            revision: self.revision,
+            columns: self.board.columns(filter),
+            alerts: self.alerts.clone(),
+            behind: self.behind(),
+            waiting: self.outbox.waiting,
+            needs_attention: self.outbox.needs_attention,
+            live: self.connection == ConnectionState::Live,
+            problem: self.problem.clone(),
+        }
+    }
+}
+
+/// An order's detail screen: the order and its evidence.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OrderDetail {
+    pub view: OrderView,
+    pub evidence: Vec<xianlu_domain::evidence::EvidenceRecord>,
+}
+
 /// How the session talks to the server.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OfficeSettings {

@@ -11,12 +11,11 @@ use std::time::Duration;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use xianlu_core::api::Me;
-use xianlu_core::board::{BoardFilter, ColumnView};
-use xianlu_core::office::{OfficeSession, OfficeSettings};
-use xianlu_core::{ApiClient, ConnectionState, CoreError};
-use xianlu_domain::evidence::EvidenceRecord;
+use xianlu_core::board::BoardFilter;
+use xianlu_core::office::{OfficeSession, OfficeSettings, OfficeView, OrderDetail};
+use xianlu_core::{ApiClient, CoreError};
 use xianlu_domain::operations::{Alert, CourierStatus};
-use xianlu_domain::wire::{LatLng, OrderView, RoadTile};
+use xianlu_domain::wire::{LatLng, RoadTile};
 use xianlu_domain::{Command, CourierId, OrderId};
 
 /// An error as the screens get it: a stable code and words to show.
@@ -88,22 +87,6 @@ async fn logout(app: tauri::State<'_, App>) -> UiResult<()> {
     Ok(())
 }
 
-/// The office as the screens show it.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct OfficeView {
-    revision: u64,
-    columns: Vec<ColumnView>,
-    /// Newest first: open, acknowledged and cleared.
-    alerts: Vec<Alert>,
-    /// Changes not yet sent, or the live stream not up.
-    behind: bool,
-    waiting: usize,
-    needs_attention: usize,
-    live: bool,
-    problem: Option<String>,
-}
-
 /// The board through `filter`, once the office has changed past `since`
 /// (or after 20 s without a change): the screens ask again at once, so
 /// changes arrive as they happen.
@@ -117,16 +100,7 @@ async fn office(app: tauri::State<'_, App>, filter: BoardFilter, since: u64) -> 
     for alert in session.take_fresh() {
         notify(&alert);
     }
-    Ok(OfficeView {
-        revision: office.revision,
-        columns: office.board.columns(&filter),
-        alerts: office.alerts.clone(),
-        behind: office.behind(),
-        waiting: office.outbox.waiting,
-        needs_attention: office.outbox.needs_attention,
-        live: office.connection == ConnectionState::Live,
-        problem: office.problem.clone(),
-    })
+    Ok(office.view(&filter))
 }
 
 /// A desktop notification where the desktop has a notification service.
@@ -134,13 +108,6 @@ fn notify(alert: &Alert) {
     let _ = std::process::Command::new("notify-send")
         .args(["--urgency=critical", "--app-name=鲜路", &format!("{} · {}", alert.order_number, alert.reason)])
         .spawn();
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct OrderDetail {
-    view: OrderView,
-    evidence: Vec<EvidenceRecord>,
 }
 
 #[tauri::command]

@@ -6,10 +6,10 @@
 mod bridge;
 
 use dioxus::prelude::*;
-use serde::Deserialize;
 use serde_json::json;
 use xianlu_core::api::Me;
 use xianlu_core::board::{BoardFilter, Card, ColumnView};
+use xianlu_core::office::{OfficeView, OrderDetail};
 use xianlu_domain::evidence::EvidenceRecord;
 use xianlu_domain::operations::{Alert, CourierStatus};
 use xianlu_domain::wire::{LatLng, OrderView};
@@ -47,25 +47,6 @@ const MERCHANT_STYLE: &str = r#"
 
 fn main() {
     dioxus::launch(App);
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OfficeView {
-    revision: u64,
-    columns: Vec<ColumnView>,
-    alerts: Vec<Alert>,
-    behind: bool,
-    waiting: usize,
-    needs_attention: usize,
-    live: bool,
-    problem: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-struct OrderDetail {
-    view: OrderView,
-    evidence: Vec<EvidenceRecord>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
