@@ -304,6 +304,19 @@ async fn the_office_follows_an_order_on_the_board_and_handles_its_exception_aler
         }
         ui.find("#xl-map").await?;
         ui.screenshot("merchant-couriers").await?;
+
+        // Nobody at the door: the office sends it again tomorrow, same window.
+        let window = admin.order(&order).await?["order"]["requestedWindow"]["start"].clone();
+        courier_client.command(&order, json!({"type": "RECORD_FAILED_ATTEMPT", "reason": "CUSTOMER_ABSENT"})).await?;
+        ui.click("#xl-tab-board").await?;
+        ui.click(&format!("[data-column=\"Exception\"] .xl-card[data-order=\"{number}\"]")).await?;
+        ui.click("#xl-do-redeliver").await?;
+        let again = until_order(&admin, &order, "redelivery", |v| v["status"] == "PACKED").await?;
+        let (before, after): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) = (
+            serde_json::from_value(window)?,
+            serde_json::from_value(again["order"]["requestedWindow"]["start"].clone())?,
+        );
+        ensure!(after - before == chrono::Duration::days(1), "{before} → {after}");
         let after = format!("resident memory after the steps above: {} MiB\n", app_rss_kib() / 1024);
         eprint!("{after}");
         let path = xianlu_tests::e2e_artifacts()?.join("merchant-startup.txt");

@@ -394,6 +394,18 @@ fn Detail(id: OrderId, lang: Lang) -> Element {
                         button { id: "xl-do-dispatch", class: "xl-primary", onclick: move |_| act(Command::Dispatch, version), {lang.t(Key::DispatchNow)} }
                     }
                 }
+                if status == Status::DeliveryFailed {
+                    // The same window on the next day; the planner takes it from there.
+                    button {
+                        id: "xl-do-redeliver", class: "xl-primary",
+                        onclick: {
+                            let w = order.requested_window;
+                            let next = xianlu_domain::TimeWindow { start: w.start + chrono::TimeDelta::days(1), end: w.end + chrono::TimeDelta::days(1) };
+                            move |_| act(Command::ScheduleRedelivery { window: next }, version)
+                        },
+                        {lang.t(Key::RedeliverTomorrow)}
+                    }
+                }
                 if matches!(status, Status::ExceptionHandling | Status::DeliveryFailed) {
                     button { id: "xl-do-resume", class: "xl-primary", onclick: move |_| act(Command::ResumeDelivery { courier_id: None }, version), {lang.t(Key::ResumeDelivery)} }
                     input { id: "xl-return-reason", placeholder: lang.t(Key::Reason), value: "{reason}", oninput: move |e| reason.set(e.value()) }
