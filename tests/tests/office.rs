@@ -33,7 +33,7 @@ async fn until(session: &OfficeSession, what: &str, ok: impl Fn(&Office) -> bool
             Ok(Ok(())) => {}
             _ => anyhow::bail!(
                 "{what}: {:?}, alerts {:?}, problem {:?}",
-                office.board.columns(&BoardFilter::default()).iter().map(|c| (c.column, c.count)).collect::<Vec<_>>(),
+                office.columns(&BoardFilter::default()).iter().map(|c| (c.column, c.count)).collect::<Vec<_>>(),
                 office.alerts.iter().map(|a| (a.order_number.to_string(), a.rule)).collect::<Vec<_>>(),
                 office.problem
             ),
@@ -47,7 +47,6 @@ fn id<T: std::str::FromStr>(text: &str) -> Result<T> {
 
 fn in_column(office: &Office, filter: &BoardFilter, column: Column) -> Vec<String> {
     office
-        .board
         .columns(filter)
         .into_iter()
         .find(|c| c.column == column)
@@ -84,9 +83,9 @@ async fn the_board_groups_filters_and_follows_the_merchants_orders_live(backend:
     ensure!(in_column(&seen, &all, Column::Paid) == vec![paid.clone()]);
     ensure!(in_column(&seen, &all, Column::Picking) == vec![picking.clone()]);
     ensure!(in_column(&seen, &all, Column::Delivering) == vec![out.clone()]);
-    let counts: Vec<usize> = seen.board.columns(&all).iter().map(|c| c.count).collect();
+    let counts: Vec<usize> = seen.columns(&all).iter().map(|c| c.count).collect();
     ensure!(counts.iter().sum::<usize>() == 3 && counts.len() == Column::ALL.len(), "{counts:?}");
-    let card = seen.board.card(id(&out)?).context("card")?;
+    let card = seen.card(id(&out)?).context("card")?;
     ensure!(card.customer == "老王饭店", "the business name is on the card: {card:?}");
 
     // Filters: courier, warehouse, search by number and by business name — never by the contact person.
@@ -95,22 +94,21 @@ async fn the_board_groups_filters_and_follows_the_merchants_orders_live(backend:
     ensure!(in_column(&seen, &by_courier, Column::Paid).is_empty());
     let elsewhere =
         BoardFilter { warehouse: Some(id::<WarehouseId>(&uuid::Uuid::now_v7().to_string())?), ..all.clone() };
-    ensure!(seen.board.columns(&elsewhere).iter().all(|c| c.count == 0));
+    ensure!(seen.columns(&elsewhere).iter().all(|c| c.count == 0));
     let number = admin.order(&paid).await?["orderId"].as_str().context("number")?.to_owned();
     let by_number = BoardFilter { search: number[number.len() - 3..].to_owned(), ..all.clone() };
     ensure!(in_column(&seen, &by_number, Column::Paid) == vec![paid.clone()], "found by the end of its number");
     let by_name = BoardFilter { search: "老王".into(), ..all.clone() };
-    ensure!(seen.board.columns(&by_name).iter().map(|c| c.count).sum::<usize>() == 3);
+    ensure!(seen.columns(&by_name).iter().map(|c| c.count).sum::<usize>() == 3);
     let by_contact = BoardFilter { search: "王五".into(), ..all.clone() };
-    ensure!(seen.board.columns(&by_contact).iter().all(|c| c.count == 0), "contact people are not searchable");
+    ensure!(seen.columns(&by_contact).iter().all(|c| c.count == 0), "contact people are not searchable");
 
     // Live: a new paid order appears with its customer; staff start picking through the outbox.
     let fresh = shop.place(&admin, &shop.spinach()).await?;
     shop.pay(&admin, &fresh).await?;
     let fresh_id: OrderId = id(&fresh)?;
     let seen = until(&office, "the new order appears", |o| {
-        in_column(o, &all, Column::Paid).contains(&fresh)
-            && o.board.card(fresh_id).is_some_and(|c| c.customer == "老王饭店")
+        in_column(o, &all, Column::Paid).contains(&fresh) && o.card(fresh_id).is_some_and(|c| c.customer == "老王饭店")
     })
     .await?;
     ensure!(seen.board.len() == 4);
@@ -128,9 +126,9 @@ async fn the_board_groups_filters_and_follows_the_merchants_orders_live(backend:
     .await?;
     let alert = seen.alerts.iter().find(|a| a.order_id.to_string() == out).context("alert")?.clone();
     let out_id: OrderId = id(&out)?;
-    until(&office, "counted on the card", |o| o.board.card(out_id).is_some_and(|c| c.alerts == 1)).await?;
+    until(&office, "counted on the card", |o| o.card(out_id).is_some_and(|c| c.alerts == 1)).await?;
     office.acknowledge(alert.id).await?;
-    let seen = until(&office, "acknowledged", |o| o.board.card(out_id).is_some_and(|c| c.alerts == 0)).await?;
+    let seen = until(&office, "acknowledged", |o| o.card(out_id).is_some_and(|c| c.alerts == 0)).await?;
     ensure!(seen.alerts.iter().any(|a| a.id == alert.id && a.acknowledged_at.is_some()));
 
     // The couriers for the office's map: names, duty, what is aboard, the lock.

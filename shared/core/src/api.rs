@@ -482,11 +482,6 @@ impl ApiClient {
         self.call(Method::GET, &format!("/api/v1/merchants/{merchant}/couriers"), None::<&()>, None).await
     }
 
-    /// Where the merchant's couriers are, as the server last saw them.
-    pub async fn courier_locations(&self, merchant: MerchantId) -> CoreResult<serde_json::Value> {
-        self.call(Method::GET, &format!("/api/v1/merchants/{merchant}/courier-locations"), None::<&()>, None).await
-    }
-
     // ---- stock --------------------------------------------------------
 
     /// A warehouse's stock levels (on hand and reserved, grams or pieces).

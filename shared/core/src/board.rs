@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use xianlu_domain::operations::Alert;
 use xianlu_domain::order::TimeWindow;
 use xianlu_domain::wire::{CustomerSummary, StreamEvent};
 use xianlu_domain::{CourierId, CustomerId, EventKind, Fen, Order, OrderId, OrderNumber, Status, WarehouseId};
@@ -69,7 +70,7 @@ pub struct Card {
     pub window: TimeWindow,
     pub charge_fen: Fen,
     pub updated_at: DateTime<Utc>,
-    /// Open alerts on the order.
+    /// Open alerts on the order (counted when the board is shown).
     pub alerts: u32,
 }
 
@@ -116,13 +117,12 @@ pub enum Need {
     Order(OrderId),
 }
 
-/// The board.
+/// The board. Business names and alert counts are filled in when it is
+/// shown, from what the board learnt and the alerts it is shown with.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Board {
     cards: BTreeMap<OrderId, Card>,
     customers: HashMap<CustomerId, String>,
-    /// Open alerts per order, by alert id.
-    alerts: HashMap<uuid::Uuid, OrderId>,
 }
 
 impl Board {
@@ -135,11 +135,6 @@ impl Board {
         for c in customers {
             self.customers.insert(c.id, c.business_name.clone());
         }
-        for card in self.cards.values_mut() {
-            if let Some(name) = self.customers.get(&card.customer_id) {
-                card.customer.clone_from(name);
-            }
-        }
     }
 
     /// Takes an order as the server has it (an older copy never replaces a newer one).
@@ -147,7 +142,6 @@ impl Board {
         if self.cards.get(&order.id).is_some_and(|c| c.version > order.version) {
             return;
         }
-        let alerts = self.cards.get(&order.id).map_or(0, |c| c.alerts);
         self.cards.insert(
             order.id,
             Card {
@@ -156,13 +150,13 @@ impl Board {
                 status: order.status,
                 version: order.version,
                 customer_id: order.customer_id,
-                customer: self.customers.get(&order.customer_id).cloned().unwrap_or_default(),
+                customer: String::new(),
                 warehouse_id: order.warehouse_id,
                 courier_id: order.courier_id,
                 window: order.requested_window,
                 charge_fen: order.totals.charge_fen,
                 updated_at: order.updated_at,
-                alerts,
+                alerts: 0,
             },
         );
     }
@@ -170,31 +164,19 @@ impl Board {
     /// One event from the merchant's stream, applied in place where it can be.
     pub fn apply(&mut self, event: &StreamEvent) -> Need {
         let kind = &event.event.kind;
-        match kind {
-            EventKind::AlertRaised { alert_id, .. } => {
-                self.alerts.insert(*alert_id, event.order_id);
-            }
-            EventKind::AlertCleared { alert_id, .. } | EventKind::AlertAcknowledged { alert_id, .. } => {
-                self.alerts.remove(alert_id);
-            }
-            _ => {}
-        }
-        let open = self.alerts.values().filter(|o| **o == event.order_id).count() as u32;
         let Some(card) = self.cards.get_mut(&event.order_id) else {
             return if kind.is_observation() { Need::Nothing } else { Need::Order(event.order_id) };
         };
-        card.alerts = open;
         if kind.is_observation() || event.version < card.version {
             return Need::Nothing;
         }
         card.status = event.event.to;
         card.version = event.version;
         card.updated_at = event.at;
-        card.courier_id = event.courier_id.or(card.courier_id);
         match kind {
-            EventKind::CourierAssigned { courier_id, .. } | EventKind::DeliveryResumed { courier_id, .. } => {
-                card.courier_id = Some(*courier_id);
-            }
+            EventKind::CourierAssigned { courier_id, .. }
+            | EventKind::Dispatched { courier_id }
+            | EventKind::DeliveryResumed { courier_id, .. } => card.courier_id = Some(*courier_id),
             EventKind::RedeliveryScheduled { window } => card.window = *window,
             EventKind::Packed { charge_fen, .. } => card.charge_fen = *charge_fen,
             _ => {}
@@ -202,20 +184,17 @@ impl Board {
         Need::Nothing
     }
 
-    /// The open alerts as loaded: counted on their orders' cards.
-    pub fn set_alert_counts(&mut self, open: &HashMap<OrderId, u32>, alerts: &[xianlu_domain::operations::Alert]) {
-        self.alerts = alerts
-            .iter()
-            .filter(|a| a.cleared_at.is_none() && a.acknowledged_at.is_none())
-            .map(|a| (a.id, a.order_id))
-            .collect();
-        for card in self.cards.values_mut() {
-            card.alerts = open.get(&card.order_id).copied().unwrap_or(0);
-        }
+    /// A card as shown, with its business name and its open alerts among `alerts`.
+    fn shown(&self, card: &Card, alerts: &[Alert]) -> Card {
+        let mut card = card.clone();
+        card.customer = self.customers.get(&card.customer_id).cloned().unwrap_or_default();
+        card.alerts = alerts.iter().filter(|a| a.order_id == card.order_id && a.is_open()).count() as u32;
+        card
     }
 
-    pub fn card(&self, id: OrderId) -> Option<&Card> {
-        self.cards.get(&id)
+    /// One card as shown.
+    pub fn card(&self, id: OrderId, alerts: &[Alert]) -> Option<Card> {
+        self.cards.get(&id).map(|c| self.shown(c, alerts))
     }
 
     pub fn len(&self) -> usize {
@@ -226,12 +205,13 @@ impl Board {
         self.cards.is_empty()
     }
 
-    /// Every column, with the cards the filter lets through.
-    pub fn columns(&self, filter: &BoardFilter) -> Vec<ColumnView> {
+    /// Every column, with the cards the filter lets through; `alerts` are
+    /// counted on their orders' cards.
+    pub fn columns(&self, filter: &BoardFilter, alerts: &[Alert]) -> Vec<ColumnView> {
         let mut by_column: BTreeMap<Column, Vec<Card>> = Column::ALL.iter().map(|c| (*c, Vec::new())).collect();
-        for card in self.cards.values().filter(|c| filter.matches(c)) {
+        for card in self.cards.values().map(|c| self.shown(c, alerts)).filter(|c| filter.matches(c)) {
             if let Some(column) = Column::of(card.status) {
-                by_column.entry(column).or_default().push(card.clone());
+                by_column.entry(column).or_default().push(card);
             }
         }
         by_column

@@ -290,12 +290,19 @@ impl CourierDay {
     /// Shows the outcome of a command at once, as the server's state machine
     /// will decide it; `Err` if it cannot apply to the order as known.
     pub fn predict(&mut self, id: OrderId, command: &Command, lane: String, at: DateTime<Utc>) -> CoreResult<()> {
-        let view = self.order(id).ok_or_else(|| CoreError::Refused(format!("order {id} is not on this device")))?;
-        let next = apply(&view.order, command, at).map_err(|r| CoreError::Refused(r.to_string()))?;
+        let (base, order) = self.outcome(id, command, at)?;
         self.sending.insert(lane.clone());
-        self.predicted.insert(id, Prediction { lane, order: next.order, base: view.order.version });
+        self.predicted.insert(id, Prediction { lane, order, base });
         self.rebuild();
         Ok(())
+    }
+
+    /// The order as the command would leave it, and the version it starts
+    /// from; `Err` if the command cannot apply to the order as shown.
+    pub fn outcome(&self, id: OrderId, command: &Command, at: DateTime<Utc>) -> CoreResult<(u64, Order)> {
+        let view = self.order(id).ok_or_else(|| CoreError::Refused(format!("order {id} is not on this device")))?;
+        let next = apply(&view.order, command, at).map_err(|r| CoreError::Refused(r.to_string()))?;
+        Ok((view.order.version, next.order))
     }
 
     /// One event from the courier's stream: updates what it can in place and
@@ -310,10 +317,8 @@ impl CourierDay {
             EventKind::ArrivedAtCustomer { courier_id } if *courier_id == me => {
                 self.arrived.insert(id);
             }
-            EventKind::EtaUpdated { .. } | EventKind::CourierPosition { .. } | EventKind::ArrivingSoon { .. } => {
-                if let (Some(view), EventKind::EtaUpdated { eta, window, stops_before, .. }) =
-                    (self.known.get_mut(&id), &event.event.kind)
-                {
+            EventKind::EtaUpdated { eta, window, stops_before, .. } => {
+                if let Some(view) = self.known.get_mut(&id) {
                     view.eta = Some(*eta);
                     view.eta_window = Some(EtaView {
                         eta: *eta,
@@ -593,9 +598,7 @@ impl CourierSession {
         {
             let day = self.lock();
             for (id, command) in &predictions {
-                let view =
-                    day.order(*id).ok_or_else(|| CoreError::Refused(format!("order {id} is not on this device")))?;
-                apply(&view.order, command, at).map_err(|r| CoreError::Refused(r.to_string()))?;
+                day.outcome(*id, command, at)?;
             }
         }
         self.inner.outbox.enqueue_all(operations)?;

@@ -3,9 +3,7 @@
 //! change staff make goes through the outbox, so flaky warehouse Wi-Fi loses
 //! nothing and the screen can say how far behind it is.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -116,11 +114,21 @@ pub struct OfficeView {
 }
 
 impl Office {
+    /// The board's columns through `filter`, alerts counted on the cards.
+    pub fn columns(&self, filter: &crate::board::BoardFilter) -> Vec<crate::board::ColumnView> {
+        self.board.columns(filter, &self.alerts)
+    }
+
+    /// One card as shown.
+    pub fn card(&self, id: OrderId) -> Option<crate::board::Card> {
+        self.board.card(id, &self.alerts)
+    }
+
     /// What a screen showing the board through `filter` needs.
     pub fn view(&self, filter: &crate::board::BoardFilter) -> OfficeView {
         OfficeView {
             revision: self.revision,
-            columns: self.board.columns(filter),
+            columns: self.columns(filter),
             alerts: self.alerts.clone(),
             behind: self.behind(),
             waiting: self.outbox.waiting,
@@ -256,7 +264,14 @@ impl OfficeSession {
         self.inner.office.update(|o| std::mem::take(&mut o.fresh))
     }
 
-    /// One order in full, for its detail screen.
+    /// An order's detail screen: the order in full and its evidence.
+    pub async fn detail(&self, id: OrderId) -> CoreResult<OrderDetail> {
+        let view = self.order(id).await?;
+        let evidence = self.inner.api.evidence(id).await?;
+        Ok(OrderDetail { view, evidence })
+    }
+
+    /// One order in full (and its card brought up to date).
     pub async fn order(&self, id: OrderId) -> CoreResult<OrderView> {
         let view = self.inner.api.order(id).await?;
         self.update(|o| {
@@ -290,14 +305,6 @@ impl OfficeSession {
             }
         }
         let alerts = api.alerts(self.inner.merchant, false).await?;
-        let open: HashMap<OrderId, u32> = alerts
-            .iter()
-            .filter(|a| a.cleared_at.is_none() && a.acknowledged_at.is_none())
-            .fold(HashMap::new(), |mut m, a| {
-                *m.entry(a.order_id).or_default() += 1;
-                m
-            });
-        board.set_alert_counts(&open, &alerts);
         self.update(|o| {
             o.board = board;
             o.alerts = alerts;
@@ -334,13 +341,8 @@ impl OfficeSession {
                             o.alert_event(&event);
                             o.board.apply(&event)
                         });
-                        if let Need::Order(id) = need
-                            && let Ok(view) = self.inner.api.order(id).await
-                        {
-                            self.update(|o| {
-                                o.board.learn_customers(view.customer.as_slice());
-                                o.board.upsert(&view.order);
-                            });
+                        if let Need::Order(id) = need {
+                            let _ = self.order(id).await;
                         }
                     }
                     Some(PushEvent::Resynced { .. }) => { let _ = self.load().await; }
@@ -362,7 +364,6 @@ impl OfficeSession {
                         self.update(|o| o.problem = Some(error.to_string()));
                     }
                 }
-                _ = crate::rt::sleep(Duration::from_secs(60)) => {}
             }
         }
     }

@@ -99,6 +99,13 @@ pub struct Alert {
     pub acknowledged_by: Option<String>,
 }
 
+impl Alert {
+    /// Still holding and nobody has acknowledged it.
+    pub fn is_open(&self) -> bool {
+        self.cleared_at.is_none() && self.acknowledged_at.is_none()
+    }
+}
+
 /// The thresholds of a merchant's rules, in minutes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

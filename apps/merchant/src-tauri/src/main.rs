@@ -112,10 +112,7 @@ fn notify(alert: &Alert) {
 
 #[tauri::command]
 async fn order(app: tauri::State<'_, App>, id: OrderId) -> UiResult<OrderDetail> {
-    let session = app.session()?;
-    let view = session.order(id).await?;
-    let evidence = session.api().evidence(id).await?;
-    Ok(OrderDetail { view, evidence })
+    Ok(app.session()?.detail(id).await?)
 }
 
 /// A stored evidence image as a `data:` URL.
