@@ -9,17 +9,20 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use serde_json::json;
 use xianlu_core::board::{BoardFilter, Column};
-use xianlu_core::office::{Office, OfficeSession, OfficeSettings};
+use xianlu_core::office::{Office, OfficeSession, OfficeSettings, propose_substitute, substitutes};
 use xianlu_core::outbox::OutboxSettings;
 use xianlu_core::push::PushSettings;
 use xianlu_core::store::MemoryStore;
 use xianlu_core::{ApiClient, Backoff};
-use xianlu_domain::{Command, CourierId, OrderId, WarehouseId};
+use xianlu_domain::{Command, CourierId, OrderId, ShortageResolution, Status, WarehouseId};
 use xianlu_tests::{Backend, Shop, TestServer};
 
 const PASSWORD: &str = "菠菜-spinach-2030!";
 
-xianlu_tests::on_both_backends!(the_board_groups_filters_and_follows_the_merchants_orders_live);
+xianlu_tests::on_both_backends!(
+    the_board_groups_filters_and_follows_the_merchants_orders_live,
+    the_office_offers_a_substitute_the_customer_accepts_and_the_pick_list_takes_it
+);
 
 async fn until(session: &OfficeSession, what: &str, ok: impl Fn(&Office) -> bool) -> Result<Office> {
     let mut rx = session.watch();
@@ -148,6 +151,113 @@ async fn the_board_groups_filters_and_follows_the_merchants_orders_live(backend:
     owner_api.pin_order(fresh_id, Some(first_id)).await?;
     owner_api.lock_route(first_id, false).await?;
     ensure!(owner_api.couriers(office.merchant()).await?.iter().all(|c| !c.locked));
+    office.stop();
+    server.stop().await;
+    Ok(())
+}
+
+async fn the_office_offers_a_substitute_the_customer_accepts_and_the_pick_list_takes_it(
+    backend: Backend,
+) -> Result<()> {
+    let server = TestServer::spawn(backend).await?;
+    let admin = server.client("admin:root");
+    let shop = Shop::open(&admin).await?;
+    // Two orders to pick: one started, one not; then one short of spinach (60 kg wanted, 50 kg on hand).
+    let waiting = shop.place(&admin, &shop.spinach()).await?;
+    shop.pay(&admin, &waiting).await?;
+    let started = shop.place(&admin, &shop.spinach()).await?;
+    shop.pay(&admin, &started).await?;
+    admin.command(&started, json!({"type": "START_PICKING"})).await?;
+    let short = shop
+        .place(
+            &admin,
+            &shop.draft(json!([{"sku": "SPINACH", "name": "有机菠菜", "quantity": 60, "unit": "kg", "price": {"fen": 350, "per": "jin"}}])),
+        )
+        .await?;
+    shop.pay(&admin, &short).await?;
+    let short_id: OrderId = id(&short)?;
+    for (username, role, party) in [
+        ("owner.li", "merchant_owner", ("merchantId", &shop.merchant)),
+        ("canteen.li", "customer", ("customerId", &shop.prepaid_customer)),
+    ] {
+        let mut user = json!({"username": username, "password": PASSWORD, "role": role});
+        user[party.0] = json!(party.1);
+        admin.ok("/api/v1/admin/users", &user).await?;
+    }
+    let api = ApiClient::new(&server.url)?;
+    api.login("owner.li", PASSWORD).await?;
+    let settings = OfficeSettings {
+        outbox: OutboxSettings { backoff: Backoff::fast(), ..OutboxSettings::default() },
+        push: PushSettings { backoff: Backoff::fast(), ..PushSettings::default() },
+    };
+    let office = OfficeSession::start(api, None, Arc::new(MemoryStore::default()), settings)?;
+    let all = BoardFilter::default();
+    let seen = until(&office, "the board loads", |o| o.board.len() == 3).await?;
+    ensure!(in_column(&seen, &all, Column::OutOfStock) == vec![short.clone()]);
+    let picks: Vec<String> = seen.view(&all).pick_list.iter().map(|c| c.order_id.to_string()).collect();
+    ensure!(picks == vec![started.clone(), waiting.clone()], "started first, the short order not yet: {picks:?}");
+
+    // Nothing in the warehouse can stand in for 60 kg until the bok choy is restocked.
+    let detail = office.detail(short_id).await?;
+    let line = detail.view.order.line(1).context("line 1")?.clone();
+    let warehouse: WarehouseId = id(&shop.warehouse)?;
+    let stock = office.api().stock(warehouse).await?;
+    ensure!(substitutes(&line, &stock).is_empty(), "30 kg of bok choy and eggs by the piece do not do");
+    admin
+        .put(
+            &format!("/api/v1/warehouses/{}/stock/BOK-CHOY", shop.warehouse),
+            &json!({"name": "上海青", "dimension": "grams", "onHandBase": 80_000}),
+        )
+        .await?;
+    let stock = office.api().stock(warehouse).await?;
+    let offered: Vec<&str> = substitutes(&line, &stock).iter().map(|s| s.sku.as_str()).collect();
+    ensure!(offered == ["BOK-CHOY"], "{offered:?}");
+    let bok_choy = stock.iter().find(|s| s.sku == "BOK-CHOY").context("bok choy")?;
+    let now = chrono::Utc::now();
+    let command = propose_substitute(&detail.view.order, 1, bok_choy, 300, now).map_err(anyhow::Error::msg)?;
+    let Command::ProposeSubstitution { respond_by, ref substitute, .. } = command else {
+        anyhow::bail!("not a proposal: {command:?}")
+    };
+    ensure!(respond_by >= now + chrono::TimeDelta::minutes(30) && substitute.quantity == line.quantity);
+    ensure!(propose_substitute(&detail.view.order, 1, bok_choy, 0, now).is_err(), "a price above zero");
+    office.command(short_id, command, Some(detail.view.order.version))?;
+
+    // The customer's app sees the offer on its stream and accepts it.
+    let customer = ApiClient::new(&server.url)?;
+    customer.login("canteen.li", PASSWORD).await?;
+    let (tx, mut screens) = tokio::sync::watch::channel(xianlu_core::track::TrackingScreen::default());
+    let follower =
+        tokio::spawn(xianlu_core::track::follow_order(customer.clone(), short_id, Backoff::fast(), move |s| {
+            let _ = tx.send(s.clone());
+        }));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let version = loop {
+        let offer = screens.borrow_and_update().view.as_ref().and_then(|v| {
+            let line = v.order.line(1)?;
+            matches!(line.shortage.as_ref()?.resolution, ShortageResolution::SubstitutionProposed { .. })
+                .then_some(v.order.version)
+        });
+        if let Some(version) = offer {
+            break version;
+        }
+        tokio::time::timeout_at(deadline, screens.changed()).await.context("the offer reaches the customer")??;
+    };
+    let request = xianlu_domain::wire::CommandRequest {
+        expected_version: Some(version),
+        command: Command::AnswerSubstitution { line_no: 1, accept: true },
+    };
+    customer.command(short_id, &request, &format!("substitute-{short_id}-1-{version}")).await?;
+    let seen = until(&office, "the substitute is accepted", |o| {
+        o.card(short_id).is_some_and(|c| c.status == Status::AwaitingPick)
+    })
+    .await?;
+    let picks: Vec<String> = seen.view(&all).pick_list.iter().map(|c| c.order_id.to_string()).collect();
+    ensure!(picks.len() == 3 && picks[0] == started && picks.contains(&short), "{picks:?}");
+    let accepted = office.detail(short_id).await?.view.order;
+    ensure!(
+        accepted.lines.len() == 2 && accepted.lines[1].sku == "BOK-CHOY" && accepted.lines[1].substitute_for == Some(1)
+    );
+    follower.abort();
     office.stop();
     server.stop().await;
     Ok(())

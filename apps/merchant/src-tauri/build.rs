@@ -16,6 +16,8 @@ fn main() {
         "trail",
         "pin",
         "lock",
+        "stock",
+        "path",
     ]);
     if let Err(error) = tauri_build::try_build(tauri_build::Attributes::new().app_manifest(manifest)) {
         panic!("tauri build step: {error:#}");

@@ -110,6 +110,17 @@ impl ApiClient {
     }
 
     pub fn with_timeout(base: &str, timeout: Duration) -> CoreResult<ApiClient> {
+        Self::build(base, timeout, None)
+    }
+
+    /// A client whose connections leave from `local`: one device of many on
+    /// a network of its own (a simulated courier's phone, say).
+    #[cfg(feature = "native")]
+    pub fn from_address(base: &str, local: std::net::IpAddr) -> CoreResult<ApiClient> {
+        Self::build(base, REQUEST_TIMEOUT, Some(local))
+    }
+
+    fn build(base: &str, timeout: Duration, local: Option<std::net::IpAddr>) -> CoreResult<ApiClient> {
         let base = base.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(CoreError::Refused(format!("the server address must start with http:// or https://: {base}")));
@@ -122,12 +133,13 @@ impl ApiClient {
                 .timeout(timeout)
                 .connect_timeout(timeout.min(Duration::from_secs(10)))
                 .pool_idle_timeout(Duration::from_secs(30))
+                .local_address(local)
                 .build()
                 .map_err(|e| CoreError::Network(e.to_string()))?
         };
         #[cfg(not(feature = "native"))]
         let http = {
-            let _ = timeout;
+            let _ = (timeout, local);
             reqwest::Client::new()
         };
         Ok(ApiClient {
@@ -374,6 +386,23 @@ impl ApiClient {
         let line = route["polyline"].as_str().unwrap_or_default();
         let decoded = polyline::decode_polyline(line, 5).map_err(|e| CoreError::Protocol(e.to_string()))?;
         Ok(decoded.coords().map(|c| LatLng { lat: c.y, lng: c.x }).collect())
+    }
+
+    /// The road route through `points` in order, legs joined; a leg the
+    /// roads cannot join is drawn straight, so the line never skips a stop.
+    pub async fn map_path(&self, points: &[LatLng]) -> CoreResult<Vec<LatLng>> {
+        let mut line: Vec<LatLng> = Vec::new();
+        for leg in points.windows(2) {
+            let part = match self.map_route(leg[0], leg[1]).await {
+                Ok(part) if !part.is_empty() => part,
+                Ok(_) => vec![leg[0], leg[1]],
+                Err(CoreError::Server { problem }) if problem.status == 404 => vec![leg[0], leg[1]],
+                Err(other) => return Err(other),
+            };
+            let skip = usize::from(line.last() == part.first());
+            line.extend(part.into_iter().skip(skip));
+        }
+        Ok(line)
     }
 
     pub async fn order(&self, id: OrderId) -> CoreResult<OrderView> {

@@ -201,6 +201,12 @@ impl Board {
         self.cards.len()
     }
 
+    /// Every card as the board holds it (business names and alert counts are
+    /// filled in only when shown).
+    pub fn cards(&self) -> impl Iterator<Item = &Card> {
+        self.cards.values()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.cards.is_empty()
     }
@@ -221,5 +227,24 @@ impl Board {
                 ColumnView { column, count: cards.len(), cards }
             })
             .collect()
+    }
+
+    /// The warehouse's pick list: orders started first, then those ready to
+    /// pick, each by promised window (soonest first) and number.
+    pub fn pick_list(&self, filter: &BoardFilter, alerts: &[Alert]) -> Vec<Card> {
+        let mut cards: Vec<Card> = self
+            .cards
+            .values()
+            .filter(|c| matches!(c.status, Status::Paid | Status::AwaitingPick | Status::Picking))
+            .map(|c| self.shown(c, alerts))
+            .filter(|c| filter.matches(c))
+            .collect();
+        cards.sort_by(|a, b| {
+            (b.status == Status::Picking)
+                .cmp(&(a.status == Status::Picking))
+                .then(a.window.start.cmp(&b.window.start))
+                .then(a.number.cmp(&b.number))
+        });
+        cards
     }
 }

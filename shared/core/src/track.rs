@@ -71,6 +71,16 @@ impl TrackingScreen {
         self.phase = Phase::Ready;
     }
 
+    /// The order read again after a change the stream announced: its lines
+    /// and version (an older copy never replaces a newer one); the map and
+    /// the timeline keep what the stream built.
+    pub fn refreshed(&mut self, fresh: OrderView) {
+        if let Some(view) = self.view.as_mut().filter(|v| v.order.version <= fresh.order.version) {
+            view.order = fresh.order;
+            view.status = fresh.status;
+        }
+    }
+
     /// A load that failed: expired, not found, or not reachable (attempt `attempt`).
     pub fn failed(&mut self, error: &CoreError, attempt: u32) {
         self.phase = match (error.next_step(), error.code()) {
@@ -170,13 +180,30 @@ async fn follow(api: ApiClient, order: Option<OrderId>, backoff: Backoff, mut pu
     }
     publish(&screen);
     let store = Arc::new(MemoryStore::default());
-    let (push, mut events) =
-        PushClient::start(api, store, vec![Topic::Order(id)], PushSettings { backoff, ..PushSettings::default() });
+    let (push, mut events) = PushClient::start(
+        api.clone(),
+        store,
+        vec![Topic::Order(id)],
+        PushSettings { backoff, ..PushSettings::default() },
+    );
     let mut state = push.watch();
     loop {
         tokio::select! {
             event = events.recv() => match event {
-                Some(PushEvent::Event(event)) => screen.apply(&event),
+                Some(PushEvent::Event(event)) => {
+                    screen.apply(&event);
+                    // A change's event names it; the lines come with the order.
+                    if !event.event.kind.is_live_update() {
+                        publish(&screen);
+                        let fresh = match order {
+                            Some(id) => api.order(id).await,
+                            None => api.tracked_order().await,
+                        };
+                        if let Ok(fresh) = fresh {
+                            screen.refreshed(fresh);
+                        }
+                    }
+                }
                 Some(_) => {}
                 None => return,
             },

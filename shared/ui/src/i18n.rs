@@ -170,6 +170,13 @@ impl Lang {
             Key::Customer => ("客户", "Customer"),
             Key::Lines => ("商品明细", "Lines"),
             Key::Picked => ("已拣", "Picked"),
+            Key::ProposeSubstitute => ("提议替换", "Propose a substitute"),
+            Key::NothingToSubstitute => ("仓库没有可替换的商品", "Nothing in stock to substitute"),
+            Key::PricePerUnit => ("单价（分）每", "Price (fen) per"),
+            Key::AnswerBy => ("请在此前答复", "Answer by"),
+            Key::SubstituteOffered => ("缺货，商家提议替换为", "Short; the merchant offers instead"),
+            Key::Accept => ("同意替换", "Accept"),
+            Key::Decline => ("不要替换", "Decline"),
         };
         match self {
             Lang::Zh => zh,
@@ -517,6 +524,13 @@ pub enum Key {
     Customer,
     Lines,
     Picked,
+    ProposeSubstitute,
+    NothingToSubstitute,
+    PricePerUnit,
+    AnswerBy,
+    SubstituteOffered,
+    Accept,
+    Decline,
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@ use xianlu_core::board::BoardFilter;
 use xianlu_core::office::{OfficeSession, OfficeSettings, OfficeView, OrderDetail};
 use xianlu_core::{ApiClient, CoreError};
 use xianlu_domain::operations::{Alert, CourierStatus};
-use xianlu_domain::wire::{LatLng, RoadTile};
-use xianlu_domain::{Command, CourierId, OrderId};
+use xianlu_domain::wire::{LatLng, RoadTile, StockLevel};
+use xianlu_domain::{Command, CourierId, OrderId, WarehouseId};
 
 /// An error as the screens get it: a stable code and words to show.
 #[derive(Debug, Serialize)]
@@ -160,6 +160,18 @@ async fn trail(app: tauri::State<'_, App>, id: OrderId) -> UiResult<Vec<LatLng>>
     Ok(app.session()?.api().trail(id).await?)
 }
 
+/// A warehouse's stock, for choosing a substitute.
+#[tauri::command]
+async fn stock(app: tauri::State<'_, App>, warehouse: WarehouseId) -> UiResult<Vec<StockLevel>> {
+    Ok(app.session()?.api().stock(warehouse).await?)
+}
+
+/// The road route through a courier's position and stops, for the map.
+#[tauri::command]
+async fn path(app: tauri::State<'_, App>, points: Vec<LatLng>) -> UiResult<Vec<LatLng>> {
+    Ok(app.session()?.api().map_path(&points).await?)
+}
+
 /// Pins an order to a courier (`null` releases it).
 #[tauri::command]
 async fn pin(app: tauri::State<'_, App>, order: OrderId, courier: Option<CourierId>) -> UiResult<()> {
@@ -188,7 +200,9 @@ fn main() {
             roads,
             trail,
             pin,
-            lock
+            lock,
+            stock,
+            path
         ])
         .run(tauri::generate_context!());
     if let Err(error) = result {

@@ -9,11 +9,11 @@ use dioxus::prelude::*;
 use serde_json::json;
 use xianlu_core::api::Me;
 use xianlu_core::board::{BoardFilter, Card, ColumnView};
-use xianlu_core::office::{OfficeView, OrderDetail};
+use xianlu_core::office::{OfficeView, OrderDetail, propose_substitute, substitutes};
 use xianlu_domain::evidence::EvidenceRecord;
 use xianlu_domain::operations::{Alert, CourierStatus};
-use xianlu_domain::wire::{LatLng, OrderView};
-use xianlu_domain::{Command, CourierId, OrderId, Status, WarehouseId};
+use xianlu_domain::wire::{LatLng, OrderView, StockLevel};
+use xianlu_domain::{Command, CourierId, Order, OrderId, ShortageResolution, Status, WarehouseId};
 use xianlu_ui::i18n::Key;
 use xianlu_ui::order::window_text;
 use xianlu_ui::signoff::LogInForm;
@@ -146,7 +146,7 @@ fn Office(me: Me, lang: Lang) -> Element {
             p { class: "xl-banner xl-banner-bad", "{message}" }
         }
         if clerk {
-            PickList { columns: current.columns.clone(), lang }
+            PickList { cards: current.pick_list.clone(), lang }
         } else {
             nav { class: "xl-tabs",
                 button { id: "xl-tab-board", class: if tab() == Tab::Board { "xl-tab xl-tab-on" } else { "xl-tab" },
@@ -412,11 +412,14 @@ fn Detail(id: OrderId, lang: Lang) -> Element {
                     button { id: "xl-do-return", onclick: move |_| act(Command::StartReturn { reason: reason() }, version), {lang.t(Key::StartReturn)} }
                 }
                 if status == Status::OutOfStock {
-                    for line in order.lines.iter().filter(|l| l.shortage.is_some()).cloned() {
-                        button {
-                            key: "{line.line_no}", class: "xl-primary xl-do-short-ship",
-                            onclick: move |_| act(Command::ShortShip { line_no: line.line_no }, version),
-                            "{lang.t(Key::ShortShip)} · {line.name}"
+                    for line in order.lines.iter().filter(|l| l.shortage.as_ref().is_some_and(|s| !s.resolution.is_resolved())).cloned() {
+                        div { key: "{line.line_no}", class: "xl-short",
+                            SubstituteForm { order: order.clone(), line_no: line.line_no, lang }
+                            button {
+                                class: "xl-primary xl-do-short-ship",
+                                onclick: move |_| act(Command::ShortShip { line_no: line.line_no }, version),
+                                "{lang.t(Key::ShortShip)} · {line.name}"
+                            }
                         }
                     }
                 }
@@ -472,6 +475,76 @@ fn Detail(id: OrderId, lang: Lang) -> Element {
     }
 }
 
+/// A substitute for a short line, from the warehouse's free stock; once
+/// offered, until when the customer may answer.
+#[component]
+fn SubstituteForm(order: Order, line_no: u16, lang: Lang) -> Element {
+    let warehouse = order.warehouse_id;
+    let stock =
+        use_resource(move || async move { call::<Vec<StockLevel>>("stock", json!({"warehouse": warehouse})).await });
+    let mut sku = use_signal(String::new);
+    let mut price = use_signal(String::new);
+    let mut error = use_signal(|| None::<String>);
+    let Some(line) = order.line(line_no).cloned() else {
+        return rsx! {};
+    };
+    if let Some(ShortageResolution::SubstitutionProposed { substitute, respond_by }) =
+        line.shortage.as_ref().map(|s| &s.resolution)
+    {
+        return rsx! {
+            p { class: "xl-muted xl-substitute-offered",
+                "{line.name} → {substitute.name} · {lang.t(Key::AnswerBy)} {clock(*respond_by)}"
+            }
+        };
+    }
+    let levels = stock.read().clone().and_then(Result::ok).unwrap_or_default();
+    let options: Vec<StockLevel> = substitutes(&line, &levels).into_iter().cloned().collect();
+    if options.is_empty() {
+        return rsx! { p { class: "xl-muted", "{line.name}: {lang.t(Key::NothingToSubstitute)}" } };
+    }
+    let version = order.version;
+    let id = order.id;
+    let listed = line.price.fen.to_string();
+    let default_fen = line.price.fen;
+    let propose = move |_| {
+        let chosen = options.iter().find(|o| o.sku == sku()).or(options.first()).cloned();
+        let fen = if price().trim().is_empty() { Ok(default_fen) } else { price().trim().parse::<i64>() };
+        let command = match (chosen, fen) {
+            (Some(stock), Ok(fen)) => propose_substitute(&order, line_no, &stock, fen, xianlu_core::rt::now()),
+            _ => Err(lang.t(Key::PricePerUnit).to_owned()),
+        };
+        match command {
+            Ok(command) => {
+                spawn(async move {
+                    if let Err(e) = send(id, command, Some(version)).await {
+                        error.set(Some(e.to_string()));
+                    }
+                });
+            }
+            Err(message) => error.set(Some(message)),
+        }
+    };
+    rsx! {
+        div { class: "xl-filters",
+            select {
+                class: "xl-substitute-sku",
+                onchange: move |e| sku.set(e.value()),
+                for option in substitutes(&line, &levels) {
+                    option { value: "{option.sku}", "{option.name}" }
+                }
+            }
+            label { "{lang.t(Key::PricePerUnit)} {lang.unit(line.price.per)} "
+                input {
+                    class: "xl-substitute-price", r#type: "number", initial_value: "{listed}",
+                    oninput: move |e| price.set(e.value()),
+                }
+            }
+            button { class: "xl-primary xl-do-substitute", onclick: propose, "{lang.t(Key::ProposeSubstitute)} · {line.name}" }
+        }
+        if let Some(message) = error() { p { class: "xl-error", "{message}" } }
+    }
+}
+
 #[component]
 fn EvidenceImage(id: OrderId, record: EvidenceRecord) -> Element {
     let sha = record.sha256.clone();
@@ -489,13 +562,7 @@ fn EvidenceImage(id: OrderId, record: EvidenceRecord) -> Element {
 
 /// The warehouse clerk's screen: paid orders to pick, big rows, one tap per step.
 #[component]
-fn PickList(columns: Vec<ColumnView>, lang: Lang) -> Element {
-    let cards: Vec<Card> = columns
-        .into_iter()
-        .filter(|c| matches!(c.column, xianlu_core::board::Column::Paid | xianlu_core::board::Column::Picking))
-        .flat_map(|c| c.cards)
-        .filter(|c| c.status != Status::Packed)
-        .collect();
+fn PickList(cards: Vec<Card>, lang: Lang) -> Element {
     rsx! {
         h2 { {lang.t(Key::PickList)} }
         div { id: "xl-picklist",
@@ -576,6 +643,7 @@ fn Couriers(revision: u64, columns: Vec<ColumnView>, lang: Lang) -> Element {
     let mut framed = use_signal(|| None::<[f64; 4]>);
     let mut pin_number = use_signal(String::new);
     let mut error = use_signal(|| None::<String>);
+    let mut path: Signal<(Vec<LatLng>, Vec<LatLng>)> = use_signal(Default::default);
     let list = match couriers.read().clone() {
         Some(Ok(list)) => list,
         Some(Err(e)) => return rsx! { p { class: "xl-error", "{e}" } },
@@ -599,13 +667,29 @@ fn Couriers(revision: u64, columns: Vec<ColumnView>, lang: Lang) -> Element {
             });
         }
     }
+    // The chosen courier's way along the roads: from where they are through their stops.
+    let waypoints: Vec<LatLng> = current
+        .as_ref()
+        .map(|c| c.position.map(|p| p.position).into_iter().chain(c.stops.iter().map(|s| s.location)).collect())
+        .unwrap_or_default();
+    if path.peek().0 != waypoints {
+        path.set((waypoints.clone(), waypoints.clone()));
+        if waypoints.len() > 1 {
+            spawn(async move {
+                if let Ok(line) = call::<Vec<LatLng>>("path", json!({"points": waypoints})).await {
+                    path.with_mut(|p| {
+                        if p.0 == waypoints {
+                            p.1 = line
+                        }
+                    });
+                }
+            });
+        }
+    }
     let layers = MapLayers {
         roads: roads(),
         trail: Vec::new(),
-        route: current
-            .as_ref()
-            .map(|c| c.position.map(|p| p.position).into_iter().chain(c.stops.iter().map(|s| s.location)).collect())
-            .unwrap_or_default(),
+        route: path().1,
         courier: current.as_ref().and_then(|c| c.position.map(|p| p.position)),
         destination: current.as_ref().and_then(|c| c.stops.first().map(|s| s.location)),
         stops: on_duty
