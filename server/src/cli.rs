@@ -172,6 +172,29 @@ async fn open(config: &Config) -> anyhow::Result<Db> {
     Ok(db)
 }
 
+/// Stores a road network in the configured database, as `import-map` does;
+/// the server loads the newest one when it starts.
+pub async fn import_network(
+    config: &Config,
+    network: xianlu_roads::RoadNetwork,
+) -> anyhow::Result<crate::roads::StoredNetwork> {
+    let db = open(config).await?;
+    let stored = crate::roads::store(&db, network).await.map(|(stored, _)| stored);
+    db.close().await;
+    stored
+}
+
+/// Creates a user in the configured database, as `user create` does (the
+/// first administrator of a deployment or a simulation).
+pub async fn create_user(config: &Config, user: crate::identity::NewUser) -> anyhow::Result<()> {
+    let db = open(config).await?;
+    // Managing users signs no tokens: any key will do.
+    let identity = crate::identity::Identity::new(db.clone(), &[0u8; 32], 60, 1);
+    let created = identity.create_user(user).await.map(|_| ()).map_err(|e| anyhow::anyhow!("{e}"));
+    db.close().await;
+    created
+}
+
 /// Runs the command line; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     run_with(cli, Profile::Normal).await
@@ -241,9 +264,7 @@ pub async fn run_with(cli: Cli, profile: Profile) -> anyhow::Result<i32> {
                 }
                 (None, None) => anyhow::bail!("give a .osm.pbf file or --generate SEED"),
             };
-            let db = open(&config).await?;
-            let (stored, _) = crate::roads::store(&db, network).await?;
-            db.close().await;
+            let stored = import_network(&config, network).await?;
             println!(
                 "imported {}: {} road nodes, {} directed edges, {:.1} km of road (largest connected part), id {}",
                 stored.source, stored.nodes, stored.edges, stored.kilometres, stored.id

@@ -3,6 +3,7 @@
 //! it over HTTP and WebSocket, and clean up afterwards.
 
 pub mod chaos;
+pub mod sim;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -870,6 +870,8 @@ impl Operations {
             let triggers = matches!(
                 event.event.kind,
                 EventKind::Paid { .. }
+                    // A credit order is ready once its stock is checked, with no payment to wait for.
+                    | EventKind::StockChecked { .. }
                     | EventKind::Cancelled { .. }
                     | EventKind::ExceptionReported { .. }
                     | EventKind::StockResolved

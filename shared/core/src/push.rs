@@ -119,6 +119,22 @@ impl PushClient {
         (PushClient { state, stopped }, rx)
     }
 
+    /// As [`PushClient::start`], from the events after `seq` (0: everything
+    /// the caller may see) if the store has no cursor for these topics yet.
+    pub fn start_after(
+        api: ApiClient,
+        store: Arc<dyn Store>,
+        topics: Vec<Topic>,
+        seq: u64,
+        settings: PushSettings,
+    ) -> CoreResult<(PushClient, mpsc::UnboundedReceiver<PushEvent>)> {
+        let key = cursor_key(&topics);
+        if store.meta(&key)?.is_none() {
+            store.set_meta(&key, &seq.to_string())?;
+        }
+        Ok(Self::start(api, store, topics, settings))
+    }
+
     pub fn state(&self) -> ConnectionState {
         self.state.borrow().clone()
     }

@@ -241,6 +241,8 @@ pub fn solve(problem: &PlanProblem, settings: &Settings) -> Result<Plan, SolveEr
         .add_vehicles(vehicles.into_iter())
         .with_goal(goal)
         .with_transport_cost(transport)
+        // The server's log says what a plan did; vrp-core would print to stdout.
+        .with_logger(Arc::new(|_: &str| {}))
         .build()
         .map_err(err)?;
     let locks = committed_locks(problem, &by_id)?;

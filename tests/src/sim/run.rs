@@ -1,0 +1,1149 @@
+//! Runs a simulated day against the real server: started in this process on
+//! its own database with the simulation's clock, seeded through its public
+//! API, and driven only through the API and the client core — the office's
+//! session (board, outbox), one courier session per courier (outbox, push,
+//! location tracker), payments through the gateway's signed notification.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use chrono::{DateTime, TimeDelta, Utc};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use reqwest::Method;
+use serde_json::{Value, json};
+use xianlu_core::board::BoardFilter;
+use xianlu_core::courier::{CourierSession, SessionSettings};
+use xianlu_core::location::Fix;
+use xianlu_core::office::{OfficeSession, OfficeSettings};
+use xianlu_core::push::{PushClient, PushEvent, PushSettings};
+use xianlu_core::report::{ExceptionReason, ExceptionReport};
+use xianlu_core::signature::StrokePoint;
+use xianlu_core::signoff::SignOff;
+use xianlu_core::store::{MemoryStore, Store};
+use xianlu_core::{ApiClient, Backoff};
+use xianlu_domain::operations::PlannedKind;
+use xianlu_domain::wire::{LatLng, StreamEvent, Topic};
+use xianlu_domain::{Command, CourierId, CustomerId, MerchantId, OrderId, RejectReason, Status, WarehouseId};
+use xianlu_server::config::Config;
+
+use super::clock::SimClock;
+use super::world::{AtTheDoor, Kind, PlannedOrder, Scale, World};
+
+/// How a run is set up.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub seed: u64,
+    pub scale: Scale,
+    pub rates: super::world::Rates,
+    /// The business day (merchant's calendar).
+    pub date: chrono::NaiveDate,
+    /// `postgres://…`; SQLite in `data_dir` otherwise.
+    pub database_url: Option<String>,
+    pub data_dir: PathBuf,
+    /// Simulated time between two rounds of the agents (and between position fixes).
+    pub step: TimeDelta,
+    /// Print a line of progress every simulated hour.
+    pub progress: bool,
+}
+
+/// Business time spent waiting for what a round sent before the next round.
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// What a day came to.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub orders: usize,
+    pub signed: usize,
+    pub signed_on_time: usize,
+    pub signed_short_or_refused_lines: usize,
+    pub returned: usize,
+    pub cancelled: usize,
+    pub failed_attempts: usize,
+    pub open_at_end: BTreeMap<String, usize>,
+    pub exceptions: usize,
+    pub vehicle_stops: usize,
+    pub short_lines: usize,
+    pub alerts: usize,
+    pub eta_samples: u64,
+    pub eta_mae_s: Option<f64>,
+    pub charge_fen: i64,
+    pub commands: usize,
+    /// Changes the server refused (the order had moved on), given up by their senders.
+    pub refused: usize,
+    pub fixes_offered: u64,
+    pub positions_stored: u64,
+    pub events: usize,
+    pub plans: usize,
+    pub setup_seconds: f64,
+    pub day_seconds: f64,
+    pub checks: Vec<(String, bool, String)>,
+}
+
+impl Summary {
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|(_, ok, _)| *ok)
+    }
+
+    pub fn fulfilment_rate(&self) -> f64 {
+        ratio(self.signed, self.orders)
+    }
+
+    pub fn on_time_rate(&self) -> f64 {
+        ratio(self.signed_on_time, self.signed)
+    }
+
+    /// Orders lost to the business: returned or cancelled.
+    pub fn loss_rate(&self) -> f64 {
+        ratio(self.returned + self.cancelled, self.orders)
+    }
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "orders            {}", self.orders)?;
+        writeln!(f, "signed            {} ({:.1} % fulfilled)", self.signed, self.fulfilment_rate() * 100.0)?;
+        writeln!(f, "on time           {:.1} % of signed (within the promised window)", self.on_time_rate() * 100.0)?;
+        writeln!(
+            f,
+            "lost              {:.1} % (returned {}, cancelled {})",
+            self.loss_rate() * 100.0,
+            self.returned,
+            self.cancelled
+        )?;
+        writeln!(f, "failed attempts   {} (left for the office to rebook)", self.failed_attempts)?;
+        writeln!(
+            f,
+            "short lines       {}; lines partly refused at the door {}",
+            self.short_lines, self.signed_short_or_refused_lines
+        )?;
+        writeln!(f, "exceptions        {} ({} vans stopped)", self.exceptions, self.vehicle_stops)?;
+        writeln!(f, "alerts raised     {}", self.alerts)?;
+        match self.eta_mae_s {
+            Some(mae) => writeln!(
+                f,
+                "ETA error         {:.0} s mean absolute, first estimate vs arrival ({} stops)",
+                mae, self.eta_samples
+            )?,
+            None => writeln!(f, "ETA error         no arrivals measured")?,
+        }
+        writeln!(f, "charged           ¥{:.2}", self.charge_fen as f64 / 100.0)?;
+        if !self.open_at_end.is_empty() {
+            writeln!(f, "open at the end   {:?}", self.open_at_end)?;
+        }
+        writeln!(
+            f,
+            "throughput        {} commands ({} refused and given up), {} events, {} plans, {} fixes offered, {} positions stored",
+            self.commands, self.refused, self.events, self.plans, self.fixes_offered, self.positions_stored
+        )?;
+        writeln!(
+            f,
+            "wall time         {:.1} s setting up, {:.1} s for the day ({:.0} orders/s)",
+            self.setup_seconds,
+            self.day_seconds,
+            self.orders as f64 / self.day_seconds.max(0.001)
+        )?;
+        writeln!(f, "checks")?;
+        for (name, ok, detail) in &self.checks {
+            writeln!(
+                f,
+                "  [{}] {name}{}",
+                if *ok { "ok" } else { "FAILED" },
+                if detail.is_empty() { String::new() } else { format!(": {detail}") }
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn random_secret() -> String {
+    let mut bytes = [0u8; 24];
+    rand::rng().fill(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// The running system and the people in it.
+struct Sim {
+    world: World,
+    clock: Arc<SimClock>,
+    server: xianlu_server::Server,
+    base: String,
+    gateway_secret: String,
+    office: OfficeSession,
+    merchant: MerchantId,
+    warehouses: Vec<WarehouseId>,
+    depots: HashMap<WarehouseId, LatLng>,
+    customers: Vec<CustomerId>,
+    couriers: Vec<CourierAgent>,
+    observers: Vec<Observer>,
+    /// Planned order index → the server's id, and back.
+    placed: HashMap<OrderId, usize>,
+    /// Orders being picked: when the picker is done (`None` once recorded).
+    picking: HashMap<OrderId, Option<DateTime<Utc>>>,
+    /// What happens at each order's door.
+    doors: HashMap<OrderId, AtTheDoor>,
+    handled: HashSet<(OrderId, u64)>,
+    /// When the office last asked the planner itself.
+    asked_plan: Option<DateTime<Utc>>,
+    commands: usize,
+    /// Changes the server refused, which their senders gave up.
+    refused: usize,
+    rng: StdRng,
+}
+
+struct CourierAgent {
+    id: CourierId,
+    session: CourierSession,
+    store: Arc<MemoryStore>,
+    home: LatLng,
+    position: LatLng,
+    /// The road ahead: points and where along them the van is (metres).
+    leg: Option<Leg>,
+    busy_until: Option<DateTime<Utc>>,
+    /// Delivering at the door: what happens when the service time is over.
+    at_door: Option<OrderId>,
+    on_duty: bool,
+    stopped: bool,
+    shift: (DateTime<Utc>, DateTime<Utc>),
+    stop_at: Option<DateTime<Utc>>,
+    fixes: u64,
+    rng: StdRng,
+}
+
+impl CourierAgent {
+    /// A GPS fix of where the van is, with a few metres of noise.
+    fn fix(&mut self, t: DateTime<Utc>, speed: f32) -> Result<()> {
+        let position = LatLng {
+            lat: self.position.lat + self.rng.random_range(-4.0..4.0) / 111_320.0,
+            lng: self.position.lng + self.rng.random_range(-4.0..4.0) / 85_000.0,
+        };
+        self.session.offer_fix(Fix { at: t, position, accuracy_m: 6.0, speed_mps: Some(speed), heading_deg: None })?;
+        self.fixes += 1;
+        Ok(())
+    }
+}
+
+struct Leg {
+    to: LatLng,
+    points: Vec<LatLng>,
+    /// Metres from each point to the next.
+    lengths: Vec<f64>,
+    done_m: f64,
+    speed_mps: f64,
+}
+
+impl Leg {
+    fn position(&self) -> LatLng {
+        let mut left = self.done_m;
+        for (i, len) in self.lengths.iter().enumerate() {
+            if left <= *len {
+                let f = if *len > 0.0 { left / len } else { 1.0 };
+                let (a, b) = (self.points[i], self.points[i + 1]);
+                return LatLng { lat: a.lat + (b.lat - a.lat) * f, lng: a.lng + (b.lng - a.lng) * f };
+            }
+            left -= len;
+        }
+        self.points.last().copied().unwrap_or(self.to)
+    }
+
+    fn finished(&self) -> bool {
+        self.done_m >= self.lengths.iter().sum::<f64>()
+    }
+}
+
+/// Traffic by hour: the morning rush slows vans down.
+fn traffic(hour: u32) -> f64 {
+    match hour {
+        7..=9 => 0.6,
+        17..=19 => 0.65,
+        10..=16 => 0.85,
+        _ => 1.0,
+    }
+}
+
+fn beijing_hour(t: DateTime<Utc>) -> u32 {
+    use chrono::Timelike;
+    (t + TimeDelta::hours(8)).hour()
+}
+
+/// Sets up the world in a fresh server and runs the day.
+pub async fn run(options: &Options) -> Result<Summary> {
+    let started = Instant::now();
+    let world = World::generate(options.seed, options.scale, options.rates, options.date)?;
+    let mut sim = Sim::start(world, options).await?;
+    let setup_seconds = started.elapsed().as_secs_f64();
+    let day = Instant::now();
+    sim.day(options).await?;
+    let day_seconds = day.elapsed().as_secs_f64();
+    let mut summary = sim.finish().await?;
+    summary.setup_seconds = setup_seconds;
+    summary.day_seconds = day_seconds;
+    Ok(summary)
+}
+
+impl Sim {
+    async fn start(world: World, options: &Options) -> Result<Sim> {
+        let gateway_secret = random_secret();
+        let config = Config {
+            listen: "127.0.0.1:0".parse()?,
+            data_dir: options.data_dir.clone(),
+            database_url: options.database_url.clone(),
+            sqlite_synchronous: "NORMAL".into(),
+            payment_webhook_secret: Some(gateway_secret.clone()),
+            timer_interval_ms: 500,
+            log_format: "text".into(),
+            ..Config::default()
+        };
+        xianlu_server::cli::import_network(&config, world.network.clone()).await?;
+        let admin_password = random_secret();
+        xianlu_server::cli::create_user(
+            &config,
+            xianlu_server::identity::NewUser {
+                username: "sim.admin".into(),
+                password: admin_password.clone(),
+                role: xianlu_server::identity::Role::Admin,
+                merchant_id: None,
+                warehouse_id: None,
+                courier_id: None,
+                customer_id: None,
+            },
+        )
+        .await?;
+        let (open, _) = world.day();
+        let clock = Arc::new(SimClock::new(open));
+        let server = xianlu_server::Server::start(config, clock.clone()).await?;
+        let base = server.url();
+        let admin = ApiClient::new(&base)?;
+        admin.login("sim.admin", &admin_password).await?;
+        let post = |path: String, body: Value| {
+            let admin = admin.clone();
+            async move { admin.call::<Value>(Method::POST, &path, Some(&body), None).await.with_context(|| path) }
+        };
+        let id = |v: &Value| v["id"].as_str().map(str::to_owned).context("an id in the answer");
+        let merchant: MerchantId = id(&post(
+            "/api/v1/merchants".into(),
+            json!({"name": "鲜路城市配送", "orderPrefix": "XL", "timeZone": super::world::TIME_ZONE}),
+        )
+        .await?)?
+        .parse()
+        .map_err(|_| anyhow::anyhow!("merchant id"))?;
+        // The planner plans by itself, a burst of changes at a time.
+        let settings_path = format!("/api/v1/merchants/{merchant}/operations");
+        let mut settings: Value = admin.call(Method::GET, &settings_path, None::<&()>, None).await?;
+        settings["autoPlan"] = json!(true);
+        settings["planDebounceSeconds"] = json!(1);
+        settings["planSeconds"] = json!(if world.scale.orders > 1000 { 3 } else { 1 });
+        let _: Value = admin.call(Method::PUT, &settings_path, Some(&settings), None).await?;
+        let mut warehouses = Vec::new();
+        for w in &world.warehouses {
+            let made = post(
+                format!("/api/v1/merchants/{merchant}/warehouses"),
+                json!({"name": w.name, "address": w.address, "location": w.location}),
+            )
+            .await?;
+            let wid: WarehouseId = id(&made)?.parse().map_err(|_| anyhow::anyhow!("warehouse id"))?;
+            // Plenty of everything but the scarce product, which runs out in the morning.
+            for (i, product) in world.catalogue.iter().enumerate() {
+                let scarce = i + 1 == world.catalogue.len();
+                let on_hand = match (product.dimension(), scarce) {
+                    (_, true) => (world.scale.orders as i64 / 40).max(2) * 500,
+                    (xianlu_domain::Dimension::Grams, false) => 50_000_000,
+                    (xianlu_domain::Dimension::Pieces, false) => 100_000,
+                };
+                let _: Value = admin
+                    .call(
+                        Method::PUT,
+                        &format!("/api/v1/warehouses/{wid}/stock/{}", product.sku),
+                        Some(&json!({"name": product.name, "dimension": product.dimension(), "onHandBase": on_hand})),
+                        None,
+                    )
+                    .await?;
+            }
+            warehouses.push(wid);
+        }
+        let mut customers = Vec::new();
+        for c in &world.customers {
+            let terms = if c.prepaid { json!({"kind": "PREPAID"}) } else { json!({"kind": "CREDIT", "days": 30}) };
+            let made = post(
+                format!("/api/v1/merchants/{merchant}/customers"),
+                json!({"businessName": c.business_name, "kind": match c.kind { Kind::Restaurant => "RESTAURANT", Kind::Shop => "SHOP" },
+                       "address": c.address, "location": c.location, "paymentTerms": terms,
+                       "contacts": [{"name": c.contact_name, "phone": c.contact_phone}]}),
+            )
+            .await?;
+            customers.push(id(&made)?.parse().map_err(|_| anyhow::anyhow!("customer id"))?);
+        }
+        // The office: the merchant's owner, on the board.
+        let owner_password = random_secret();
+        let _ = post(
+            "/api/v1/admin/users".into(),
+            json!({"username": "sim.owner", "password": owner_password, "role": "merchant_owner", "merchantId": merchant}),
+        )
+        .await?;
+        let owner = ApiClient::new(&base)?;
+        owner.login("sim.owner", &owner_password).await?;
+        let office = OfficeSession::start(
+            owner,
+            None,
+            Arc::new(MemoryStore::default()),
+            OfficeSettings {
+                outbox: xianlu_core::outbox::OutboxSettings { backoff: Backoff::fast(), ..Default::default() },
+                push: PushSettings { backoff: Backoff::fast(), ..PushSettings::default() },
+            },
+        )?;
+        let mut couriers = Vec::new();
+        let mut logins = Vec::new();
+        for (i, c) in world.couriers.iter().enumerate() {
+            let made = post(
+                format!("/api/v1/merchants/{merchant}/couriers"),
+                json!({"name": c.name, "phone": c.phone, "vehicle": c.vehicle, "refrigerated": c.refrigerated,
+                       "capacityKg": c.capacity_kg}),
+            )
+            .await?;
+            let cid: CourierId = id(&made)?.parse().map_err(|_| anyhow::anyhow!("courier id"))?;
+            let password = random_secret();
+            let username = format!("sim.courier.{i}");
+            let _ = post(
+                "/api/v1/admin/users".into(),
+                json!({"username": username, "password": password, "role": "courier", "courierId": cid}),
+            )
+            .await?;
+            // Each courier's phone has an address of its own (login attempts are limited per address).
+            let address = std::net::IpAddr::from([127, 1, (i / 250) as u8, (i % 250 + 1) as u8]);
+            logins.push((cid, username, password, address));
+        }
+        // Logins hash passwords: two at a time, one per core.
+        let mut sessions = Vec::new();
+        for pair in logins.chunks(2) {
+            let mut tasks = Vec::new();
+            for (cid, username, password, address) in pair.iter().cloned() {
+                let base = base.clone();
+                tasks.push(tokio::spawn(async move {
+                    let api = ApiClient::from_address(&base, address)?;
+                    api.login(&username, &password).await?;
+                    Ok::<_, anyhow::Error>((cid, api))
+                }));
+            }
+            for task in tasks {
+                sessions.push(task.await??);
+            }
+        }
+        for (i, (cid, api)) in sessions.into_iter().enumerate() {
+            let c = &world.couriers[i];
+            let store = Arc::new(MemoryStore::default());
+            let settings = SessionSettings {
+                outbox: xianlu_core::outbox::OutboxSettings { backoff: Backoff::fast(), ..Default::default() },
+                push: PushSettings { backoff: Backoff::fast(), ..PushSettings::default() },
+                ..SessionSettings::default()
+            };
+            let session = CourierSession::start(api, store.clone(), settings)?;
+            let home = world.warehouses[c.home].location;
+            let shift = (super::world::local(world.date, c.shift.0, 0), super::world::local(world.date, c.shift.1, 0));
+            couriers.push(CourierAgent {
+                id: cid,
+                session,
+                store,
+                home,
+                position: home,
+                leg: None,
+                busy_until: None,
+                at_door: None,
+                on_duty: false,
+                stopped: false,
+                shift,
+                stop_at: world.vehicle_stops[i].map(|m| shift.0 + TimeDelta::minutes(i64::from(m))),
+                fixes: 0,
+                rng: StdRng::seed_from_u64(world.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9)),
+            });
+        }
+        let depots = warehouses.iter().copied().zip(world.warehouses.iter().map(|w| w.location)).collect();
+        // Subscribers that only listen: the office's screen and each courier's second device.
+        let mut observers = vec![Observer::start(office.api(), Topic::Merchant(merchant))?];
+        for c in &couriers {
+            observers.push(Observer::start(c.session.api(), Topic::Courier(c.id))?);
+        }
+        let rng = StdRng::seed_from_u64(world.seed.wrapping_add(17));
+        Ok(Sim {
+            world,
+            clock,
+            server,
+            base,
+            gateway_secret,
+            office,
+            merchant,
+            depots,
+            observers,
+            warehouses,
+            customers,
+            couriers,
+            placed: HashMap::new(),
+            picking: HashMap::new(),
+            doors: HashMap::new(),
+            handled: HashSet::new(),
+            asked_plan: None,
+            commands: 0,
+            refused: 0,
+            rng,
+        })
+    }
+
+    /// The day, round by round: orders come in, the office picks and packs,
+    /// couriers drive, deliver and report; then the clock moves on.
+    async fn day(&mut self, options: &Options) -> Result<()> {
+        let (open, close) = self.world.day();
+        // Orders still on the road at closing get until two hours later.
+        let last = close + TimeDelta::hours(2);
+        let mut t = open;
+        let mut next_order = 0;
+        let mut hour_mark = open;
+        while t <= last {
+            self.clock.advance_to(t);
+            while next_order < self.world.orders.len() && self.world.orders[next_order].placed_at <= t {
+                self.place(next_order).await?;
+                next_order += 1;
+            }
+            self.office_round(t).await?;
+            for i in 0..self.couriers.len() {
+                self.courier_round(i, t, options.step).await?;
+            }
+            self.settle().await;
+            if options.progress && t >= hour_mark {
+                let board = self.office.office();
+                let columns = board.columns(&BoardFilter::default());
+                let counts: Vec<String> = columns.iter().map(|c| format!("{:?} {}", c.column, c.count)).collect();
+                println!(
+                    "{}  placed {next_order:>5}  {}",
+                    (t + TimeDelta::hours(8)).format("%H:%M"),
+                    counts.join("  ")
+                );
+                hour_mark += TimeDelta::hours(1);
+            }
+            if next_order == self.world.orders.len() && t > close && self.all_settled() {
+                break;
+            }
+            t += options.step;
+        }
+        for courier in &self.couriers {
+            if courier.on_duty {
+                let _ = courier.session.set_duty(false, None).await;
+            }
+        }
+        self.settle().await;
+        Ok(())
+    }
+
+    fn all_settled(&self) -> bool {
+        self.office.watch().borrow().board.cards().all(|c| c.status.is_terminal() || c.status == Status::DeliveryFailed)
+    }
+
+    /// Waits (wall time, bounded) until every outbox has sent what it holds.
+    async fn settle(&self) {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            // Sent, or held for attention (the checks at the end report those).
+            let done = |o: &xianlu_core::outbox::Outbox| {
+                let status = o.status();
+                status.sendable == 0 && status.in_flight == 0
+            };
+            let office = done(self.office.outbox());
+            let couriers = self.couriers.iter().all(|c| done(c.session.outbox()));
+            if (office && couriers) || Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// The office takes the order (by phone or message); a prepaid customer
+    /// pays through the gateway at once.
+    async fn place(&mut self, index: usize) -> Result<()> {
+        let planned = &self.world.orders[index];
+        let customer = &self.world.customers[planned.customer];
+        let lines: Vec<Value> = planned
+            .lines
+            .iter()
+            .map(|l| {
+                let p = &self.world.catalogue[l.product];
+                json!({"sku": p.sku, "name": p.name, "quantity": l.quantity, "unit": p.unit, "nominalG": p.nominal_g,
+                       "price": {"fen": p.price_fen, "per": p.price_per}, "temperature": p.temperature})
+            })
+            .collect();
+        let terms = if customer.prepaid { json!({"kind": "PREPAID"}) } else { json!({"kind": "CREDIT", "days": 30}) };
+        let draft = json!({
+            "merchantId": self.merchant,
+            "warehouseId": self.warehouses[planned.warehouse],
+            "customerId": self.customers[planned.customer],
+            "requestedWindow": {"start": planned.window.0, "end": planned.window.1},
+            "notes": "",
+            "paymentTerms": terms,
+            "lines": lines,
+        });
+        let key = format!("sim-{}-order-{index}", self.world.seed);
+        let order: Value = self.office.api().call(Method::POST, "/api/v1/orders", Some(&draft), Some(&key)).await?;
+        self.commands += 1;
+        let id: OrderId = order["id"].as_str().and_then(|s| s.parse().ok()).context("the order's id")?;
+        self.placed.insert(id, index);
+        self.doors.insert(id, planned.door);
+        if customer.prepaid {
+            let due = order["totals"]["chargeFen"].as_i64().context("the order's charge")?;
+            let body = json!({"orderId": id, "reference": format!("sim-pay-{index}"), "amountFen": due, "status": "SUCCEEDED"})
+                .to_string();
+            let now = Utc::now().timestamp();
+            let signature = xianlu_server::payments::sign(&self.gateway_secret, now, body.as_bytes());
+            let reply = crate::http_client()
+                .post(format!("{}/api/v1/payments/generic/notifications", self.base))
+                .header("content-type", "application/json")
+                .header("x-xianlu-timestamp", now.to_string())
+                .header("x-xianlu-signature", signature)
+                .body(body)
+                .send()
+                .await?;
+            ensure!(reply.status().is_success(), "the payment was refused: {}", reply.text().await?);
+            self.commands += 1;
+        }
+        Ok(())
+    }
+
+    fn planned(&self, id: OrderId) -> Option<&PlannedOrder> {
+        self.placed.get(&id).map(|i| &self.world.orders[*i])
+    }
+
+    fn send(&mut self, id: OrderId, command: Command) -> Result<()> {
+        self.commands += 1;
+        self.office.command(id, command, None)?;
+        Ok(())
+    }
+
+    /// The warehouse and the office: pick what is due (weighing catch-weight
+    /// lines), ship short lines short, take refused goods back.
+    async fn office_round(&mut self, t: DateTime<Utc>) -> Result<()> {
+        if self.office.outbox().status().needs_attention > 0 {
+            for item in self.office.outbox().items()? {
+                if item.state == xianlu_core::store::ItemState::Attention
+                    && self.office.outbox().cancel(item.id).is_ok()
+                {
+                    self.refused += 1;
+                }
+            }
+        }
+        let cards: Vec<_> = self.office.watch().borrow().board.cards().cloned().collect();
+        // Orders due soon with nobody to take them: the office asks the planner
+        // again (couriers have moved on since the last plan), every quarter hour.
+        let stranded = cards.iter().any(|c| {
+            matches!(c.status, Status::AwaitingPick | Status::Picking | Status::Packed)
+                && c.courier_id.is_none()
+                && c.window.start - TimeDelta::hours(2) <= t
+        });
+        if stranded && self.asked_plan.is_none_or(|at| at + TimeDelta::minutes(15) <= t) {
+            self.asked_plan = Some(t);
+            let path = format!("/api/v1/merchants/{}/plans", self.merchant);
+            let _: Value = self.office.api().call(Method::POST, &path, Some(&json!({"seconds": 1})), None).await?;
+            self.commands += 1;
+        }
+        for card in cards {
+            let id = card.order_id;
+            match card.status {
+                // Picking starts ahead of the window, so the van can leave in time.
+                Status::AwaitingPick
+                    if !self.picking.contains_key(&id) && card.window.start - TimeDelta::minutes(120) <= t =>
+                {
+                    self.send(id, Command::StartPicking)?;
+                    let planned = self.planned(id);
+                    let lines = planned.map_or(1, |p| p.lines.len()) as i64;
+                    let slow = if planned.is_some_and(|p| p.slow_pick) { 3 } else { 1 };
+                    self.picking.insert(id, Some(t + TimeDelta::minutes((5 + 2 * lines) * slow)));
+                }
+                Status::Picking if self.picking.get(&id).copied().flatten().is_some_and(|due| due <= t) => {
+                    self.picking.insert(id, None);
+                    let view = self.office.api().order(id).await?;
+                    for line in view.order.lines.iter().filter(|l| l.picked.is_none() && l.base_to_ship > 0) {
+                        let spread = self.world.rates.catch_weight;
+                        let noise = 1.0 + self.rng.random_range(-spread..=spread);
+                        let (base, weight_g) = if line.dimension == xianlu_domain::Dimension::Grams {
+                            (((line.base_to_ship as f64) * noise).round() as i64, None)
+                        } else if line.price.per.dimension() == xianlu_domain::Dimension::Grams {
+                            // Boxes sold by weight go on the scale too.
+                            let nominal = line.nominal_g.unwrap_or(1000) * line.base_to_ship;
+                            (line.base_to_ship, Some(((nominal as f64) * noise).round() as i64))
+                        } else {
+                            (line.base_to_ship, None)
+                        };
+                        self.send(id, Command::RecordPick { line_no: line.line_no, base, weight_g, short: false })?;
+                    }
+                    self.send(id, Command::Pack)?;
+                }
+                Status::OutOfStock if self.handled.insert((id, card.version)) => {
+                    let view = self.office.api().order(id).await?;
+                    let open = view
+                        .order
+                        .lines
+                        .iter()
+                        .filter(|l| l.shortage.as_ref().is_some_and(|s| !s.resolution.is_resolved()));
+                    for line in open.map(|l| l.line_no).collect::<Vec<_>>() {
+                        self.send(id, Command::ShortShip { line_no: line })?;
+                    }
+                }
+                Status::ExceptionHandling if self.handled.insert((id, card.version)) => {
+                    let view = self.office.api().order(id).await?;
+                    let refused = view
+                        .order
+                        .exception
+                        .as_ref()
+                        .is_some_and(|e| e.kind == xianlu_domain::ExceptionKind::CustomerRefused);
+                    if refused {
+                        self.send(id, Command::StartReturn { reason: "客户拒收".into() })?;
+                    }
+                }
+                // Back on the shelf once the van is back; half an hour will do.
+                Status::Returning
+                    if card.updated_at + TimeDelta::minutes(30) <= t && self.handled.insert((id, card.version)) =>
+                {
+                    self.send(id, Command::ConfirmReturned)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// One courier for one step: on or off duty, deliver what is aboard in
+    /// the route's order, load at the warehouse, stop for an accident.
+    async fn courier_round(&mut self, i: usize, t: DateTime<Utc>, step: TimeDelta) -> Result<()> {
+        let router = &self.world.router;
+        let doors = &self.doors;
+        let depots = &self.depots;
+        let commands = &mut self.commands;
+        let refused = &mut self.refused;
+        let c = &mut self.couriers[i];
+        if !c.on_duty && !c.stopped && t >= c.shift.0 && t < c.shift.1 {
+            c.session.set_duty(true, Some(c.shift.1)).await?;
+            c.on_duty = true;
+        }
+        if !c.on_duty {
+            return Ok(());
+        }
+        let day = c.session.day();
+        // A change the server refused (the order went to someone else, say):
+        // the courier reads why and gives it up; the server's state stands.
+        for attention in &day.attention {
+            if c.session.cancel(attention.item).is_ok() {
+                *refused += 1;
+            }
+        }
+        let aboard = day.stops.iter().any(|s| s.status == Status::Delivering);
+        if t >= c.shift.1 && !aboard && c.busy_until.is_none() {
+            c.session.set_duty(false, None).await?;
+            c.on_duty = false;
+            return Ok(());
+        }
+        // An accident or a breakdown: every order aboard is covered, the van stays put.
+        if c.stop_at.is_some_and(|at| at <= t)
+            && c.busy_until.is_none()
+            && let Some(first) =
+                day.stops.iter().find(|s| s.status == Status::Delivering && s.kind == PlannedKind::Delivery)
+        {
+            let reason = if c.rng.random_bool(0.5) {
+                ExceptionReason::TrafficAccident
+            } else {
+                ExceptionReason::VehicleBreakdown
+            };
+            c.fix(t, 0.0)?;
+            c.session.report(
+                first.order_id,
+                &ExceptionReport {
+                    reason,
+                    note: "车辆无法继续行驶".into(),
+                    photos: Vec::new(),
+                    position: Some(c.position),
+                    at: t,
+                },
+            )?;
+            *commands += 1;
+            c.stop_at = None;
+            c.stopped = true;
+            c.leg = None;
+            c.session.set_duty(false, None).await?;
+            c.on_duty = false;
+            return Ok(());
+        }
+        // At the door or loading: the outcome once the time is up.
+        if let Some(until) = c.busy_until {
+            c.fix(t, 0.0)?;
+            if until > t {
+                return Ok(());
+            }
+            c.busy_until = None;
+            if let Some(id) = c.at_door.take()
+                && let Some(view) = day.order(id)
+                && view.status == Status::Delivering
+            {
+                match doors.get(&id).copied().unwrap_or(AtTheDoor::Signed) {
+                    AtTheDoor::Absent => {
+                        let reason = ExceptionReason::CustomerAbsent;
+                        c.session.report(
+                            id,
+                            &ExceptionReport {
+                                reason,
+                                note: "电话无人接听".into(),
+                                photos: Vec::new(),
+                                position: Some(c.position),
+                                at: t,
+                            },
+                        )?;
+                    }
+                    AtTheDoor::Refused => {
+                        let reason = ExceptionReason::CustomerRefused;
+                        c.session.report(
+                            id,
+                            &ExceptionReport {
+                                reason,
+                                note: "店长说今天没订货".into(),
+                                photos: Vec::new(),
+                                position: Some(c.position),
+                                at: t,
+                            },
+                        )?;
+                    }
+                    door => {
+                        let mut sign_off = SignOff::for_order(&view, 400.0, 200.0)?;
+                        if door == AtTheDoor::Damaged
+                            && let Some(line) = view.order.lines.iter().find(|l| l.base_to_ship > 1)
+                        {
+                            sign_off.reject(line.line_no, (line.base_to_ship / 4).max(1), RejectReason::Damaged)?;
+                        }
+                        sign_off.signature.begin_stroke();
+                        for k in 0..24u32 {
+                            let x = 30.0 + k as f32 * 14.0;
+                            let y = 100.0 + (k as f32 / 3.0).sin() * 40.0;
+                            sign_off.signature.add_point(StrokePoint { x, y, t_ms: k * 16, pressure: 0.5 });
+                        }
+                        c.session.sign(&sign_off, None)?;
+                    }
+                }
+                *commands += 1;
+            }
+            return Ok(());
+        }
+        // What is aboard first, in the route's order (and goods to collect from a stopped van);
+        // then what is packed for this courier, at its warehouse.
+        let next = day
+            .stops
+            .iter()
+            .find(|s| s.location.is_some() && (s.kind == PlannedKind::Pickup || s.status == Status::Delivering))
+            .cloned();
+        let packed: Vec<(OrderId, LatLng)> = day
+            .stops
+            .iter()
+            .filter(|s| s.status == Status::Packed)
+            .filter_map(|s| {
+                day.order(s.order_id).and_then(|v| depots.get(&v.order.warehouse_id)).map(|at| (s.order_id, *at))
+            })
+            .collect();
+        let waiting =
+            day.stops.iter().any(|s| matches!(s.status, Status::AwaitingPick | Status::Picking | Status::Packed));
+        let target = match (&next, packed.first()) {
+            (Some(stop), _) => stop.location,
+            (None, Some((_, depot))) => Some(*depot),
+            (None, None) if waiting || xianlu_roads::distance_m(c.position, c.home) > 60.0 => Some(c.home),
+            (None, None) => None,
+        };
+        let Some(target) = target else {
+            c.fix(t, 0.0)?;
+            return Ok(());
+        };
+        if xianlu_roads::distance_m(c.position, target) < 25.0 {
+            c.leg = None;
+            c.position = target;
+            match &next {
+                Some(stop) if stop.kind == PlannedKind::Delivery => {
+                    c.session.arrived(stop.order_id)?;
+                    c.at_door = Some(stop.order_id);
+                    c.busy_until = Some(t + TimeDelta::minutes(c.rng.random_range(3..8)));
+                }
+                // Collecting from a stopped van: the geofence sees the courier wait beside it.
+                Some(_) => {}
+                None => {
+                    let here: Vec<OrderId> = packed.iter().filter(|(_, at)| *at == target).map(|(id, _)| *id).collect();
+                    for id in &here {
+                        c.session.pick_up(*id)?;
+                        *commands += 1;
+                    }
+                    if !here.is_empty() {
+                        c.busy_until = Some(t + TimeDelta::minutes(5));
+                    }
+                }
+            }
+            c.fix(t, 0.0)?;
+            return Ok(());
+        }
+        if c.leg.as_ref().is_none_or(|l| l.to != target) {
+            let mut calculator = router.calculator();
+            let mut points = vec![c.position];
+            let mut speed_mps = 8.0;
+            if let Some(route) = router.route(&mut calculator, c.position, target) {
+                points.extend(route.points.iter().copied());
+                if route.seconds > 0.0 && route.meters > 0.0 {
+                    speed_mps = route.meters / route.seconds;
+                }
+            }
+            points.push(target);
+            let lengths = points.windows(2).map(|w| xianlu_roads::distance_m(w[0], w[1])).collect();
+            c.leg = Some(Leg { to: target, points, lengths, done_m: 0.0, speed_mps });
+        }
+        let factor = traffic(beijing_hour(t)) * c.rng.random_range(0.85..1.1);
+        let mut speed = 0.0;
+        if let Some(leg) = c.leg.as_mut() {
+            speed = leg.speed_mps * factor;
+            leg.done_m += speed * step.num_milliseconds() as f64 / 1000.0;
+            c.position = if leg.finished() { leg.to } else { leg.position() };
+        }
+        c.fix(t, speed as f32)?;
+        Ok(())
+    }
+
+    /// The checks and the figures, then the server stops.
+    async fn finish(self) -> Result<Summary> {
+        let mut summary =
+            Summary { orders: self.placed.len(), commands: self.commands, refused: self.refused, ..Summary::default() };
+        let api = self.office.api().clone();
+        // Every event of the merchant, replayed from the start by a new subscriber.
+        let events = replay(&api, self.merchant).await?;
+        summary.events = events.len();
+        let mut by_order: HashMap<OrderId, Vec<&StreamEvent>> = HashMap::new();
+        for e in &events {
+            by_order.entry(e.order_id).or_default().push(e);
+        }
+        // No event sequence breaks the state machine: each changes from where the last left.
+        let mut broken = Vec::new();
+        for (id, list) in &by_order {
+            // The status now, and the version and starting status of the last change.
+            let mut status: Option<Status> = None;
+            let mut change: Option<(u64, Status)> = None;
+            for e in list {
+                let (from, to) = (e.event.from, e.event.to);
+                let fits = match change {
+                    // Another event of the same change, or an observation (nothing changes).
+                    Some((version, started)) if version == e.version => {
+                        from == started || (from == to && Some(to) == status)
+                    }
+                    _ => status.is_none_or(|s| s == from),
+                };
+                if !fits || (from != to && !xianlu_domain::is_legal_edge(from, to)) {
+                    broken.push(format!("{id}: {} {from:?} → {to:?} while {status:?}", e.event.kind.name()));
+                    break;
+                }
+                if change.is_none_or(|(version, _)| version != e.version) {
+                    change = Some((e.version, from));
+                }
+                status = Some(to);
+            }
+        }
+        summary.checks.push((
+            "every order's events follow the state machine".into(),
+            broken.is_empty(),
+            broken.iter().take(3).cloned().collect::<Vec<_>>().join("; "),
+        ));
+        // Final states.
+        let mut explained = Vec::new();
+        for (id, index) in &self.placed {
+            let view = api.order(*id).await?;
+            let order = &view.order;
+            let planned = &self.world.orders[*index];
+            match order.status {
+                Status::Signed => {
+                    summary.signed += 1;
+                    let signed_at = order.sign_off.as_ref().map(|s| s.at);
+                    if signed_at.is_some_and(|s| s <= planned.window.1 + TimeDelta::minutes(5)) {
+                        summary.signed_on_time += 1;
+                    }
+                    summary.signed_short_or_refused_lines += order
+                        .lines
+                        .iter()
+                        .filter(|l| l.acceptance.as_ref().is_some_and(|a| a.rejected_base > 0))
+                        .count();
+                    summary.charge_fen += order.totals.charge_fen;
+                }
+                Status::Returned => summary.returned += 1,
+                Status::Cancelled => summary.cancelled += 1,
+                Status::DeliveryFailed if order.failed_attempts > 0 => summary.failed_attempts += 1,
+                other => {
+                    *summary.open_at_end.entry(format!("{other:?}")).or_default() += 1;
+                    if !matches!(other, Status::ExceptionHandling | Status::DeliveryFailed) {
+                        let courier = order.courier_id.map(|c| {
+                            let duty = self.couriers.iter().find(|a| a.id == c).map(|a| (a.on_duty, a.shift.1));
+                            format!("{c} {duty:?}")
+                        });
+                        explained.push(format!(
+                            "{} {other:?} window {}–{} courier {courier:?}",
+                            order.number, order.requested_window.start, order.requested_window.end
+                        ));
+                    }
+                }
+            }
+            summary.short_lines += order.lines.iter().filter(|l| l.shortage.is_some()).count();
+            if order.failed_attempts > 0 && order.status != Status::DeliveryFailed {
+                summary.failed_attempts += 1;
+            }
+        }
+        summary.exceptions = events
+            .iter()
+            .filter(|e| matches!(e.event.kind, xianlu_domain::EventKind::ExceptionReported { .. }))
+            .count();
+        summary.vehicle_stops = self.couriers.iter().filter(|c| c.stopped).count();
+        summary.checks.push((
+            "every order reached a terminal or explainable state".into(),
+            explained.is_empty(),
+            explained.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+        ));
+        // Every push subscriber saw every event of its topic exactly once, in order.
+        let mut missed = Vec::new();
+        for observer in &self.observers {
+            // Alerts are the office's: a courier's subscription leaves them out.
+            let shown = |e: &StreamEvent| observer.topic.matches(e) && (observer.office || !e.event.kind.is_internal());
+            let wanted: Vec<u64> = events.iter().filter(|e| shown(e)).map(|e| e.seq).collect();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while observer.seen().iter().filter(|s| wanted.binary_search(s).is_ok()).count() < wanted.len()
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // What came after the replay was read is for the next check.
+            let head = events.last().map_or(0, |e| e.seq);
+            let seen: Vec<u64> = observer.seen().into_iter().filter(|s| *s <= head).collect();
+            if seen != wanted {
+                let heard: HashSet<u64> = seen.iter().copied().collect();
+                let first: Vec<String> = events
+                    .iter()
+                    .filter(|e| shown(e) && !heard.contains(&e.seq))
+                    .take(3)
+                    .map(|e| format!("#{} {}", e.seq, e.event.kind.name()))
+                    .collect();
+                missed.push(format!(
+                    "{:?}: saw {} events, {} wanted, missing {first:?}",
+                    observer.topic,
+                    seen.len(),
+                    wanted.len()
+                ));
+            }
+        }
+        summary.checks.push((
+            format!("each of {} push subscribers saw every event of its topic once, in order", self.observers.len()),
+            missed.is_empty(),
+            missed.iter().take(3).cloned().collect::<Vec<_>>().join("; "),
+        ));
+        // Outboxes empty, positions all stored.
+        let mut left = Vec::new();
+        for outbox in std::iter::once(self.office.outbox()).chain(self.couriers.iter().map(|c| c.session.outbox())) {
+            for item in outbox.items()? {
+                let what = match &item.operation {
+                    Ok(xianlu_core::outbox::Operation::Command { command, .. }) => command.name().to_owned(),
+                    Ok(_) => item.lane.clone(),
+                    Err(e) => e.clone(),
+                };
+                left.push(format!("{what} ({:?}: {:?})", item.state, item.error.map(|e| e.code)));
+            }
+        }
+        let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+        for item in &left {
+            *kinds.entry(item.as_str()).or_default() += 1;
+        }
+        summary.checks.push((
+            "every outbox is empty".into(),
+            left.is_empty(),
+            format!("{} left: {kinds:?}", left.len()),
+        ));
+        let mut short = Vec::new();
+        for c in &self.couriers {
+            summary.fixes_offered += c.fixes;
+            let shipped = c.store.reserve(&format!("device_seq:{}", c.id), 0)?.saturating_sub(1);
+            let stored = api.positions(c.id, 0).await?.len() as u64;
+            summary.positions_stored += stored;
+            if stored != shipped {
+                short.push(format!("{}: shipped {shipped}, stored {stored}", c.id));
+            }
+        }
+        summary.checks.push(("every position a device shipped is stored".into(), short.is_empty(), short.join("; ")));
+        summary.alerts = api.alerts(self.merchant, false).await?.len();
+        let accuracy: Value = api
+            .call(Method::GET, &format!("/api/v1/merchants/{}/eta-accuracy", self.merchant), None::<&()>, None)
+            .await?;
+        summary.eta_samples = accuracy["stops"].as_u64().unwrap_or(0);
+        summary.eta_mae_s = accuracy["maeSeconds"].as_f64();
+        summary.plans =
+            events.iter().filter(|e| matches!(e.event.kind, xianlu_domain::EventKind::RouteSequenced { .. })).count();
+        for observer in &self.observers {
+            observer.push.stop();
+        }
+        self.office.stop();
+        for c in &self.couriers {
+            c.session.stop();
+        }
+        self.server.stop().await;
+        Ok(summary)
+    }
+}
+
+/// A subscriber that only listens, and what it heard.
+struct Observer {
+    topic: Topic,
+    /// Listening as the office (alerts included), or as a courier.
+    office: bool,
+    push: PushClient,
+    seen: Arc<std::sync::Mutex<Vec<u64>>>,
+}
+
+impl Observer {
+    fn start(api: &ApiClient, topic: Topic) -> Result<Observer> {
+        let (push, mut events) = PushClient::start_after(
+            api.clone(),
+            Arc::new(MemoryStore::default()),
+            vec![topic],
+            0,
+            PushSettings { backoff: Backoff::fast(), ..PushSettings::default() },
+        )?;
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let heard = seen.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                if let PushEvent::Event(event) = event {
+                    heard.lock().unwrap_or_else(|e| e.into_inner()).push(event.seq);
+                }
+            }
+        });
+        let office = matches!(topic, Topic::Merchant(_));
+        Ok(Observer { topic, office, push, seen })
+    }
+
+    fn seen(&self) -> Vec<u64> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Every event of a merchant, as a new subscriber replays it from the start.
+async fn replay(api: &ApiClient, merchant: MerchantId) -> Result<Vec<StreamEvent>> {
+    let (push, mut events) = PushClient::start_after(
+        api.clone(),
+        Arc::new(MemoryStore::default()),
+        vec![Topic::Merchant(merchant)],
+        0,
+        PushSettings { backoff: Backoff::fast(), ..PushSettings::default() },
+    )?;
+    let mut all = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
+            Ok(Some(PushEvent::Event(event))) => all.push(*event),
+            Ok(Some(PushEvent::CaughtUp { .. })) => break,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => anyhow::bail!("the replay of the merchant's stream did not finish"),
+        }
+    }
+    push.stop();
+    Ok(all)
+}
