@@ -44,6 +44,25 @@ async fn until(session: &OfficeSession, what: &str, ok: impl Fn(&Office) -> bool
     }
 }
 
+/// The office of the shop's owner `username`, logged in, on fast retries.
+async fn office_of(
+    server: &TestServer,
+    admin: &xianlu_tests::Client,
+    shop: &Shop,
+    username: &str,
+) -> Result<OfficeSession> {
+    let owner =
+        json!({"username": username, "password": PASSWORD, "role": "merchant_owner", "merchantId": shop.merchant});
+    admin.ok("/api/v1/admin/users", &owner).await?;
+    let api = ApiClient::new(&server.url)?;
+    api.login(username, PASSWORD).await?;
+    let settings = OfficeSettings {
+        outbox: OutboxSettings { backoff: Backoff::fast(), ..OutboxSettings::default() },
+        push: PushSettings { backoff: Backoff::fast(), ..PushSettings::default() },
+    };
+    Ok(OfficeSession::start(api, None, Arc::new(MemoryStore::default()), settings)?)
+}
+
 fn id<T: std::str::FromStr>(text: &str) -> Result<T> {
     text.parse().map_err(|_| anyhow::anyhow!("not an id: {text}"))
 }
@@ -70,17 +89,7 @@ async fn the_board_groups_filters_and_follows_the_merchants_orders_live(backend:
     let out = shop.place(&admin, &shop.spinach()).await?;
     shop.pay(&admin, &out).await?;
     shop.send_out(&admin, &out, &courier).await?;
-    let owner =
-        json!({"username": "owner.wang", "password": PASSWORD, "role": "merchant_owner", "merchantId": shop.merchant});
-    admin.ok("/api/v1/admin/users", &owner).await?;
-
-    let api = ApiClient::new(&server.url)?;
-    api.login("owner.wang", PASSWORD).await?;
-    let settings = OfficeSettings {
-        outbox: OutboxSettings { backoff: Backoff::fast(), ..OutboxSettings::default() },
-        push: PushSettings { backoff: Backoff::fast(), ..PushSettings::default() },
-    };
-    let office = OfficeSession::start(api, None, Arc::new(MemoryStore::default()), settings)?;
+    let office = office_of(&server, &admin, &shop, "owner.wang").await?;
     let all = BoardFilter::default();
     let seen = until(&office, "the board loads", |o| o.board.len() == 3).await?;
     ensure!(in_column(&seen, &all, Column::Paid) == vec![paid.clone()]);
@@ -176,21 +185,9 @@ async fn the_office_offers_a_substitute_the_customer_accepts_and_the_pick_list_t
         .await?;
     shop.pay(&admin, &short).await?;
     let short_id: OrderId = id(&short)?;
-    for (username, role, party) in [
-        ("owner.li", "merchant_owner", ("merchantId", &shop.merchant)),
-        ("canteen.li", "customer", ("customerId", &shop.prepaid_customer)),
-    ] {
-        let mut user = json!({"username": username, "password": PASSWORD, "role": role});
-        user[party.0] = json!(party.1);
-        admin.ok("/api/v1/admin/users", &user).await?;
-    }
-    let api = ApiClient::new(&server.url)?;
-    api.login("owner.li", PASSWORD).await?;
-    let settings = OfficeSettings {
-        outbox: OutboxSettings { backoff: Backoff::fast(), ..OutboxSettings::default() },
-        push: PushSettings { backoff: Backoff::fast(), ..PushSettings::default() },
-    };
-    let office = OfficeSession::start(api, None, Arc::new(MemoryStore::default()), settings)?;
+    let canteen = json!({"username": "canteen.li", "password": PASSWORD, "role": "customer", "customerId": shop.prepaid_customer});
+    admin.ok("/api/v1/admin/users", &canteen).await?;
+    let office = office_of(&server, &admin, &shop, "owner.li").await?;
     let all = BoardFilter::default();
     let seen = until(&office, "the board loads", |o| o.board.len() == 3).await?;
     ensure!(in_column(&seen, &all, Column::OutOfStock) == vec![short.clone()]);

@@ -12,23 +12,6 @@ use xianlu_tests::{Client, Shop, Stream};
 
 const GATEWAY_SECRET: &str = "demo-gateway-secret";
 
-async fn pay_by_gateway(base: &str, id: &str, amount_fen: i64, reference: &str) -> Result<()> {
-    let body =
-        json!({"orderId": id, "reference": reference, "amountFen": amount_fen, "status": "SUCCEEDED"}).to_string();
-    let now = chrono::Utc::now().timestamp();
-    let signature = xianlu_server::payments::sign(GATEWAY_SECRET, now, body.as_bytes());
-    let reply = xianlu_tests::http_client()
-        .post(format!("{base}/api/v1/payments/generic/notifications"))
-        .header("content-type", "application/json")
-        .header("x-xianlu-timestamp", now.to_string())
-        .header("x-xianlu-signature", signature)
-        .body(body)
-        .send()
-        .await?;
-    anyhow::ensure!(reply.status().is_success(), "payment notification refused: {}", reply.text().await?);
-    Ok(())
-}
-
 fn window(hours_from_now: i64) -> Value {
     let start = chrono::Utc::now() + chrono::Duration::hours(hours_from_now);
     json!({"start": start.to_rfc3339(), "end": (start + chrono::Duration::hours(2)).to_rfc3339()})
@@ -102,7 +85,7 @@ impl Demo {
                     ])).await?;
         let order = self.admin.order(&id).await?;
         let due = order["order"]["totals"]["chargeFen"].as_i64().context("charge")?;
-        pay_by_gateway(&self.base, &id, due, &format!("wx-demo-{n:04}")).await?;
+        xianlu_tests::pay_by_gateway(&self.base, GATEWAY_SECRET, &id, due, &format!("wx-demo-{n:04}")).await?;
         // The scale says 2.06 kg of pork: re-priced on the actual weight (多退少补).
         self.pick_and_pack(&id, &[json!({"lineNo": 1, "base": 2060}), json!({"lineNo": 2, "base": 2950})]).await?;
         self.dispatch(&id, 0).await?;

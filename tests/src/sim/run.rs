@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -593,19 +593,8 @@ impl Sim {
         self.doors.insert(id, planned.door);
         if customer.prepaid {
             let due = order["totals"]["chargeFen"].as_i64().context("the order's charge")?;
-            let body = json!({"orderId": id, "reference": format!("sim-pay-{index}"), "amountFen": due, "status": "SUCCEEDED"})
-                .to_string();
-            let now = Utc::now().timestamp();
-            let signature = xianlu_server::payments::sign(&self.gateway_secret, now, body.as_bytes());
-            let reply = crate::http_client()
-                .post(format!("{}/api/v1/payments/generic/notifications", self.base))
-                .header("content-type", "application/json")
-                .header("x-xianlu-timestamp", now.to_string())
-                .header("x-xianlu-signature", signature)
-                .body(body)
-                .send()
-                .await?;
-            ensure!(reply.status().is_success(), "the payment was refused: {}", reply.text().await?);
+            let reference = format!("sim-pay-{index}");
+            crate::pay_by_gateway(&self.base, &self.gateway_secret, &id.to_string(), due, &reference).await?;
             self.commands += 1;
         }
         Ok(())
