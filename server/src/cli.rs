@@ -172,6 +172,11 @@ async fn open(config: &Config) -> anyhow::Result<Db> {
     Ok(db)
 }
 
+/// Users managed from the command line: signing no tokens, any key will do.
+fn user_admin(db: &Db) -> crate::identity::Identity {
+    crate::identity::Identity::new(db.clone(), &[0u8; 32], 60, 1)
+}
+
 /// Stores a road network in the configured database, as `import-map` does;
 /// the server loads the newest one when it starts.
 pub async fn import_network(
@@ -188,9 +193,7 @@ pub async fn import_network(
 /// first administrator of a deployment or a simulation).
 pub async fn create_user(config: &Config, user: crate::identity::NewUser) -> anyhow::Result<()> {
     let db = open(config).await?;
-    // Managing users signs no tokens: any key will do.
-    let identity = crate::identity::Identity::new(db.clone(), &[0u8; 32], 60, 1);
-    let created = identity.create_user(user).await.map(|_| ()).map_err(|e| anyhow::anyhow!("{e}"));
+    let created = user_admin(&db).create_user(user).await.map(|_| ()).map_err(|e| anyhow::anyhow!("{e}"));
     db.close().await;
     created
 }
@@ -276,9 +279,7 @@ pub async fn run_with(cli: Cli, profile: Profile) -> anyhow::Result<i32> {
         }
         Command::User { command } => {
             let db = open(&config).await?;
-            // Managing users signs no tokens: any key will do.
-            let identity = crate::identity::Identity::new(db.clone(), &[0u8; 32], 60, 1);
-            let result = user_command(&identity, command).await;
+            let result = user_command(&user_admin(&db), command).await;
             db.close().await;
             result
         }

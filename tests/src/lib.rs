@@ -738,6 +738,14 @@ pub fn signed_notification(body: &str, timestamp: i64) -> String {
     xianlu_server::payments::sign(PAYMENT_SECRET, timestamp, body.as_bytes())
 }
 
+/// A fresh random secret (passwords, shared keys), hex.
+pub fn random_secret() -> String {
+    use rand::Rng;
+    let mut bytes = [0u8; 24];
+    rand::rng().fill(&mut bytes);
+    hex::encode(bytes)
+}
+
 /// Pays an order as the payment gateway does: a notification signed with
 /// the gateway's shared `secret`, sent to the server at `base`.
 pub async fn pay_by_gateway(base: &str, secret: &str, order: &str, amount_fen: i64, reference: &str) -> Result<()> {

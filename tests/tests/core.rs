@@ -395,8 +395,15 @@ async fn a_push_subscriber_gets_every_event_once_in_order_through_a_thousand_dis
     let started = Instant::now();
     let mut received: Vec<u64> = Vec::new();
     let mut resyncs = 0;
-    while proxy.cuts() < 1000 {
-        ensure!(started.elapsed() < Duration::from_secs(240), "only {} disconnects", proxy.cuts());
+    // Both a thousand cuts and enough events to prove something, however
+    // fast the machine creates orders relative to how fast the proxy cuts.
+    while proxy.cuts() < 1000 || received.len() < 600 {
+        ensure!(
+            started.elapsed() < Duration::from_secs(240),
+            "only {} disconnects and {} events",
+            proxy.cuts(),
+            received.len()
+        );
         match tokio::time::timeout(Duration::from_millis(50), events.recv()).await {
             Ok(Some(PushEvent::Event(event))) => received.push(event.seq),
             Ok(Some(PushEvent::Resynced { .. })) => resyncs += 1,
@@ -425,7 +432,6 @@ async fn a_push_subscriber_gets_every_event_once_in_order_through_a_thousand_dis
         started.elapsed()
     );
     ensure!(received == expected, "received {} events, expected {}", received.len(), expected.len());
-    ensure!(received.len() > 500, "too few events to prove anything: {}", received.len());
     push.stop();
     world.server.stop().await;
     Ok(())

@@ -9,12 +9,13 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use serde_json::json;
 use xianlu_core::board::{BoardFilter, Column};
-use xianlu_core::office::{Office, OfficeSession, OfficeSettings, propose_substitute, substitutes};
+use xianlu_core::office::{Office, OfficeSession, OfficeSettings};
 use xianlu_core::outbox::OutboxSettings;
 use xianlu_core::push::PushSettings;
 use xianlu_core::store::MemoryStore;
+use xianlu_core::substitute::{self, propose_substitute, substitutes};
 use xianlu_core::{ApiClient, Backoff};
-use xianlu_domain::{Command, CourierId, OrderId, ShortageResolution, Status, WarehouseId};
+use xianlu_domain::{Command, CourierId, OrderId, Status, WarehouseId};
 use xianlu_tests::{Backend, Shop, TestServer};
 
 const PASSWORD: &str = "菠菜-spinach-2030!";
@@ -228,22 +229,19 @@ async fn the_office_offers_a_substitute_the_customer_accepts_and_the_pick_list_t
             let _ = tx.send(s.clone());
         }));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let version = loop {
-        let offer = screens.borrow_and_update().view.as_ref().and_then(|v| {
-            let line = v.order.line(1)?;
-            matches!(line.shortage.as_ref()?.resolution, ShortageResolution::SubstitutionProposed { .. })
-                .then_some(v.order.version)
-        });
-        if let Some(version) = offer {
-            break version;
+    let offer = loop {
+        let offer = screens
+            .borrow_and_update()
+            .view
+            .as_ref()
+            .and_then(|v| substitute::offers(&v.order).into_iter().find(|o| o.line_no == 1));
+        if let Some(offer) = offer {
+            break offer;
         }
         tokio::time::timeout_at(deadline, screens.changed()).await.context("the offer reaches the customer")??;
     };
-    let request = xianlu_domain::wire::CommandRequest {
-        expected_version: Some(version),
-        command: Command::AnswerSubstitution { line_no: 1, accept: true },
-    };
-    customer.command(short_id, &request, &format!("substitute-{short_id}-1-{version}")).await?;
+    ensure!(offer.offered == "上海青" && offer.short == "有机菠菜" && offer.respond_by == respond_by, "{offer:?}");
+    substitute::answer(&customer, &offer, true).await?;
     let seen = until(&office, "the substitute is accepted", |o| {
         o.card(short_id).is_some_and(|c| c.status == Status::AwaitingPick)
     })

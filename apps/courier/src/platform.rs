@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use xianlu_core::courier::CourierSession;
-use xianlu_core::location::{Fix, distance_m, heading};
+use xianlu_core::location::{Fix, advance_along, heading};
 use xianlu_core::report::AttachedPhoto;
 use xianlu_core::store::Store;
 use xianlu_domain::evidence::EvidenceKind;
@@ -123,7 +123,7 @@ pub async fn track(session: CourierSession, on_duty: impl Fn() -> bool) {
                         None => Vec::new(),
                     };
                 }
-                advance(&mut path, start, speed * interval.as_secs_f64())
+                advance_along(&mut path, start, speed * interval.as_secs_f64())
             }
         };
         let fix = Fix {
@@ -138,40 +138,9 @@ pub async fn track(session: CourierSession, on_duty: impl Fn() -> bool) {
     }
 }
 
-/// Moves `metres` along `path` from `from`, dropping the points passed.
-fn advance(path: &mut Vec<LatLng>, from: LatLng, metres: f64) -> LatLng {
-    let mut at = from;
-    let mut left = metres;
-    while let Some(&next) = path.first() {
-        let d = distance_m(at, next);
-        if d > left {
-            let f = left / d;
-            return LatLng { lat: at.lat + (next.lat - at.lat) * f, lng: at.lng + (next.lng - at.lng) * f };
-        }
-        left -= d;
-        at = next;
-        path.remove(0);
-    }
-    at
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_drive_moves_along_the_road_and_stops_at_its_end() {
-        let a = LatLng { lat: 39.9, lng: 116.4 };
-        let b = LatLng { lat: 39.901, lng: 116.4 };
-        let c = LatLng { lat: 39.901, lng: 116.401 };
-        let mut path = vec![b, c];
-        let first = advance(&mut path, a, 50.0);
-        assert!((distance_m(a, first) - 50.0).abs() < 0.5, "{}", distance_m(a, first));
-        assert_eq!(path.len(), 2, "the first corner is still ahead");
-        let end = advance(&mut path, first, 10_000.0);
-        assert_eq!(end, c);
-        assert!(path.is_empty());
-    }
 
     #[test]
     fn links_dial_and_navigate() {

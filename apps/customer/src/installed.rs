@@ -5,11 +5,11 @@
 use dioxus::prelude::*;
 use xianlu_core::api::OrderQuery;
 use xianlu_core::signoff::{Receipt, ReceiptCheck, SignOff, check_receipt};
+use xianlu_core::substitute;
 use xianlu_core::track::TrackingScreen;
 use xianlu_core::{ApiClient, CoreError};
 use xianlu_domain::aftersales::{AfterSalesKind, AfterSalesLine, NewAfterSales};
-use xianlu_domain::wire::CommandRequest;
-use xianlu_domain::{Command, OrderId, ShortageResolution, Status};
+use xianlu_domain::{OrderId, Status};
 use xianlu_ui::Lang;
 use xianlu_ui::i18n::Key;
 use xianlu_ui::signoff::{LogInForm, PAD_HEIGHT, PAD_WIDTH, SignOffForm};
@@ -134,39 +134,13 @@ fn OwnOrder(api: Client, id: OrderId, view: Signal<View>, lang: Lang) -> Element
     use_hook(move || follow_screen(client, Some(id), screen, roads));
     let mut view = view;
     // Substitutes the merchant offers for short lines, until their answer-by time.
-    let offers: Vec<(u16, String, String, chrono::DateTime<chrono::Utc>, u64)> = screen
-        .read()
-        .view
-        .as_ref()
-        .map(|v| {
-            v.order
-                .lines
-                .iter()
-                .filter_map(|l| match l.shortage.as_ref().map(|s| &s.resolution) {
-                    Some(ShortageResolution::SubstitutionProposed { substitute, respond_by }) => Some((
-                        l.line_no,
-                        l.name.clone(),
-                        format!("{} {} {}", substitute.name, substitute.quantity, lang.unit(substitute.unit)),
-                        *respond_by,
-                        v.order.version,
-                    )),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let offers = screen.read().view.as_ref().map(|v| substitute::offers(&v.order)).unwrap_or_default();
     let mut answer_error = use_signal(|| None::<String>);
     let answer_api = api.0.clone();
-    let answer = use_callback(move |(line_no, accept, version): (u16, bool, u64)| {
+    let answer = use_callback(move |(offer, accept): (substitute::Offer, bool)| {
         let client = answer_api.clone();
         spawn(async move {
-            let request = CommandRequest {
-                expected_version: Some(version),
-                command: Command::AnswerSubstitution { line_no, accept },
-            };
-            // One key per offer seen: a second tap is the same answer, not another.
-            let key = format!("substitute-{id}-{line_no}-{version}");
-            if let Err(e) = client.command(id, &request, &key).await {
+            if let Err(e) = substitute::answer(&client, &offer, accept).await {
                 answer_error.set(Some(e.to_string()));
             }
         });
@@ -178,11 +152,11 @@ fn OwnOrder(api: Client, id: OrderId, view: Signal<View>, lang: Lang) -> Element
         if delivering {
             button { id: "xl-sign", class: "xl-primary", onclick: move |_| view.set(View::SignOff(id)), {lang.t(Key::SignFor)} }
         }
-        for (line_no, name, offered, respond_by, version) in offers {
-            div { key: "{line_no}", class: "xl-banner xl-substitute",
-                p { "{name} · {lang.t(Key::SubstituteOffered)} {offered} · {lang.t(Key::AnswerBy)} {xianlu_ui::timeline::clock(respond_by)}" }
-                button { class: "xl-primary xl-accept-substitute", onclick: move |_| answer((line_no, true, version)), {lang.t(Key::Accept)} }
-                button { class: "xl-decline-substitute", onclick: move |_| answer((line_no, false, version)), {lang.t(Key::Decline)} }
+        for offer in offers {
+            div { key: "{offer.line_no}", class: "xl-banner xl-substitute",
+                p { "{offer.short} · {lang.t(Key::SubstituteOffered)} {offer.offered} {offer.quantity} {lang.unit(offer.unit)} · {lang.t(Key::AnswerBy)} {xianlu_ui::timeline::clock(offer.respond_by)}" }
+                button { class: "xl-primary xl-accept-substitute", onclick: { let offer = offer.clone(); move |_| answer((offer.clone(), true)) }, {lang.t(Key::Accept)} }
+                button { class: "xl-decline-substitute", onclick: move |_| answer((offer.clone(), false)), {lang.t(Key::Decline)} }
             }
         }
         if let Some(message) = answer_error() { p { class: "xl-banner xl-banner-bad", "{message}" } }

@@ -491,6 +491,20 @@ impl ApiClient {
     }
 
     /// Pins an order to a courier (`None` releases it): every plan respects it.
+    /// How good the merchant's ETAs were: first estimate against arrival.
+    pub async fn eta_accuracy(&self, merchant: MerchantId) -> CoreResult<xianlu_domain::operations::EtaAccuracy> {
+        self.call(Method::GET, &format!("/api/v1/merchants/{merchant}/eta-accuracy"), None::<&()>, None).await
+    }
+
+    /// Asks the planner to plan the merchant's open orders now, for up to
+    /// `seconds` (what staff do when orders wait with nobody to take them).
+    pub async fn request_plan(&self, merchant: MerchantId, seconds: f64) -> CoreResult<()> {
+        let path = format!("/api/v1/merchants/{merchant}/plans");
+        let _: serde::de::IgnoredAny =
+            self.call(Method::POST, &path, Some(&serde_json::json!({ "seconds": seconds })), None).await?;
+        Ok(())
+    }
+
     pub async fn pin_order(&self, order: OrderId, courier: Option<CourierId>) -> CoreResult<()> {
         let body = serde_json::json!({ "courierId": courier });
         let _: serde_json::Value =

@@ -43,6 +43,7 @@ pub mod rt;
 pub mod signature;
 pub mod signoff;
 pub mod store;
+pub mod substitute;
 pub mod track;
 pub mod tracking;
 pub mod upload;

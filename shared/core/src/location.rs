@@ -283,9 +283,41 @@ pub fn heading(from: LatLng, to: LatLng) -> f32 {
     Haversine.bearing(Point::new(from.lng, from.lat), Point::new(to.lng, to.lat)).rem_euclid(360.0) as f32
 }
 
+/// Moves `metres` along `path` from `from`, dropping the points passed; the
+/// end of the path once it is used up (a simulated drive along a route).
+pub fn advance_along(path: &mut Vec<LatLng>, from: LatLng, metres: f64) -> LatLng {
+    let mut at = from;
+    let mut left = metres;
+    while let Some(&next) = path.first() {
+        let d = distance_m(at, next);
+        if d > left {
+            let f = left / d;
+            return LatLng { lat: at.lat + (next.lat - at.lat) * f, lng: at.lng + (next.lng - at.lng) * f };
+        }
+        left -= d;
+        at = next;
+        path.remove(0);
+    }
+    at
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_drive_moves_along_the_road_and_stops_at_its_end() {
+        let a = LatLng { lat: 39.9, lng: 116.4 };
+        let b = LatLng { lat: 39.901, lng: 116.4 };
+        let c = LatLng { lat: 39.901, lng: 116.401 };
+        let mut path = vec![b, c];
+        let first = advance_along(&mut path, a, 50.0);
+        assert!((distance_m(a, first) - 50.0).abs() < 0.5, "{}", distance_m(a, first));
+        assert_eq!(path.len(), 2, "the first corner is still ahead");
+        let end = advance_along(&mut path, first, 10_000.0);
+        assert_eq!(end, c);
+        assert!(path.is_empty());
+    }
 
     fn fix(seconds: i64, lat: f64, lng: f64, accuracy: f32, speed: f32) -> Fix {
         Fix {

@@ -5,15 +5,11 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::watch;
 use uuid::Uuid;
 use xianlu_domain::operations::{Alert, Severity};
-use xianlu_domain::wire::StockLevel;
 use xianlu_domain::wire::{OrderView, Topic};
-use xianlu_domain::{
-    Command, EventKind, Fen, LineDraft, MerchantId, Order, OrderId, OrderLine, Price, ShortageResolution,
-};
+use xianlu_domain::{Command, EventKind, MerchantId, OrderId};
 
 use crate::api::{ApiClient, OrderQuery};
 use crate::board::{Board, Need};
@@ -151,56 +147,6 @@ impl Office {
 pub struct OrderDetail {
     pub view: OrderView,
     pub evidence: Vec<xianlu_domain::evidence::EvidenceRecord>,
-}
-
-/// How long a customer has to answer a proposed substitute.
-pub const SUBSTITUTE_CONSENT_MINUTES: i64 = 30;
-
-/// What the warehouse could put in place of a short line: SKUs of the same
-/// kind of measure (weighed or counted) with enough free stock for the
-/// ordered quantity, the line's own SKU excepted.
-pub fn substitutes<'a>(line: &OrderLine, stock: &'a [StockLevel]) -> Vec<&'a StockLevel> {
-    stock
-        .iter()
-        .filter(|s| s.sku != line.sku && s.dimension == line.dimension)
-        .filter(|s| s.on_hand_base - s.reserved_base >= line.base_ordered)
-        .collect()
-}
-
-/// Proposes `stock` in place of the short line `line_no`: the quantity and
-/// unit ordered, at `price_fen` per that unit, kept as cold as the original.
-/// The customer may answer until [`SUBSTITUTE_CONSENT_MINUTES`] past the
-/// later of `now` and the order's last change (business time may run ahead
-/// of this device's clock).
-pub fn propose_substitute(
-    order: &Order,
-    line_no: u16,
-    stock: &StockLevel,
-    price_fen: Fen,
-    now: DateTime<Utc>,
-) -> Result<Command, String> {
-    let line = order.line(line_no).ok_or_else(|| format!("the order has no line {line_no}"))?;
-    if line.shortage.as_ref().is_none_or(|s| s.resolution != ShortageResolution::Open) {
-        return Err(format!("line {line_no} has no open shortage"));
-    }
-    if stock.dimension != line.dimension {
-        return Err(format!("{} is not measured like {}", stock.name, line.name));
-    }
-    if price_fen <= 0 {
-        return Err("the price must be above zero".into());
-    }
-    let substitute = LineDraft {
-        sku: stock.sku.clone(),
-        name: stock.name.clone(),
-        quantity: line.quantity,
-        unit: line.unit,
-        nominal_g: line.nominal_g,
-        price: Price { fen: price_fen, per: line.price.per },
-        tolerance_permille: Some(line.tolerance_permille),
-        temperature: line.temperature,
-    };
-    let respond_by = now.max(order.updated_at) + TimeDelta::minutes(SUBSTITUTE_CONSENT_MINUTES);
-    Ok(Command::ProposeSubstitution { line_no, substitute, respond_by })
 }
 
 /// How the session talks to the server.

@@ -9,7 +9,7 @@ use xianlu_domain::wire::{OrderView, StreamEvent, Topic};
 use xianlu_domain::{EventKind, OrderId, Status};
 
 use crate::api::ApiClient;
-use crate::error::{CoreError, NextStep};
+use crate::error::{CoreError, CoreResult, NextStep};
 use crate::push::{ConnectionState, PushClient, PushEvent, PushSettings};
 use crate::retry::Backoff;
 use crate::store::MemoryStore;
@@ -149,16 +149,20 @@ pub async fn follow_order(api: ApiClient, order: OrderId, backoff: Backoff, publ
     follow(api, Some(order), backoff, publish).await;
 }
 
+/// The order: the logged-in customer's own, or the tracking link's.
+async fn read(api: &ApiClient, order: Option<OrderId>) -> CoreResult<OrderView> {
+    match order {
+        Some(id) => api.order(id).await,
+        None => api.tracked_order().await,
+    }
+}
+
 async fn follow(api: ApiClient, order: Option<OrderId>, backoff: Backoff, mut publish: impl FnMut(&TrackingScreen)) {
     let mut screen = TrackingScreen::default();
     publish(&screen);
     let mut attempt = 0;
     loop {
-        let loaded = match order {
-            Some(id) => api.order(id).await,
-            None => api.tracked_order().await,
-        };
-        match loaded {
+        match read(&api, order).await {
             Ok(view) => {
                 screen.loaded(view);
                 break;
@@ -195,11 +199,7 @@ async fn follow(api: ApiClient, order: Option<OrderId>, backoff: Backoff, mut pu
                     // A change's event names it; the lines come with the order.
                     if !event.event.kind.is_live_update() {
                         publish(&screen);
-                        let fresh = match order {
-                            Some(id) => api.order(id).await,
-                            None => api.tracked_order().await,
-                        };
-                        if let Ok(fresh) = fresh {
+                        if let Ok(fresh) = read(&api, order).await {
                             screen.refreshed(fresh);
                         }
                     }

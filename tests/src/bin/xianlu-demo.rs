@@ -34,13 +34,6 @@ struct Login {
     password: String,
 }
 
-fn password() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 12];
-    rand::rng().fill_bytes(&mut bytes);
-    format!("xl-{}", hex::encode(bytes))
-}
-
 impl Demo {
     fn courier(&self, i: usize) -> Client {
         self.couriers[i].clone()
@@ -209,7 +202,7 @@ async fn main() -> Result<()> {
     ];
     let mut clients = std::collections::HashMap::new();
     for (username, role, links) in people {
-        let password = password();
+        let password = xianlu_tests::random_secret();
         let mut body = json!({"username": username, "password": password, "role": role});
         if let (Some(body), Some(links)) = (body.as_object_mut(), links.as_object()) {
             body.extend(links.clone());

@@ -14,10 +14,11 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use xianlu_core::board::BoardFilter;
 use xianlu_core::courier::{CourierSession, SessionSettings};
-use xianlu_core::location::Fix;
+use xianlu_core::location::{Fix, advance_along};
 use xianlu_core::office::{OfficeSession, OfficeSettings};
 use xianlu_core::push::{PushClient, PushEvent, PushSettings};
 use xianlu_core::report::{ExceptionReason, ExceptionReport};
@@ -25,13 +26,21 @@ use xianlu_core::signature::StrokePoint;
 use xianlu_core::signoff::SignOff;
 use xianlu_core::store::{MemoryStore, Store};
 use xianlu_core::{ApiClient, Backoff};
+use xianlu_domain::operations::OperationsSettings;
 use xianlu_domain::operations::PlannedKind;
 use xianlu_domain::wire::{LatLng, StreamEvent, Topic};
-use xianlu_domain::{Command, CourierId, CustomerId, MerchantId, OrderId, RejectReason, Status, WarehouseId};
+use xianlu_domain::{
+    Command, CourierId, CustomerId, LineDraft, MerchantId, OrderDraft, OrderId, Price, Quantity, RejectReason, Status,
+    TimeWindow, WarehouseId,
+};
 use xianlu_server::config::Config;
+use xianlu_server::identity::{NewUser, Role};
+use xianlu_server::parties::{
+    Courier, Customer, Merchant, NewContact, NewCourier, NewCustomer, NewMerchant, NewWarehouse, StockCount, Warehouse,
+};
 
 use super::clock::SimClock;
-use super::world::{AtTheDoor, Kind, PlannedOrder, Scale, World};
+use super::world::{AtTheDoor, PlannedOrder, Scale, World};
 
 /// How a run is set up.
 #[derive(Debug, Clone)]
@@ -50,7 +59,7 @@ pub struct Options {
     pub progress: bool,
 }
 
-/// Business time spent waiting for what a round sent before the next round.
+/// The longest a round waits (wall time) for what it sent to reach the server.
 const SETTLE: Duration = Duration::from_secs(5);
 
 /// What a day came to.
@@ -59,7 +68,7 @@ pub struct Summary {
     pub orders: usize,
     pub signed: usize,
     pub signed_on_time: usize,
-    pub signed_short_or_refused_lines: usize,
+    pub lines_refused_at_door: usize,
     pub returned: usize,
     pub cancelled: usize,
     pub failed_attempts: usize,
@@ -77,7 +86,8 @@ pub struct Summary {
     pub fixes_offered: u64,
     pub positions_stored: u64,
     pub events: usize,
-    pub plans: usize,
+    /// Courier routes (re)sequenced by the planner.
+    pub route_updates: usize,
     pub setup_seconds: f64,
     pub day_seconds: f64,
     pub checks: Vec<(String, bool, String)>,
@@ -122,7 +132,7 @@ impl std::fmt::Display for Summary {
         writeln!(
             f,
             "short lines       {}; lines partly refused at the door {}",
-            self.short_lines, self.signed_short_or_refused_lines
+            self.short_lines, self.lines_refused_at_door
         )?;
         writeln!(f, "exceptions        {} ({} vans stopped)", self.exceptions, self.vehicle_stops)?;
         writeln!(f, "alerts raised     {}", self.alerts)?;
@@ -140,8 +150,8 @@ impl std::fmt::Display for Summary {
         }
         writeln!(
             f,
-            "throughput        {} commands ({} refused and given up), {} events, {} plans, {} fixes offered, {} positions stored",
-            self.commands, self.refused, self.events, self.plans, self.fixes_offered, self.positions_stored
+            "throughput        {} commands ({} refused and given up), {} events, {} route updates, {} fixes offered, {} positions stored",
+            self.commands, self.refused, self.events, self.route_updates, self.fixes_offered, self.positions_stored
         )?;
         writeln!(
             f,
@@ -163,12 +173,6 @@ impl std::fmt::Display for Summary {
     }
 }
 
-fn random_secret() -> String {
-    let mut bytes = [0u8; 24];
-    rand::rng().fill(&mut bytes);
-    hex::encode(bytes)
-}
-
 /// The running system and the people in it.
 struct Sim {
     world: World,
@@ -183,12 +187,13 @@ struct Sim {
     customers: Vec<CustomerId>,
     couriers: Vec<CourierAgent>,
     observers: Vec<Observer>,
-    /// Planned order index → the server's id, and back.
+    /// The server's id of a placed order → its index in the world's orders.
     placed: HashMap<OrderId, usize>,
     /// Orders being picked: when the picker is done (`None` once recorded).
     picking: HashMap<OrderId, Option<DateTime<Utc>>>,
     /// What happens at each order's door.
     doors: HashMap<OrderId, AtTheDoor>,
+    /// Order versions the office has dealt with (a change is made once per version seen).
     handled: HashSet<(OrderId, u64)>,
     /// When the office last asked the planner itself.
     asked_plan: Option<DateTime<Utc>>,
@@ -204,7 +209,6 @@ struct CourierAgent {
     store: Arc<MemoryStore>,
     home: LatLng,
     position: LatLng,
-    /// The road ahead: points and where along them the van is (metres).
     leg: Option<Leg>,
     busy_until: Option<DateTime<Utc>>,
     /// Delivering at the door: what happens when the service time is over.
@@ -218,6 +222,14 @@ struct CourierAgent {
 }
 
 impl CourierAgent {
+    /// Files a report on `order` from where the van is.
+    fn report(&self, order: OrderId, reason: ExceptionReason, note: &str, t: DateTime<Utc>) -> Result<()> {
+        let report =
+            ExceptionReport { reason, note: note.into(), photos: Vec::new(), position: Some(self.position), at: t };
+        self.session.report(order, &report)?;
+        Ok(())
+    }
+
     /// A GPS fix of where the van is, with a few metres of noise.
     fn fix(&mut self, t: DateTime<Utc>, speed: f32) -> Result<()> {
         let position = LatLng {
@@ -230,32 +242,11 @@ impl CourierAgent {
     }
 }
 
+/// The road ahead of a van: the points still to pass, and its free-flow speed.
 struct Leg {
     to: LatLng,
-    points: Vec<LatLng>,
-    /// Metres from each point to the next.
-    lengths: Vec<f64>,
-    done_m: f64,
+    ahead: Vec<LatLng>,
     speed_mps: f64,
-}
-
-impl Leg {
-    fn position(&self) -> LatLng {
-        let mut left = self.done_m;
-        for (i, len) in self.lengths.iter().enumerate() {
-            if left <= *len {
-                let f = if *len > 0.0 { left / len } else { 1.0 };
-                let (a, b) = (self.points[i], self.points[i + 1]);
-                return LatLng { lat: a.lat + (b.lat - a.lat) * f, lng: a.lng + (b.lng - a.lng) * f };
-            }
-            left -= len;
-        }
-        self.points.last().copied().unwrap_or(self.to)
-    }
-
-    fn finished(&self) -> bool {
-        self.done_m >= self.lengths.iter().sum::<f64>()
-    }
 }
 
 /// Traffic by hour: the morning rush slows vans down.
@@ -268,9 +259,9 @@ fn traffic(hour: u32) -> f64 {
     }
 }
 
-fn beijing_hour(t: DateTime<Utc>) -> u32 {
+fn local_hour(t: DateTime<Utc>) -> u32 {
     use chrono::Timelike;
-    (t + TimeDelta::hours(8)).hour()
+    super::world::local_time(t).hour()
 }
 
 /// Sets up the world in a fresh server and runs the day.
@@ -290,7 +281,7 @@ pub async fn run(options: &Options) -> Result<Summary> {
 
 impl Sim {
     async fn start(world: World, options: &Options) -> Result<Sim> {
-        let gateway_secret = random_secret();
+        let gateway_secret = crate::random_secret();
         let config = Config {
             listen: "127.0.0.1:0".parse()?,
             data_dir: options.data_dir.clone(),
@@ -302,13 +293,13 @@ impl Sim {
             ..Config::default()
         };
         xianlu_server::cli::import_network(&config, world.network.clone()).await?;
-        let admin_password = random_secret();
+        let admin_password = crate::random_secret();
         xianlu_server::cli::create_user(
             &config,
-            xianlu_server::identity::NewUser {
+            NewUser {
                 username: "sim.admin".into(),
                 password: admin_password.clone(),
-                role: xianlu_server::identity::Role::Admin,
+                role: Role::Admin,
                 merchant_id: None,
                 warehouse_id: None,
                 courier_id: None,
@@ -322,71 +313,76 @@ impl Sim {
         let base = server.url();
         let admin = ApiClient::new(&base)?;
         admin.login("sim.admin", &admin_password).await?;
-        let post = |path: String, body: Value| {
-            let admin = admin.clone();
-            async move { admin.call::<Value>(Method::POST, &path, Some(&body), None).await.with_context(|| path) }
+        // Seeded through the public API, with the server's own request types.
+        async fn create<T: Serialize, R: DeserializeOwned>(api: &ApiClient, path: &str, new: &T) -> Result<R> {
+            api.call(Method::POST, path, Some(new), None).await.with_context(|| path.to_owned())
+        }
+        let new_merchant = NewMerchant {
+            name: "鲜路城市配送".into(),
+            order_prefix: "XL".into(),
+            time_zone: super::world::TIME_ZONE.into(),
         };
-        let id = |v: &Value| v["id"].as_str().map(str::to_owned).context("an id in the answer");
-        let merchant: MerchantId = id(&post(
-            "/api/v1/merchants".into(),
-            json!({"name": "鲜路城市配送", "orderPrefix": "XL", "timeZone": super::world::TIME_ZONE}),
-        )
-        .await?)?
-        .parse()
-        .map_err(|_| anyhow::anyhow!("merchant id"))?;
+        let merchant: Merchant = create(&admin, "/api/v1/merchants", &new_merchant).await?;
+        let merchant = merchant.id;
         // The planner plans by itself, a burst of changes at a time.
         let settings_path = format!("/api/v1/merchants/{merchant}/operations");
-        let mut settings: Value = admin.call(Method::GET, &settings_path, None::<&()>, None).await?;
-        settings["autoPlan"] = json!(true);
-        settings["planDebounceSeconds"] = json!(1);
-        settings["planSeconds"] = json!(if world.scale.orders > 1000 { 3 } else { 1 });
-        let _: Value = admin.call(Method::PUT, &settings_path, Some(&settings), None).await?;
+        let mut settings: OperationsSettings = admin.call(Method::GET, &settings_path, None::<&()>, None).await?;
+        settings.auto_plan = true;
+        settings.plan_debounce_seconds = 1;
+        settings.plan_seconds = if world.scale.orders > 1000 { 3 } else { 1 };
+        let _: OperationsSettings = admin.call(Method::PUT, &settings_path, Some(&settings), None).await?;
         let mut warehouses = Vec::new();
         for w in &world.warehouses {
-            let made = post(
-                format!("/api/v1/merchants/{merchant}/warehouses"),
-                json!({"name": w.name, "address": w.address, "location": w.location}),
-            )
-            .await?;
-            let wid: WarehouseId = id(&made)?.parse().map_err(|_| anyhow::anyhow!("warehouse id"))?;
+            let new = NewWarehouse { name: w.name.clone(), address: w.address.clone(), location: w.location };
+            let made: Warehouse = create(&admin, &format!("/api/v1/merchants/{merchant}/warehouses"), &new).await?;
             // Plenty of everything but the scarce product, which runs out in the morning.
             for (i, product) in world.catalogue.iter().enumerate() {
                 let scarce = i + 1 == world.catalogue.len();
-                let on_hand = match (product.dimension(), scarce) {
+                let on_hand_base = match (product.dimension(), scarce) {
                     (_, true) => (world.scale.orders as i64 / 40).max(2) * 500,
                     (xianlu_domain::Dimension::Grams, false) => 50_000_000,
                     (xianlu_domain::Dimension::Pieces, false) => 100_000,
                 };
-                let _: Value = admin
-                    .call(
-                        Method::PUT,
-                        &format!("/api/v1/warehouses/{wid}/stock/{}", product.sku),
-                        Some(&json!({"name": product.name, "dimension": product.dimension(), "onHandBase": on_hand})),
-                        None,
-                    )
-                    .await?;
+                let count = StockCount {
+                    name: product.name.into(),
+                    dimension: product.dimension(),
+                    on_hand_base,
+                    volume_ml: None,
+                };
+                let path = format!("/api/v1/warehouses/{}/stock/{}", made.id, product.sku);
+                let _: serde::de::IgnoredAny = admin.call(Method::PUT, &path, Some(&count), None).await?;
             }
-            warehouses.push(wid);
+            warehouses.push(made.id);
         }
         let mut customers = Vec::new();
         for c in &world.customers {
-            let terms = if c.prepaid { json!({"kind": "PREPAID"}) } else { json!({"kind": "CREDIT", "days": 30}) };
-            let made = post(
-                format!("/api/v1/merchants/{merchant}/customers"),
-                json!({"businessName": c.business_name, "kind": match c.kind { Kind::Restaurant => "RESTAURANT", Kind::Shop => "SHOP" },
-                       "address": c.address, "location": c.location, "paymentTerms": terms,
-                       "contacts": [{"name": c.contact_name, "phone": c.contact_phone}]}),
-            )
-            .await?;
-            customers.push(id(&made)?.parse().map_err(|_| anyhow::anyhow!("customer id"))?);
+            let new = NewCustomer {
+                business_name: c.business_name.clone(),
+                kind: c.kind,
+                address: c.address.clone(),
+                location: c.location,
+                payment_terms: c.terms(),
+                contacts: vec![NewContact { name: c.contact_name.clone(), phone: c.contact_phone.clone() }],
+            };
+            let made: Customer = create(&admin, &format!("/api/v1/merchants/{merchant}/customers"), &new).await?;
+            customers.push(made.id);
         }
+        let user = |username: String, password: String, role: Role| NewUser {
+            username,
+            password,
+            role,
+            merchant_id: None,
+            warehouse_id: None,
+            courier_id: None,
+            customer_id: None,
+        };
         // The office: the merchant's owner, on the board.
-        let owner_password = random_secret();
-        let _ = post(
-            "/api/v1/admin/users".into(),
-            json!({"username": "sim.owner", "password": owner_password, "role": "merchant_owner", "merchantId": merchant}),
-        )
-        .await?;
+        let owner_password = crate::random_secret();
+        let owner = NewUser {
+            merchant_id: Some(merchant),
+            ..user("sim.owner".into(), owner_password.clone(), Role::MerchantOwner)
+        };
+        let _: serde::de::IgnoredAny = create(&admin, "/api/v1/admin/users", &owner).await?;
         let owner = ApiClient::new(&base)?;
         owner.login("sim.owner", &owner_password).await?;
         let office = OfficeSession::start(
@@ -401,20 +397,20 @@ impl Sim {
         let mut couriers = Vec::new();
         let mut logins = Vec::new();
         for (i, c) in world.couriers.iter().enumerate() {
-            let made = post(
-                format!("/api/v1/merchants/{merchant}/couriers"),
-                json!({"name": c.name, "phone": c.phone, "vehicle": c.vehicle, "refrigerated": c.refrigerated,
-                       "capacityKg": c.capacity_kg}),
-            )
-            .await?;
-            let cid: CourierId = id(&made)?.parse().map_err(|_| anyhow::anyhow!("courier id"))?;
-            let password = random_secret();
+            let new = NewCourier {
+                name: c.name.clone(),
+                phone: c.phone.clone(),
+                vehicle: c.vehicle.into(),
+                refrigerated: c.refrigerated,
+                capacity_kg: Some(c.capacity_kg),
+                capacity_l: None,
+            };
+            let made: Courier = create(&admin, &format!("/api/v1/merchants/{merchant}/couriers"), &new).await?;
+            let cid = made.id;
+            let password = crate::random_secret();
             let username = format!("sim.courier.{i}");
-            let _ = post(
-                "/api/v1/admin/users".into(),
-                json!({"username": username, "password": password, "role": "courier", "courierId": cid}),
-            )
-            .await?;
+            let login = NewUser { courier_id: Some(cid), ..user(username.clone(), password.clone(), Role::Courier) };
+            let _: serde::de::IgnoredAny = create(&admin, "/api/v1/admin/users", &login).await?;
             // Each courier's phone has an address of its own (login attempts are limited per address).
             let address = std::net::IpAddr::from([127, 1, (i / 250) as u8, (i % 250 + 1) as u8]);
             logins.push((cid, username, password, address));
@@ -520,7 +516,7 @@ impl Sim {
                 let counts: Vec<String> = columns.iter().map(|c| format!("{:?} {}", c.column, c.count)).collect();
                 println!(
                     "{}  placed {next_order:>5}  {}",
-                    (t + TimeDelta::hours(8)).format("%H:%M"),
+                    super::world::local_time(t).format("%H:%M"),
                     counts.join("  ")
                 );
                 hour_mark += TimeDelta::hours(1);
@@ -566,33 +562,41 @@ impl Sim {
     async fn place(&mut self, index: usize) -> Result<()> {
         let planned = &self.world.orders[index];
         let customer = &self.world.customers[planned.customer];
-        let lines: Vec<Value> = planned
+        let lines = planned
             .lines
             .iter()
             .map(|l| {
                 let p = &self.world.catalogue[l.product];
-                json!({"sku": p.sku, "name": p.name, "quantity": l.quantity, "unit": p.unit, "nominalG": p.nominal_g,
-                       "price": {"fen": p.price_fen, "per": p.price_per}, "temperature": p.temperature})
+                LineDraft {
+                    sku: p.sku.into(),
+                    name: p.name.into(),
+                    quantity: Quantity::whole(i64::from(l.quantity)),
+                    unit: p.unit,
+                    nominal_g: p.nominal_g,
+                    price: Price { fen: p.price_fen, per: p.price_per },
+                    tolerance_permille: None,
+                    temperature: p.temperature,
+                }
             })
             .collect();
-        let terms = if customer.prepaid { json!({"kind": "PREPAID"}) } else { json!({"kind": "CREDIT", "days": 30}) };
-        let draft = json!({
-            "merchantId": self.merchant,
-            "warehouseId": self.warehouses[planned.warehouse],
-            "customerId": self.customers[planned.customer],
-            "requestedWindow": {"start": planned.window.0, "end": planned.window.1},
-            "notes": "",
-            "paymentTerms": terms,
-            "lines": lines,
-        });
+        let draft = OrderDraft {
+            merchant_id: self.merchant,
+            warehouse_id: self.warehouses[planned.warehouse],
+            customer_id: self.customers[planned.customer],
+            contact_id: None,
+            requested_window: TimeWindow { start: planned.window.0, end: planned.window.1 },
+            notes: String::new(),
+            payment_terms: customer.terms(),
+            lines,
+        };
         let key = format!("sim-{}-order-{index}", self.world.seed);
-        let order: Value = self.office.api().call(Method::POST, "/api/v1/orders", Some(&draft), Some(&key)).await?;
+        let order = self.office.api().create_order(&draft, &key).await?;
         self.commands += 1;
-        let id: OrderId = order["id"].as_str().and_then(|s| s.parse().ok()).context("the order's id")?;
+        let id = order.id;
         self.placed.insert(id, index);
         self.doors.insert(id, planned.door);
         if customer.prepaid {
-            let due = order["totals"]["chargeFen"].as_i64().context("the order's charge")?;
+            let due = order.totals.charge_fen;
             let reference = format!("sim-pay-{index}");
             crate::pay_by_gateway(&self.base, &self.gateway_secret, &id.to_string(), due, &reference).await?;
             self.commands += 1;
@@ -632,8 +636,7 @@ impl Sim {
         });
         if stranded && self.asked_plan.is_none_or(|at| at + TimeDelta::minutes(15) <= t) {
             self.asked_plan = Some(t);
-            let path = format!("/api/v1/merchants/{}/plans", self.merchant);
-            let _: Value = self.office.api().call(Method::POST, &path, Some(&json!({"seconds": 1})), None).await?;
+            self.office.api().request_plan(self.merchant, 1.0).await?;
             self.commands += 1;
         }
         for card in cards {
@@ -651,7 +654,7 @@ impl Sim {
                 }
                 Status::Picking if self.picking.get(&id).copied().flatten().is_some_and(|due| due <= t) => {
                     self.picking.insert(id, None);
-                    let view = self.office.api().order(id).await?;
+                    let view = self.office.order(id).await?;
                     for line in view.order.lines.iter().filter(|l| l.picked.is_none() && l.base_to_ship > 0) {
                         let spread = self.world.rates.catch_weight;
                         let noise = 1.0 + self.rng.random_range(-spread..=spread);
@@ -669,7 +672,7 @@ impl Sim {
                     self.send(id, Command::Pack)?;
                 }
                 Status::OutOfStock if self.handled.insert((id, card.version)) => {
-                    let view = self.office.api().order(id).await?;
+                    let view = self.office.order(id).await?;
                     let open = view
                         .order
                         .lines
@@ -680,7 +683,7 @@ impl Sim {
                     }
                 }
                 Status::ExceptionHandling if self.handled.insert((id, card.version)) => {
-                    let view = self.office.api().order(id).await?;
+                    let view = self.office.order(id).await?;
                     let refused = view
                         .order
                         .exception
@@ -744,16 +747,7 @@ impl Sim {
                 ExceptionReason::VehicleBreakdown
             };
             c.fix(t, 0.0)?;
-            c.session.report(
-                first.order_id,
-                &ExceptionReport {
-                    reason,
-                    note: "车辆无法继续行驶".into(),
-                    photos: Vec::new(),
-                    position: Some(c.position),
-                    at: t,
-                },
-            )?;
+            c.report(first.order_id, reason, "车辆无法继续行驶", t)?;
             *commands += 1;
             c.stop_at = None;
             c.stopped = true;
@@ -774,32 +768,8 @@ impl Sim {
                 && view.status == Status::Delivering
             {
                 match doors.get(&id).copied().unwrap_or(AtTheDoor::Signed) {
-                    AtTheDoor::Absent => {
-                        let reason = ExceptionReason::CustomerAbsent;
-                        c.session.report(
-                            id,
-                            &ExceptionReport {
-                                reason,
-                                note: "电话无人接听".into(),
-                                photos: Vec::new(),
-                                position: Some(c.position),
-                                at: t,
-                            },
-                        )?;
-                    }
-                    AtTheDoor::Refused => {
-                        let reason = ExceptionReason::CustomerRefused;
-                        c.session.report(
-                            id,
-                            &ExceptionReport {
-                                reason,
-                                note: "店长说今天没订货".into(),
-                                photos: Vec::new(),
-                                position: Some(c.position),
-                                at: t,
-                            },
-                        )?;
-                    }
+                    AtTheDoor::Absent => c.report(id, ExceptionReason::CustomerAbsent, "电话无人接听", t)?,
+                    AtTheDoor::Refused => c.report(id, ExceptionReason::CustomerRefused, "店长说今天没订货", t)?,
                     door => {
                         let mut sign_off = SignOff::for_order(&view, 400.0, 200.0)?;
                         if door == AtTheDoor::Damaged
@@ -874,24 +844,22 @@ impl Sim {
         }
         if c.leg.as_ref().is_none_or(|l| l.to != target) {
             let mut calculator = router.calculator();
-            let mut points = vec![c.position];
+            let mut ahead = Vec::new();
             let mut speed_mps = 8.0;
             if let Some(route) = router.route(&mut calculator, c.position, target) {
-                points.extend(route.points.iter().copied());
+                ahead = route.points;
                 if route.seconds > 0.0 && route.meters > 0.0 {
                     speed_mps = route.meters / route.seconds;
                 }
             }
-            points.push(target);
-            let lengths = points.windows(2).map(|w| xianlu_roads::distance_m(w[0], w[1])).collect();
-            c.leg = Some(Leg { to: target, points, lengths, done_m: 0.0, speed_mps });
+            ahead.push(target);
+            c.leg = Some(Leg { to: target, ahead, speed_mps });
         }
-        let factor = traffic(beijing_hour(t)) * c.rng.random_range(0.85..1.1);
+        let factor = traffic(local_hour(t)) * c.rng.random_range(0.85..1.1);
         let mut speed = 0.0;
         if let Some(leg) = c.leg.as_mut() {
             speed = leg.speed_mps * factor;
-            leg.done_m += speed * step.num_milliseconds() as f64 / 1000.0;
-            c.position = if leg.finished() { leg.to } else { leg.position() };
+            c.position = advance_along(&mut leg.ahead, c.position, speed * step.num_milliseconds() as f64 / 1000.0);
         }
         c.fix(t, speed as f32)?;
         Ok(())
@@ -952,7 +920,7 @@ impl Sim {
                     if signed_at.is_some_and(|s| s <= planned.window.1 + TimeDelta::minutes(5)) {
                         summary.signed_on_time += 1;
                     }
-                    summary.signed_short_or_refused_lines += order
+                    summary.lines_refused_at_door += order
                         .lines
                         .iter()
                         .filter(|l| l.acceptance.as_ref().is_some_and(|a| a.rejected_base > 0))
@@ -1060,12 +1028,10 @@ impl Sim {
         }
         summary.checks.push(("every position a device shipped is stored".into(), short.is_empty(), short.join("; ")));
         summary.alerts = api.alerts(self.merchant, false).await?.len();
-        let accuracy: Value = api
-            .call(Method::GET, &format!("/api/v1/merchants/{}/eta-accuracy", self.merchant), None::<&()>, None)
-            .await?;
-        summary.eta_samples = accuracy["stops"].as_u64().unwrap_or(0);
-        summary.eta_mae_s = accuracy["maeSeconds"].as_f64();
-        summary.plans =
+        let accuracy = api.eta_accuracy(self.merchant).await?;
+        summary.eta_samples = accuracy.stops;
+        summary.eta_mae_s = (accuracy.stops > 0).then_some(accuracy.mae_seconds);
+        summary.route_updates =
             events.iter().filter(|e| matches!(e.event.kind, xianlu_domain::EventKind::RouteSequenced { .. })).count();
         for observer in &self.observers {
             observer.push.stop();

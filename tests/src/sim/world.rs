@@ -8,8 +8,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use xianlu_domain::quantity::Dimension;
 use xianlu_domain::wire::LatLng;
-use xianlu_domain::{TemperatureClass, Unit};
+use xianlu_domain::{PaymentTerms, TemperatureClass, Unit};
 use xianlu_roads::{RoadNetwork, Router};
+use xianlu_server::parties::CustomerKind;
 
 /// How big the world is.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -140,16 +141,10 @@ pub struct Courier {
     pub shift: (u32, u32),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Restaurant,
-    Shop,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct Customer {
     pub business_name: String,
-    pub kind: Kind,
+    pub kind: CustomerKind,
     pub address: String,
     pub location: LatLng,
     pub prepaid: bool,
@@ -157,6 +152,12 @@ pub struct Customer {
     pub contact_phone: String,
     /// Opening hour; deliveries are wanted before it.
     pub opens: u32,
+}
+
+impl Customer {
+    pub fn terms(&self) -> PaymentTerms {
+        if self.prepaid { PaymentTerms::Prepaid } else { PaymentTerms::Credit { days: 30 } }
+    }
 }
 
 /// What happens to an order at the door.
@@ -211,6 +212,11 @@ pub const TIME_ZONE: &str = "Asia/Shanghai";
 /// Beijing time: UTC+8 all year, no daylight saving to model.
 fn beijing() -> FixedOffset {
     FixedOffset::east_opt(8 * 3600).unwrap_or_else(|| Utc.fix())
+}
+
+/// `t` on the merchant's clock.
+pub fn local_time(t: DateTime<Utc>) -> DateTime<FixedOffset> {
+    t.with_timezone(&beijing())
 }
 
 /// The instant of `hour`:`minute` on the business day `date`.
@@ -282,15 +288,15 @@ impl World {
             .collect::<Vec<_>>();
         let customers = (0..scale.customers.max(1))
             .map(|i| {
-                let kind = if rng.random_bool(0.7) { Kind::Restaurant } else { Kind::Shop };
+                let kind = if rng.random_bool(0.7) { CustomerKind::Restaurant } else { CustomerKind::Shop };
                 let business_name = match kind {
-                    Kind::Restaurant => format!(
+                    CustomerKind::Restaurant => format!(
                         "{}{} ({}店)",
                         DISHES[rng.random_range(0..DISHES.len())],
                         PLACES[rng.random_range(0..PLACES.len())],
                         i + 1
                     ),
-                    Kind::Shop => format!("鲜邻{} ({}号)", SHOPS[rng.random_range(0..SHOPS.len())], i + 1),
+                    CustomerKind::Shop => format!("鲜邻{} ({}号)", SHOPS[rng.random_range(0..SHOPS.len())], i + 1),
                 };
                 Customer {
                     business_name,
@@ -301,8 +307,8 @@ impl World {
                     contact_name: name(&mut rng),
                     contact_phone: format!("138{:08}", 20_000_000 + i),
                     opens: match kind {
-                        Kind::Restaurant => 10 + u32::from(rng.random_bool(0.5)),
-                        Kind::Shop => 7,
+                        CustomerKind::Restaurant => 10 + u32::from(rng.random_bool(0.5)),
+                        CustomerKind::Shop => 7,
                     },
                 }
             })

@@ -9,7 +9,8 @@ use dioxus::prelude::*;
 use serde_json::json;
 use xianlu_core::api::Me;
 use xianlu_core::board::{BoardFilter, Card, ColumnView};
-use xianlu_core::office::{OfficeView, OrderDetail, propose_substitute, substitutes};
+use xianlu_core::office::{OfficeView, OrderDetail};
+use xianlu_core::substitute::{propose_substitute, substitutes};
 use xianlu_domain::evidence::EvidenceRecord;
 use xianlu_domain::operations::{Alert, CourierStatus};
 use xianlu_domain::wire::{LatLng, OrderView, StockLevel};
@@ -499,16 +500,16 @@ fn SubstituteForm(order: Order, line_no: u16, lang: Lang) -> Element {
     }
     let levels = stock.read().clone().and_then(Result::ok).unwrap_or_default();
     let options: Vec<StockLevel> = substitutes(&line, &levels).into_iter().cloned().collect();
+    let choices = options.clone();
     if options.is_empty() {
         return rsx! { p { class: "xl-muted", "{line.name}: {lang.t(Key::NothingToSubstitute)}" } };
     }
     let version = order.version;
     let id = order.id;
-    let listed = line.price.fen.to_string();
-    let default_fen = line.price.fen;
+    let listed = line.price.fen;
     let propose = move |_| {
         let chosen = options.iter().find(|o| o.sku == sku()).or(options.first()).cloned();
-        let fen = if price().trim().is_empty() { Ok(default_fen) } else { price().trim().parse::<i64>() };
+        let fen = if price().trim().is_empty() { Ok(listed) } else { price().trim().parse::<i64>() };
         let command = match (chosen, fen) {
             (Some(stock), Ok(fen)) => propose_substitute(&order, line_no, &stock, fen, xianlu_core::rt::now()),
             _ => Err(lang.t(Key::PricePerUnit).to_owned()),
@@ -529,7 +530,7 @@ fn SubstituteForm(order: Order, line_no: u16, lang: Lang) -> Element {
             select {
                 class: "xl-substitute-sku",
                 onchange: move |e| sku.set(e.value()),
-                for option in substitutes(&line, &levels) {
+                for option in choices {
                     option { value: "{option.sku}", "{option.name}" }
                 }
             }
