@@ -3,7 +3,9 @@
 //! `WebKitWebDriver`), against a real server: log in, watch a new paid order
 //! appear on the board, pick and pack it, hand it to a courier and dispatch
 //! it, see the exception alert arrive live when the courier reports damage,
-//! acknowledge it and resume the delivery — each step checked on the server.
+//! acknowledge it and resume the delivery, offer a substitute for a short
+//! line — each step checked on the server; the exception alert also reaches
+//! a real notification daemon on the virtual display.
 //! Screenshots go to `$CARGO_TARGET_DIR/e2e-artifacts/merchant-*.png`.
 //!
 //! Needs the app (`TEST_XIANLU_MERCHANT_APP`), `tauri-driver` and Xvfb:
@@ -168,6 +170,53 @@ fn app_rss_kib() -> u64 {
         .sum()
 }
 
+/// A session bus of the test's own with a real notification daemon (dunst)
+/// on the virtual display: what the app's desktop notifications reach.
+struct Notifications {
+    bus: String,
+    _daemon: KillOnDrop,
+    _dunst: KillOnDrop,
+}
+
+impl Notifications {
+    fn start(display: &str) -> Result<Notifications> {
+        use std::io::BufRead;
+        let mut daemon = std::process::Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("dbus-daemon")?;
+        let mut bus = String::new();
+        std::io::BufReader::new(daemon.stdout.take().context("the bus's address")?).read_line(&mut bus)?;
+        let daemon = KillOnDrop(daemon);
+        let bus = bus.trim().to_owned();
+        let dunst = std::process::Command::new("dunst")
+            .env("DISPLAY", display)
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("dunst (cargo xtask setup installs it)")?;
+        Ok(Notifications { bus, _daemon: daemon, _dunst: KillOnDrop(dunst) })
+    }
+
+    /// Every notification shown so far, as dunst's history (those still on
+    /// screen are closed first, which moves them there).
+    fn shown(&self) -> String {
+        let dunstctl = |args: &[&str]| {
+            std::process::Command::new("dunstctl")
+                .args(args)
+                .env("DBUS_SESSION_BUS_ADDRESS", &self.bus)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        dunstctl(&["close-all"]);
+        dunstctl(&["history"])
+    }
+}
+
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -187,6 +236,7 @@ async fn the_office_follows_an_order_on_the_board_and_handles_its_exception_aler
 
     let screen = VirtualDisplay::start("1280x800x24").await?;
     let display = screen.name.clone();
+    let notifications = Notifications::start(&display)?;
     let (port, native) = (free_port()?, free_port()?);
     let data: PathBuf = server.db.dir.clone().context("test dir")?.join("merchant-app");
     let _driver = KillOnDrop(
@@ -195,6 +245,7 @@ async fn the_office_follows_an_order_on_the_board_and_handles_its_exception_aler
             .env("DISPLAY", &display)
             .env("XIANLU_SERVER", &server.url)
             .env("XIANLU_MERCHANT_DATA", &data)
+            .env("DBUS_SESSION_BUS_ADDRESS", &notifications.bus)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -257,6 +308,16 @@ async fn the_office_follows_an_order_on_the_board_and_handles_its_exception_aler
         ui.click("#xl-tab-alerts").await?;
         ui.find(".xl-ack").await?;
         ui.screenshot("merchant-alerts").await?;
+        // A high-severity alert also reaches the desktop's notification daemon.
+        let started = Instant::now();
+        loop {
+            let shown = notifications.shown();
+            if shown.contains(&number) && shown.contains("鲜路") {
+                break;
+            }
+            ensure!(started.elapsed() < Duration::from_secs(20), "no desktop notification for {number}: {shown}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
         ui.click(".xl-ack").await?;
         let alerts = format!("/api/v1/merchants/{}/alerts", shop.merchant);
         let started = Instant::now();
@@ -317,6 +378,36 @@ async fn the_office_follows_an_order_on_the_board_and_handles_its_exception_aler
             serde_json::from_value(again["order"]["requestedWindow"]["start"].clone())?,
         );
         ensure!(after - before == chrono::Duration::days(1), "{before} → {after}");
+
+        // 60 kg of spinach with less on hand: the office offers bok choy instead, at its own price.
+        admin
+            .put(
+                &format!("/api/v1/warehouses/{}/stock/BOK-CHOY", shop.warehouse),
+                &json!({"name": "上海青", "dimension": "grams", "onHandBase": 80_000}),
+            )
+            .await?;
+        let short = shop
+            .place(
+                &admin,
+                &shop.draft(json!([{"sku": "SPINACH", "name": "有机菠菜", "quantity": 60, "unit": "kg", "price": {"fen": 350, "per": "jin"}}])),
+            )
+            .await?;
+        shop.pay(&admin, &short).await?;
+        let short_number = admin.order(&short).await?["orderId"].as_str().context("number")?.to_owned();
+        ui.click(&format!("[data-column=\"OutOfStock\"] .xl-card[data-order=\"{short_number}\"]")).await?;
+        ui.until_text(".xl-shortfall", |t| t.contains("订 60 公斤 · 可拣")).await?;
+        ui.until_text(".xl-substitute-sku", |t| t.contains("上海青")).await?;
+        ui.type_into(".xl-substitute-price", "320").await?;
+        ui.screenshot("merchant-substitute").await?;
+        ui.click(".xl-do-substitute").await?;
+        let offered = until_order(&admin, &short, "substitute offered", |v| {
+            v["order"]["lines"][0]["shortage"]["resolution"].to_string().contains("BOK-CHOY")
+        })
+        .await?;
+        let resolution = &offered["order"]["lines"][0]["shortage"]["resolution"];
+        ensure!(resolution.to_string().contains("320"), "the price the clerk typed: {resolution}");
+        ui.until_text(".xl-substitute-offered", |t| t.contains("有机菠菜 → 上海青")).await?;
+        ui.screenshot("merchant-substitute-offered").await?;
         let after = format!("resident memory after the steps above: {} MiB\n", app_rss_kib() / 1024);
         eprint!("{after}");
         let path = xianlu_tests::e2e_artifacts()?.join("merchant-startup.txt");

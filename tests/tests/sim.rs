@@ -3,21 +3,13 @@
 //! came to what a working system delivers.
 
 use anyhow::{Result, ensure};
-use xianlu_tests::sim::{Options, Rates, Scale};
+use xianlu_tests::sim::{Options, Scale};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_simulated_day_keeps_every_invariant() -> Result<()> {
     let dir = tempfile_dir()?;
-    let options = Options {
-        seed: 3,
-        scale: Scale::SMALL,
-        rates: Rates::default(),
-        date: chrono::NaiveDate::from_ymd_opt(2030, 6, 3).unwrap_or_default(),
-        database_url: None,
-        data_dir: dir.clone(),
-        step: chrono::TimeDelta::seconds(30),
-        progress: false,
-    };
+    let date = chrono::NaiveDate::from_ymd_opt(2030, 6, 3).unwrap_or_default();
+    let options = Options::fast(3, Scale::SMALL, date, dir.clone());
     let summary = xianlu_tests::sim::run(&options).await;
     let _ = std::fs::remove_dir_all(&dir);
     let summary = summary?;
@@ -27,6 +19,7 @@ async fn a_short_simulated_day_keeps_every_invariant() -> Result<()> {
     // What goes wrong at the door is a few per cent; nearly everything else is signed.
     ensure!(summary.fulfilment_rate() > 0.85, "fulfilled {:.3}", summary.fulfilment_rate());
     ensure!(summary.short_lines > 0, "the scarce product ran out");
+    ensure!(summary.complaints > 0, "complaints came in after signing");
     ensure!(summary.positions_stored > 0 && summary.events > 3 * summary.orders);
     Ok(())
 }

@@ -15,7 +15,9 @@ const USAGE: &str = "\
 cargo xtask <command>
 
   setup   install what building and testing need (idempotent)
-  demo    build, start the server on SQLite at http://127.0.0.1:8080 and drive demo orders
+  demo    build, start the server on SQLite at http://127.0.0.1:8080 and run a simulated city's day
+          at 60× for watching in the apps (--pace N, --seed N, --scale small|city; --stories: the
+          scripted stories driver instead)
   test    rustfmt, clippy, dependency rules, wasm builds, every test on SQLite and PostgreSQL,
           the customer and courier apps in headless Chromium and the desktop app under Xvfb
   web     build the apps for the web (customer at /t/{token} and /app, courier at /courier)
@@ -39,8 +41,12 @@ const APT_PACKAGES: &[&str] = &[
     "xvfb",
     "xdotool",
     "x11-apps",
-    // The merchant app's WebDriver tests (tauri-driver drives WebKitWebDriver).
+    // The merchant app's WebDriver tests (tauri-driver drives WebKitWebDriver);
+    // its desktop notifications (notify-send), shown in the tests by a real
+    // notification daemon on the virtual display.
     "webkit2gtk-driver",
+    "libnotify-bin",
+    "dunst",
     // Browser tests of the web builds, and what their pages need.
     "chromium",
     "fonts-noto-cjk",
@@ -327,7 +333,7 @@ fn merchant(args: &[String]) -> Result<()> {
     }
     let server = args.first().map_or("http://127.0.0.1:8080", String::as_str);
     println!(
-        "merchant app: {} (log in at {server} as owner.wang, staff.li, clerk.chen or service.zhao; the demo prints their passwords)",
+        "merchant app: {} (log in at {server} as sim.owner, sim.clerk or sim.service; the demo prints their passwords)",
         app.display()
     );
     run(Command::new(app).env("XIANLU_SERVER", server))
@@ -589,6 +595,29 @@ fn demo(args: &[String]) -> Result<()> {
     setup()?;
     run(cargo().args(["build", "--locked", "-p", "xianlu-server", "-p", "xianlu-tests", "--bins"]))?;
     let (web, courier_web) = web_builds()?;
+    if args.iter().any(|a| a == "--stories") {
+        return stories(args, &web, &courier_web);
+    }
+    // The city simulation serves the day itself, in this process's terminal.
+    let status = Command::new(target_dir().join("debug/xianlu-sim"))
+        .arg("demo")
+        .args(args)
+        .arg("--customer-web-dir")
+        .arg(&web)
+        .arg("--courier-web-dir")
+        .arg(&courier_web)
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .status()
+        .context("could not start xianlu-sim")?;
+    if !status.success() {
+        bail!("the simulation stopped: {status}");
+    }
+    Ok(())
+}
+
+/// The scripted stories (catch weight, substitution, accident, refusal,
+/// cancellation) against a server of their own, then live orders.
+fn stories(args: &[String], web: &Path, courier_web: &Path) -> Result<()> {
     let listen = args
         .iter()
         .position(|a| a == "--listen")
@@ -610,8 +639,8 @@ fn demo(args: &[String]) -> Result<()> {
         .env("XIANLU_LISTEN", listen)
         .env("XIANLU_DATA_DIR", &data)
         .env("XIANLU_PAYMENT_WEBHOOK_SECRET", "demo-gateway-secret")
-        .env("XIANLU_CUSTOMER_WEB_DIR", &web)
-        .env("XIANLU_COURIER_WEB_DIR", &courier_web)
+        .env("XIANLU_CUSTOMER_WEB_DIR", web)
+        .env("XIANLU_COURIER_WEB_DIR", courier_web)
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .spawn()
         .context("could not start xianlu-server")?;

@@ -7,5 +7,5 @@ pub mod clock;
 pub mod run;
 pub mod world;
 
-pub use run::{Options, Summary, run};
+pub use run::{Login, Options, Sim, Summary, run};
 pub use world::{Rates, Scale, World};

@@ -26,6 +26,7 @@ use xianlu_core::signature::StrokePoint;
 use xianlu_core::signoff::SignOff;
 use xianlu_core::store::{MemoryStore, Store};
 use xianlu_core::{ApiClient, Backoff};
+use xianlu_domain::aftersales::{AfterSalesKind, AfterSalesLine, NewAfterSales};
 use xianlu_domain::operations::OperationsSettings;
 use xianlu_domain::operations::PlannedKind;
 use xianlu_domain::wire::{LatLng, StreamEvent, Topic};
@@ -55,9 +56,50 @@ pub struct Options {
     pub data_dir: PathBuf,
     /// Simulated time between two rounds of the agents (and between position fixes).
     pub step: TimeDelta,
-    /// Print a line of progress every simulated hour.
+    /// A progress bar, and a line every simulated hour.
     pub progress: bool,
+    /// Business seconds per wall second (60: a day in a quarter of an hour,
+    /// for watching in the apps); as fast as possible when `None`.
+    pub pace: Option<f64>,
+    /// Where the server listens (a free port on loopback otherwise).
+    pub listen: Option<std::net::SocketAddr>,
+    /// The apps' web builds the server serves (`/app`, `/t/…`, `/courier`).
+    pub customer_web_dir: Option<PathBuf>,
+    pub courier_web_dir: Option<PathBuf>,
 }
+
+impl Options {
+    /// A run as fast as it goes, on a fresh SQLite database in `data_dir`.
+    pub fn fast(seed: u64, scale: Scale, date: chrono::NaiveDate, data_dir: PathBuf) -> Options {
+        Options {
+            seed,
+            scale,
+            rates: super::world::Rates::default(),
+            date,
+            database_url: None,
+            data_dir,
+            step: TimeDelta::seconds(30),
+            progress: false,
+            pace: None,
+            listen: None,
+            customer_web_dir: None,
+            courier_web_dir: None,
+        }
+    }
+}
+
+/// A login the run made, for a person to watch the day in an app.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub username: String,
+    pub role: &'static str,
+    pub password: String,
+    /// Who or what the login is for.
+    pub about: String,
+}
+
+/// Orders still on the road at closing get until this much later.
+const LAST_DELIVERIES: TimeDelta = TimeDelta::hours(2);
 
 /// The longest a round waits (wall time) for what it sent to reach the server.
 const SETTLE: Duration = Duration::from_secs(5);
@@ -76,6 +118,8 @@ pub struct Summary {
     pub exceptions: usize,
     pub vehicle_stops: usize,
     pub short_lines: usize,
+    /// After-sales complaints raised on signed orders.
+    pub complaints: usize,
     pub alerts: usize,
     pub eta_samples: u64,
     pub eta_mae_s: Option<f64>,
@@ -135,6 +179,7 @@ impl std::fmt::Display for Summary {
             self.short_lines, self.lines_refused_at_door
         )?;
         writeln!(f, "exceptions        {} ({} vans stopped)", self.exceptions, self.vehicle_stops)?;
+        writeln!(f, "complaints        {} after-sales matters raised after signing", self.complaints)?;
         writeln!(f, "alerts raised     {}", self.alerts)?;
         match self.eta_mae_s {
             Some(mae) => writeln!(
@@ -174,7 +219,7 @@ impl std::fmt::Display for Summary {
 }
 
 /// The running system and the people in it.
-struct Sim {
+pub struct Sim {
     world: World,
     clock: Arc<SimClock>,
     server: xianlu_server::Server,
@@ -187,8 +232,10 @@ struct Sim {
     customers: Vec<CustomerId>,
     couriers: Vec<CourierAgent>,
     observers: Vec<Observer>,
-    /// The server's id of a placed order → its index in the world's orders.
-    placed: HashMap<OrderId, usize>,
+    /// The server's id of a placed order → what was planned for it.
+    placed: HashMap<OrderId, PlannedOrder>,
+    /// Vans that stopped on the road (accident or breakdown), every day so far.
+    vans_stopped: usize,
     /// Orders being picked: when the picker is done (`None` once recorded).
     picking: HashMap<OrderId, Option<DateTime<Utc>>>,
     /// What happens at each order's door.
@@ -197,6 +244,9 @@ struct Sim {
     handled: HashSet<(OrderId, u64)>,
     /// When the office last asked the planner itself.
     asked_plan: Option<DateTime<Utc>>,
+    /// Signed orders a complaint was raised on.
+    complained: HashSet<OrderId>,
+    logins: Vec<Login>,
     commands: usize,
     /// Changes the server refused, which their senders gave up.
     refused: usize,
@@ -264,26 +314,73 @@ fn local_hour(t: DateTime<Utc>) -> u32 {
     super::world::local_time(t).hour()
 }
 
-/// Sets up the world in a fresh server and runs the day.
+/// Sets up the world in a fresh server, runs the day and stops.
 pub async fn run(options: &Options) -> Result<Summary> {
     let started = Instant::now();
-    let world = World::generate(options.seed, options.scale, options.rates, options.date)?;
-    let mut sim = Sim::start(world, options).await?;
+    let mut sim = Sim::start(options).await?;
     let setup_seconds = started.elapsed().as_secs_f64();
     let day = Instant::now();
     sim.day(options).await?;
     let day_seconds = day.elapsed().as_secs_f64();
-    let mut summary = sim.finish().await?;
+    let summary = sim.finish().await;
+    sim.stop().await;
+    let mut summary = summary?;
     summary.setup_seconds = setup_seconds;
     summary.day_seconds = day_seconds;
     Ok(summary)
 }
 
 impl Sim {
-    async fn start(world: World, options: &Options) -> Result<Sim> {
+    /// The server's address.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// When the business day starts, and when the last van is due back.
+    pub fn business_day(&self) -> (DateTime<Utc>, DateTime<Utc>) {
+        let (open, close) = self.world.day();
+        (open, close + LAST_DELIVERIES)
+    }
+
+    /// Turns to the next business day: the same city, people and stock, the
+    /// day's own orders; every courier starts the shift at their warehouse.
+    pub fn next_day(&mut self) {
+        self.world.next_day();
+        let world = &self.world;
+        for (i, c) in self.couriers.iter_mut().enumerate() {
+            let planned = &world.couriers[i];
+            let shift = (
+                super::world::local(world.date, planned.shift.0, 0),
+                super::world::local(world.date, planned.shift.1, 0),
+            );
+            c.shift = shift;
+            c.position = c.home;
+            c.leg = None;
+            c.busy_until = None;
+            c.at_door = None;
+            c.stopped = false;
+            c.stop_at = world.vehicle_stops[i].map(|m| shift.0 + TimeDelta::minutes(i64::from(m)));
+        }
+    }
+
+    /// The business day being run.
+    pub fn date(&self) -> chrono::NaiveDate {
+        self.world.date
+    }
+
+    /// The logins made for people to watch the day in the apps.
+    pub fn logins(&self) -> &[Login] {
+        &self.logins
+    }
+
+    /// The world of `options`' seed in a fresh server, seeded through its API.
+    pub async fn start(options: &Options) -> Result<Sim> {
+        let world = World::generate(options.seed, options.scale, options.rates, options.date)?;
         let gateway_secret = crate::random_secret();
         let config = Config {
-            listen: "127.0.0.1:0".parse()?,
+            listen: options.listen.unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            customer_web_dir: options.customer_web_dir.clone(),
+            courier_web_dir: options.courier_web_dir.clone(),
             data_dir: options.data_dir.clone(),
             database_url: options.database_url.clone(),
             sqlite_synchronous: "NORMAL".into(),
@@ -383,6 +480,42 @@ impl Sim {
             ..user("sim.owner".into(), owner_password.clone(), Role::MerchantOwner)
         };
         let _: serde::de::IgnoredAny = create(&admin, "/api/v1/admin/users", &owner).await?;
+        let mut watchers = vec![
+            Login {
+                username: "sim.admin".into(),
+                role: "admin",
+                password: admin_password.clone(),
+                about: "the server's administrator".into(),
+            },
+            Login {
+                username: "sim.owner".into(),
+                role: "merchant_owner",
+                password: owner_password.clone(),
+                about: format!("{} (the simulated office works as this user too)", new_merchant.name),
+            },
+        ];
+        // People who only watch: the first warehouse's clerk, customer service,
+        // and the customer who orders first.
+        let first_customer = world.orders.first().map_or(0, |o| o.customer);
+        let people = [
+            ("sim.clerk", "warehouse_clerk", format!("{}'s pick list", world.warehouses[0].name), Role::WarehouseClerk),
+            ("sim.service", "customer_service", "alerts and exceptions".into(), Role::CustomerService),
+            ("sim.customer", "customer", world.customers[first_customer].business_name.clone(), Role::Customer),
+        ];
+        for (username, role_name, about, role) in people {
+            let password = crate::random_secret();
+            let mut new = user(username.into(), password.clone(), role);
+            match role {
+                Role::Customer => new.customer_id = Some(customers[first_customer]),
+                Role::WarehouseClerk => {
+                    new.merchant_id = Some(merchant);
+                    new.warehouse_id = Some(warehouses[0]);
+                }
+                _ => new.merchant_id = Some(merchant),
+            }
+            let _: serde::de::IgnoredAny = create(&admin, "/api/v1/admin/users", &new).await?;
+            watchers.push(Login { username: username.into(), role: role_name, password, about });
+        }
         let owner = ApiClient::new(&base)?;
         owner.login("sim.owner", &owner_password).await?;
         let office = OfficeSession::start(
@@ -411,6 +544,19 @@ impl Sim {
             let username = format!("sim.courier.{i}");
             let login = NewUser { courier_id: Some(cid), ..user(username.clone(), password.clone(), Role::Courier) };
             let _: serde::de::IgnoredAny = create(&admin, "/api/v1/admin/users", &login).await?;
+            watchers.push(Login {
+                username: username.clone(),
+                role: "courier",
+                password: password.clone(),
+                about: format!(
+                    "{}{}, {:02}:00–{:02}:00 from {}",
+                    c.vehicle,
+                    if c.refrigerated { " (refrigerated)" } else { "" },
+                    c.shift.0,
+                    c.shift.1,
+                    world.warehouses[c.home].name
+                ),
+            });
             // Each courier's phone has an address of its own (login attempts are limited per address).
             let address = std::net::IpAddr::from([127, 1, (i / 250) as u8, (i % 250 + 1) as u8]);
             logins.push((cid, username, password, address));
@@ -480,10 +626,13 @@ impl Sim {
             customers,
             couriers,
             placed: HashMap::new(),
+            vans_stopped: 0,
             picking: HashMap::new(),
             doors: HashMap::new(),
             handled: HashSet::new(),
             asked_plan: None,
+            complained: HashSet::new(),
+            logins: watchers,
             commands: 0,
             refused: 0,
             rng,
@@ -492,13 +641,24 @@ impl Sim {
 
     /// The day, round by round: orders come in, the office picks and packs,
     /// couriers drive, deliver and report; then the clock moves on.
-    async fn day(&mut self, options: &Options) -> Result<()> {
+    pub async fn day(&mut self, options: &Options) -> Result<()> {
         let (open, close) = self.world.day();
-        // Orders still on the road at closing get until two hours later.
-        let last = close + TimeDelta::hours(2);
+        let last = close + LAST_DELIVERIES;
         let mut t = open;
         let mut next_order = 0;
         let mut hour_mark = open;
+        let wall = tokio::time::Instant::now();
+        let bar = if options.progress {
+            let bar = indicatif::ProgressBar::new((last - open).num_minutes().max(1) as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{prefix} [{bar:32}] {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
         while t <= last {
             self.clock.advance_to(t);
             while next_order < self.world.orders.len() && self.world.orders[next_order].placed_at <= t {
@@ -510,25 +670,40 @@ impl Sim {
                 self.courier_round(i, t, options.step).await?;
             }
             self.settle().await;
-            if options.progress && t >= hour_mark {
+            if options.progress {
                 let board = self.office.office();
                 let columns = board.columns(&BoardFilter::default());
                 let counts: Vec<String> = columns.iter().map(|c| format!("{:?} {}", c.column, c.count)).collect();
-                println!(
-                    "{}  placed {next_order:>5}  {}",
-                    super::world::local_time(t).format("%H:%M"),
-                    counts.join("  ")
-                );
-                hour_mark += TimeDelta::hours(1);
+                let clock = super::world::local_time(t).format("%H:%M").to_string();
+                if t >= hour_mark {
+                    let line = format!("{clock}  placed {next_order:>5}  {}", counts.join("  "));
+                    // A hidden bar (no terminal) prints nothing of its own.
+                    if bar.is_hidden() {
+                        println!("{line}")
+                    } else {
+                        bar.println(line)
+                    }
+                    hour_mark += TimeDelta::hours(1);
+                }
+                bar.set_prefix(clock);
+                bar.set_position((t - open).num_minutes().max(0) as u64);
+                bar.set_message(format!("{next_order} orders placed"));
+            }
+            // Watching: business time runs `pace` times the wall clock.
+            if let Some(pace) = options.pace.filter(|p| *p > 0.0) {
+                let due = ((t + options.step - open).num_milliseconds() as f64 / pace).max(0.0);
+                tokio::time::sleep_until(wall + Duration::from_millis(due as u64)).await;
             }
             if next_order == self.world.orders.len() && t > close && self.all_settled() {
                 break;
             }
             t += options.step;
         }
-        for courier in &self.couriers {
+        bar.finish_and_clear();
+        for courier in &mut self.couriers {
             if courier.on_duty {
                 let _ = courier.session.set_duty(false, None).await;
+                courier.on_duty = false;
             }
         }
         self.settle().await;
@@ -589,15 +764,15 @@ impl Sim {
             payment_terms: customer.terms(),
             lines,
         };
-        let key = format!("sim-{}-order-{index}", self.world.seed);
+        let key = format!("sim-{}-{}-order-{index}", self.world.seed, self.world.date);
         let order = self.office.api().create_order(&draft, &key).await?;
         self.commands += 1;
         let id = order.id;
-        self.placed.insert(id, index);
+        self.placed.insert(id, planned.clone());
         self.doors.insert(id, planned.door);
         if customer.prepaid {
             let due = order.totals.charge_fen;
-            let reference = format!("sim-pay-{index}");
+            let reference = format!("sim-pay-{}-{index}", self.world.date);
             crate::pay_by_gateway(&self.base, &self.gateway_secret, &id.to_string(), due, &reference).await?;
             self.commands += 1;
         }
@@ -605,7 +780,7 @@ impl Sim {
     }
 
     fn planned(&self, id: OrderId) -> Option<&PlannedOrder> {
-        self.placed.get(&id).map(|i| &self.world.orders[*i])
+        self.placed.get(&id)
     }
 
     fn send(&mut self, id: OrderId, command: Command) -> Result<()> {
@@ -693,6 +868,14 @@ impl Sim {
                         self.send(id, Command::StartReturn { reason: "客户拒收".into() })?;
                     }
                 }
+                // A complaint about a signed order comes in by phone within the afternoon.
+                Status::Signed
+                    if card.updated_at + TimeDelta::hours(1) <= t
+                        && self.planned(id).is_some_and(|p| p.complaint)
+                        && self.complained.insert(id) =>
+                {
+                    self.complain(id).await?;
+                }
                 // Back on the shelf once the van is back; half an hour will do.
                 Status::Returning
                     if card.updated_at + TimeDelta::minutes(30) <= t && self.handled.insert((id, card.version)) =>
@@ -705,6 +888,26 @@ impl Sim {
         Ok(())
     }
 
+    /// The office records a customer's quality complaint about the first
+    /// accepted line: a tenth of what was accepted.
+    async fn complain(&mut self, id: OrderId) -> Result<()> {
+        let view = self.office.order(id).await?;
+        let received = |l: &xianlu_domain::OrderLine| l.acceptance.map_or(l.base_delivered(), |a| a.accepted_base);
+        let Some(line) = view.order.lines.iter().find(|l| received(l) > 0) else {
+            return Ok(());
+        };
+        let base = (received(line) / 10).max(1);
+        let matter = NewAfterSales {
+            kind: AfterSalesKind::QualityComplaint,
+            lines: vec![AfterSalesLine { line_no: line.line_no, base }],
+            note: "部分叶子发黄".into(),
+            photos: Vec::new(),
+        };
+        self.office.api().open_after_sales(id, &matter, &format!("sim-{}-complaint-{id}", self.world.seed)).await?;
+        self.commands += 1;
+        Ok(())
+    }
+
     /// One courier for one step: on or off duty, deliver what is aboard in
     /// the route's order, load at the warehouse, stop for an accident.
     async fn courier_round(&mut self, i: usize, t: DateTime<Utc>, step: TimeDelta) -> Result<()> {
@@ -713,6 +916,7 @@ impl Sim {
         let depots = &self.depots;
         let commands = &mut self.commands;
         let refused = &mut self.refused;
+        let vans_stopped = &mut self.vans_stopped;
         let c = &mut self.couriers[i];
         if !c.on_duty && !c.stopped && t >= c.shift.0 && t < c.shift.1 {
             c.session.set_duty(true, Some(c.shift.1)).await?;
@@ -751,6 +955,7 @@ impl Sim {
             *commands += 1;
             c.stop_at = None;
             c.stopped = true;
+            *vans_stopped += 1;
             c.leg = None;
             c.session.set_duty(false, None).await?;
             c.on_duty = false;
@@ -866,7 +1071,8 @@ impl Sim {
     }
 
     /// The checks and the figures, then the server stops.
-    async fn finish(self) -> Result<Summary> {
+    /// What the day came to, with the checks; the server keeps running.
+    pub async fn finish(&self) -> Result<Summary> {
         let mut summary =
             Summary { orders: self.placed.len(), commands: self.commands, refused: self.refused, ..Summary::default() };
         let api = self.office.api().clone();
@@ -909,10 +1115,9 @@ impl Sim {
         ));
         // Final states.
         let mut explained = Vec::new();
-        for (id, index) in &self.placed {
+        for (id, planned) in &self.placed {
             let view = api.order(*id).await?;
             let order = &view.order;
-            let planned = &self.world.orders[*index];
             match order.status {
                 Status::Signed => {
                     summary.signed += 1;
@@ -953,7 +1158,9 @@ impl Sim {
             .iter()
             .filter(|e| matches!(e.event.kind, xianlu_domain::EventKind::ExceptionReported { .. }))
             .count();
-        summary.vehicle_stops = self.couriers.iter().filter(|c| c.stopped).count();
+        summary.complaints =
+            events.iter().filter(|e| matches!(e.event.kind, xianlu_domain::EventKind::AfterSalesOpened { .. })).count();
+        summary.vehicle_stops = self.vans_stopped;
         summary.checks.push((
             "every order reached a terminal or explainable state".into(),
             explained.is_empty(),
@@ -1033,6 +1240,11 @@ impl Sim {
         summary.eta_mae_s = (accuracy.stops > 0).then_some(accuracy.mae_seconds);
         summary.route_updates =
             events.iter().filter(|e| matches!(e.event.kind, xianlu_domain::EventKind::RouteSequenced { .. })).count();
+        Ok(summary)
+    }
+
+    /// Stops every session and the server.
+    pub async fn stop(self) {
         for observer in &self.observers {
             observer.push.stop();
         }
@@ -1041,7 +1253,6 @@ impl Sim {
             c.session.stop();
         }
         self.server.stop().await;
-        Ok(summary)
     }
 }
 

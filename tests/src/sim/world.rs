@@ -3,7 +3,7 @@
 //! hours and delivery windows, a catalogue of fresh produce, and the day's
 //! demand with what goes wrong. The same seed and scale give the same world.
 
-use chrono::{DateTime, FixedOffset, NaiveDate, Offset, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, Offset, TimeDelta, TimeZone, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use xianlu_domain::quantity::Dimension;
@@ -313,7 +313,37 @@ impl World {
                 }
             })
             .collect::<Vec<_>>();
-        let catalogue = catalogue();
+        let mut world = World {
+            seed,
+            scale,
+            rates,
+            date,
+            network,
+            router,
+            catalogue: catalogue(),
+            warehouses,
+            couriers,
+            customers,
+            orders: Vec::new(),
+            vehicle_stops: Vec::new(),
+        };
+        world.plan_day(&mut rng);
+        Ok(world)
+    }
+
+    /// The next business day of the same city, people and catalogue: its own
+    /// orders and vehicle stops, from the seed and the date.
+    pub fn next_day(&mut self) {
+        self.date = self.date.succ_opt().unwrap_or(self.date);
+        let day = u64::try_from(self.date.num_days_from_ce()).unwrap_or(0);
+        let mut rng = StdRng::seed_from_u64(self.seed ^ day.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        self.plan_day(&mut rng);
+    }
+
+    /// The day's orders, by the hour's demand, and which vans stop on the road.
+    fn plan_day(&mut self, rng: &mut StdRng) {
+        let (date, rates, scale) = (self.date, self.rates, self.scale);
+        let (catalogue, warehouses, customers) = (&self.catalogue, &self.warehouses, &self.customers);
         let scarce = catalogue.len() - 1;
         let total: u32 = DEMAND.iter().map(|(_, w)| w).sum();
         let mut orders = Vec::with_capacity(scale.orders);
@@ -329,7 +359,7 @@ impl World {
                 .map_or(8, |(h, _)| *h);
             let placed_at = local(date, hour, 0) + TimeDelta::seconds(rng.random_range(0..3600));
             let customer = rng.random_range(0..customers.len());
-            let nearest = nearest(&warehouses, customers[customer].location);
+            let nearest = nearest(warehouses, customers[customer].location);
             // Wanted within two hours from an hour after placing it, before opening if that is still ahead.
             let earliest = placed_at + TimeDelta::minutes(60);
             let opens = local(date, customers[customer].opens, 0);
@@ -369,24 +399,12 @@ impl World {
             });
         }
         orders.sort_by_key(|o| o.placed_at);
-        let vehicle_stops = couriers
+        self.orders = orders;
+        self.vehicle_stops = self
+            .couriers
             .iter()
             .map(|c| rng.random_bool(rates.vehicle_stop).then(|| rng.random_range(60..(c.shift.1 - c.shift.0) * 60)))
             .collect();
-        Ok(World {
-            seed,
-            scale,
-            rates,
-            date,
-            network,
-            router,
-            catalogue,
-            warehouses,
-            couriers,
-            customers,
-            orders,
-            vehicle_stops,
-        })
     }
 
     /// When the business day starts and ends (the first shift, the last one's end).
@@ -474,5 +492,21 @@ mod tests {
             a.orders.iter().filter(|o| o.placed_at < local(date(), 9, 0) && o.placed_at >= local(date(), 6, 0)).count();
         let afternoon = a.orders.iter().filter(|o| o.placed_at >= local(date(), 12, 0)).count();
         assert!(morning > afternoon, "{morning} vs {afternoon}");
+    }
+
+    #[test]
+    fn the_next_day_keeps_the_city_and_brings_new_orders() {
+        let small = Scale { city_size: 12, warehouses: 2, couriers: 5, customers: 20, orders: 60 };
+        let Ok(mut world) = World::generate(7, small, Rates::default(), date()) else { panic!("a world") };
+        let (first, customers) = (world.orders.clone(), world.customers.clone());
+        world.next_day();
+        let Some(tomorrow) = date().succ_opt() else { panic!("a date") };
+        assert_eq!(world.date, tomorrow);
+        assert_eq!(world.customers, customers, "the same customers");
+        assert_ne!(world.orders, first, "other orders");
+        assert_eq!(world.orders.len(), 60);
+        let (open, close) = world.day();
+        assert!(open >= local(tomorrow, 0, 0));
+        assert!(world.orders.iter().all(|o| o.placed_at >= open && o.placed_at < close), "placed the next day");
     }
 }

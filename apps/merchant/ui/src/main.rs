@@ -14,7 +14,7 @@ use xianlu_core::substitute::{propose_substitute, substitutes};
 use xianlu_domain::evidence::EvidenceRecord;
 use xianlu_domain::operations::{Alert, CourierStatus};
 use xianlu_domain::wire::{LatLng, OrderView, StockLevel};
-use xianlu_domain::{Command, CourierId, Order, OrderId, ShortageResolution, Status, WarehouseId};
+use xianlu_domain::{Command, CourierId, Dimension, Order, OrderId, ShortageResolution, Status, Unit, WarehouseId};
 use xianlu_ui::i18n::Key;
 use xianlu_ui::order::window_text;
 use xianlu_ui::signoff::LogInForm;
@@ -501,8 +501,19 @@ fn SubstituteForm(order: Order, line_no: u16, lang: Lang) -> Element {
     let levels = stock.read().clone().and_then(Result::ok).unwrap_or_default();
     let options: Vec<StockLevel> = substitutes(&line, &levels).into_iter().cloned().collect();
     let choices = options.clone();
+    // How short the line is: what was ordered against what the warehouse could reserve.
+    let available = line.shortage.as_ref().map_or(0, |s| s.available_base);
+    let shortfall = rsx! {
+        p { class: "xl-shortfall",
+            "{line.name} · {lang.t(Key::OrderedQuantity)} {measure(lang, line.base_ordered, line.dimension)} · "
+            "{lang.t(Key::CanPick)} {measure(lang, available, line.dimension)}"
+        }
+    };
     if options.is_empty() {
-        return rsx! { p { class: "xl-muted", "{line.name}: {lang.t(Key::NothingToSubstitute)}" } };
+        return rsx! {
+            {shortfall}
+            p { class: "xl-muted", "{lang.t(Key::NothingToSubstitute)}" }
+        };
     }
     let version = order.version;
     let id = order.id;
@@ -526,6 +537,7 @@ fn SubstituteForm(order: Order, line_no: u16, lang: Lang) -> Element {
         }
     };
     rsx! {
+        {shortfall}
         div { class: "xl-filters",
             select {
                 class: "xl-substitute-sku",
@@ -543,6 +555,18 @@ fn SubstituteForm(order: Order, line_no: u16, lang: Lang) -> Element {
             button { class: "xl-primary xl-do-substitute", onclick: propose, "{lang.t(Key::ProposeSubstitute)} · {line.name}" }
         }
         if let Some(message) = error() { p { class: "xl-error", "{message}" } }
+    }
+}
+
+/// A base quantity as a person reads it: kilograms from a kilogram up, else grams or pieces.
+fn measure(lang: Lang, base: i64, dimension: Dimension) -> String {
+    match dimension {
+        Dimension::Grams if base.abs() >= 1000 => {
+            let kg = format!("{:.3}", base as f64 / 1000.0);
+            format!("{} {}", kg.trim_end_matches('0').trim_end_matches('.'), lang.unit(Unit::Kg))
+        }
+        Dimension::Grams => format!("{base} {}", lang.unit(Unit::G)),
+        Dimension::Pieces => format!("{base} {}", lang.unit(Unit::Piece)),
     }
 }
 
