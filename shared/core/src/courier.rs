@@ -569,7 +569,7 @@ impl CourierSession {
         self.inner.day.watch()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, CourierDay> {
+    fn lock(&self) -> watch::Ref<'_, CourierDay> {
         self.inner.day.lock()
     }
 

@@ -15,24 +15,26 @@ use crate::push::{ConnectionState, PushClient, PushEvent, PushSettings};
 use crate::retry::Backoff;
 use crate::store::Store;
 
-/// A view-model changed under a lock and published to watchers after every change.
-pub(crate) struct Shared<T: Clone> {
-    state: Mutex<T>,
+/// A view-model changed in place and published to watchers after every
+/// change. The one copy lives in the watch channel: a change costs what it
+/// changes, not a copy of the whole (an office's board holds thousands of
+/// orders and changes with every event of any of them).
+pub(crate) struct Shared<T> {
     tx: watch::Sender<T>,
 }
 
 impl<T: Clone> Shared<T> {
     pub(crate) fn new(value: T) -> Shared<T> {
-        let (tx, _) = watch::channel(value.clone());
-        Shared { state: Mutex::new(value), tx }
+        Shared { tx: watch::Sender::new(value) }
     }
 
     pub(crate) fn get(&self) -> T {
-        self.lock().clone()
+        self.tx.borrow().clone()
     }
 
-    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, T> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// Reads it; changes wait until the guard is dropped (never hold it across an update).
+    pub(crate) fn lock(&self) -> watch::Ref<'_, T> {
+        self.tx.borrow()
     }
 
     pub(crate) fn watch(&self) -> watch::Receiver<T> {
@@ -41,12 +43,13 @@ impl<T: Clone> Shared<T> {
 
     /// Changes the view-model and publishes it.
     pub(crate) fn update<R>(&self, change: impl FnOnce(&mut T) -> R) -> R {
-        let mut state = self.lock();
-        let out = change(&mut state);
-        let snapshot = state.clone();
-        drop(state);
-        self.tx.send_replace(snapshot);
-        out
+        let mut out = None;
+        self.tx.send_modify(|value| out = Some(change(value)));
+        match out {
+            Some(out) => out,
+            // `send_modify` runs its closure exactly once.
+            None => unreachable!("the change ran"),
+        }
     }
 }
 

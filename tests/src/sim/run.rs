@@ -25,7 +25,7 @@ use xianlu_core::report::{ExceptionReason, ExceptionReport};
 use xianlu_core::signature::StrokePoint;
 use xianlu_core::signoff::SignOff;
 use xianlu_core::store::{MemoryStore, Store};
-use xianlu_core::{ApiClient, Backoff};
+use xianlu_core::{ApiClient, Backoff, CoreError};
 use xianlu_domain::aftersales::{AfterSalesKind, AfterSalesLine, NewAfterSales};
 use xianlu_domain::operations::OperationsSettings;
 use xianlu_domain::operations::PlannedKind;
@@ -278,6 +278,20 @@ impl CourierAgent {
             ExceptionReport { reason, note: note.into(), photos: Vec::new(), position: Some(self.position), at: t };
         self.session.report(order, &report)?;
         Ok(())
+    }
+
+    /// Off duty, unless the server still counts goods aboard (a report or a
+    /// delivery still in the outbox, an order the day has not heard of yet):
+    /// then the courier stays on and asks again the next round.
+    async fn off_duty(&mut self) -> Result<bool> {
+        match self.session.set_duty(false, None).await {
+            Ok(_) => {
+                self.on_duty = false;
+                Ok(true)
+            }
+            Err(CoreError::Server { problem }) if problem.code == "goods_aboard" => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// A GPS fix of where the van is, with a few metres of noise.
@@ -925,6 +939,12 @@ impl Sim {
         if !c.on_duty {
             return Ok(());
         }
+        if c.stopped {
+            // The van stays put until the server has the report and lets go.
+            c.fix(t, 0.0)?;
+            c.off_duty().await?;
+            return Ok(());
+        }
         let day = c.session.day();
         // A change the server refused (the order went to someone else, say):
         // the courier reads why and gives it up; the server's state stands.
@@ -934,9 +954,7 @@ impl Sim {
             }
         }
         let aboard = day.stops.iter().any(|s| s.status == Status::Delivering);
-        if t >= c.shift.1 && !aboard && c.busy_until.is_none() {
-            c.session.set_duty(false, None).await?;
-            c.on_duty = false;
+        if t >= c.shift.1 && !aboard && c.busy_until.is_none() && c.off_duty().await? {
             return Ok(());
         }
         // An accident or a breakdown: every order aboard is covered, the van stays put.
@@ -957,8 +975,7 @@ impl Sim {
             c.stopped = true;
             *vans_stopped += 1;
             c.leg = None;
-            c.session.set_duty(false, None).await?;
-            c.on_duty = false;
+            c.off_duty().await?;
             return Ok(());
         }
         // At the door or loading: the outcome once the time is up.
